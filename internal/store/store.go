@@ -1,0 +1,158 @@
+// Package store keeps what the orchestrator must not lose between commands:
+// each campaign's state (with a version), its ledger of applied command ids,
+// its inbox of commands waiting for the campaign to be free, its outbox of
+// messages to publish after a state write, its lock with a fencing token, and
+// the HTTP ingress's idempotency records and per-tenant campaign index.
+//
+// Two implementations satisfy Store: Redis (NewRedis) for production and
+// several processes, and in-process (NewMemory) for the zero-set-up default
+// and one process only. Both pass the same contract suite (storetest).
+//
+// The store knows nothing of NATS or HTTP; it stores fsm types and opaque
+// bytes. It never logs: errors go to the caller.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+)
+
+// Errors. Compare with errors.Is.
+var (
+	// ErrNotFound: no such campaign (or record).
+	ErrNotFound = errors.New("store: not found")
+	// ErrLockLost: the lease's lock expired or belongs to someone else, or a
+	// newer fencing token has written the campaign. Nothing was written.
+	ErrLockLost = errors.New("store: lock lost (fenced)")
+	// ErrConflict: the campaign's version is not the one the write expected.
+	// Nothing was written.
+	ErrConflict = errors.New("store: version conflict")
+	// ErrIdempotencyMismatch: an idempotency key reused with another request.
+	ErrIdempotencyMismatch = errors.New("store: idempotency key reused with a different request")
+)
+
+// Key names one campaign.
+type Key struct{ Tenant, Campaign string }
+
+func (k Key) String() string { return k.Tenant + "/" + k.Campaign }
+
+// Lease is a held campaign lock: a random token and the fencing token that
+// came with it. Fence grows with every acquisition of the campaign's lock and
+// is always above the Fence recorded in the campaign's stored state.
+type Lease struct {
+	Key   Key
+	Token string
+	Fence uint64
+}
+
+// Item is a command waiting in a campaign's inbox. Items are kept in Seq
+// order (the JetStream stream sequence); ID is unique within the inbox.
+type Item struct {
+	ID   string
+	Seq  uint64
+	Data []byte // opaque to the store
+}
+
+// Message is one entry of a campaign's outbox: a NATS message to publish
+// after the state write that produced it.
+type Message struct {
+	Subject string            `json:"subject"`
+	Header  map[string]string `json:"header,omitempty"`
+	Data    []byte            `json:"data"`
+}
+
+// Enqueued is the answer of Enqueue.
+type Enqueued struct {
+	// Duplicate: the item's ID is in the campaign's ledger; it was not added.
+	Duplicate bool
+	// Lease is non-nil when the caller now holds the campaign's lock and must
+	// drain the inbox (then Release). It is nil when someone else holds it:
+	// that holder will find the item before it can release.
+	Lease *Lease
+}
+
+// Write is one atomic, fenced change of a campaign.
+type Write struct {
+	Lease Lease
+	// Campaign, when not nil, replaces the stored campaign; the stored version
+	// must be Campaign.Version-1 (0: the campaign must not exist yet). Its
+	// Fence is set to Lease.Fence.
+	Campaign *fsm.Campaign
+	// Outbox is appended to the campaign's outbox.
+	Outbox []Message
+	// Applied command ids are added to the ledger.
+	Applied []string
+	// Dequeue removes these ids from the inbox.
+	Dequeue []string
+}
+
+// IdemRecord is a stored HTTP answer for an Idempotency-Key.
+type IdemRecord struct {
+	Fingerprint string            `json:"fingerprint"` // method, path and body hash of the first request
+	Status      int               `json:"status"`      // 0 while the first request is still in progress
+	Header      map[string]string `json:"header,omitempty"`
+	Body        []byte            `json:"body,omitempty"`
+}
+
+// Page is one page of a tenant's campaigns.
+type Page struct {
+	Campaigns []fsm.Campaign
+	Next      string // cursor of the next page; "" when this is the last
+}
+
+// Store is the orchestrator's durable state. Every method is safe for
+// concurrent use by many goroutines and, for Redis, many processes.
+type Store interface {
+	// Enqueue adds item to the campaign's inbox unless its ID is in the
+	// campaign's ledger (Duplicate). Then, in the same atomic step, if the
+	// inbox is not empty and the lock is free, it takes the lock for ttl with
+	// a new random token and fencing token and returns the Lease.
+	Enqueue(ctx context.Context, k Key, item Item, ttl time.Duration) (Enqueued, error)
+	// Inbox returns up to limit items in Seq order.
+	Inbox(ctx context.Context, k Key, limit int) ([]Item, error)
+	// Extend sets the lock's TTL to ttl again. ErrLockLost if not held by l.
+	Extend(ctx context.Context, l Lease, ttl time.Duration) error
+	// Release frees the lock if the inbox is empty and reports whether it
+	// did; false means items arrived meanwhile: drain them, then try again.
+	// ErrLockLost if not held by l.
+	Release(ctx context.Context, l Lease) (bool, error)
+	// Abandon frees the lock whatever the inbox holds (shutdown). It is not
+	// an error if the lock is no longer held by l.
+	Abandon(ctx context.Context, l Lease) error
+
+	// Load returns the campaign. ErrNotFound if it does not exist.
+	Load(ctx context.Context, k Key) (fsm.Campaign, error)
+	// Commit applies w atomically: nothing is written unless l holds the
+	// lock (ErrLockLost) and the version matches (ErrConflict). A campaign
+	// written in a terminal state expires, with its ledger and everything
+	// else of it, after the retention; any other write keeps it forever.
+	Commit(ctx context.Context, w Write) error
+	// Outbox returns the campaign's outbox, oldest first.
+	Outbox(ctx context.Context, k Key) ([]Message, error)
+	// TrimOutbox removes the n oldest outbox messages. ErrLockLost if l does
+	// not hold the lock.
+	TrimOutbox(ctx context.Context, l Lease, n int) error
+	// Applied reports whether id is in the campaign's ledger.
+	Applied(ctx context.Context, k Key, id string) (bool, error)
+
+	// List returns the tenant's campaigns in creation order, optionally only
+	// those in state, starting after cursor ("" for the first page).
+	List(ctx context.Context, tenant string, state fsm.State, cursor string, limit int) (Page, error)
+
+	// ReserveIdem stores rec (Status 0: in progress) under (tenant, key) for
+	// ttl unless a record exists, and returns the existing record and true
+	// if one does.
+	ReserveIdem(ctx context.Context, tenant, key string, rec IdemRecord, ttl time.Duration) (IdemRecord, bool, error)
+	// CompleteIdem replaces the record with the final answer (ttl again).
+	CompleteIdem(ctx context.Context, tenant, key string, rec IdemRecord, ttl time.Duration) error
+	// DeleteIdem removes the record (a 5xx answer is not kept).
+	DeleteIdem(ctx context.Context, tenant, key string) error
+
+	// Ping reports whether the store is reachable.
+	Ping(ctx context.Context) error
+	// Close releases the store's resources.
+	Close() error
+}
