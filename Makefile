@@ -1,0 +1,43 @@
+# Campaign Orchestrator — the few targets you need.
+#
+#   make run    build and run the whole system on the embedded defaults: the step
+#               simulator on 127.0.0.1:8081 and the orchestrator (embedded NATS with
+#               JetStream on 127.0.0.1:4222, in-process store, HTTP on :8000).
+#   make test   vet, format check and every test under the race detector (needs
+#               redis-server on PATH: tests start their own on loopback).
+#   make bench  the Go benchmarks (compare with benchstat).
+#   make lint   go vet and gofmt only.
+#   make tools  install the nats CLI (natscli v0.5.0) into $(GOBIN) or ~/go/bin.
+
+GO      ?= go
+BIN     := bin
+NATSCLI := github.com/nats-io/natscli/nats@v0.5.0
+
+.PHONY: run test bench lint tools build clean
+
+build:
+	$(GO) build -o $(BIN)/orchestrator ./cmd/orchestrator
+	$(GO) build -o $(BIN)/stepsim ./cmd/stepsim
+
+run: build
+	@echo "step simulator on 127.0.0.1:8081, orchestrator HTTP on :8000, NATS on nats://127.0.0.1:4222 (Ctrl-C stops both)"
+	@trap 'kill $$sim 2>/dev/null; wait $$sim 2>/dev/null' EXIT INT TERM; \
+	 $(BIN)/stepsim -addr 127.0.0.1:8081 -latency 200ms & sim=$$!; \
+	 $(BIN)/orchestrator serve
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	 if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
+
+test: lint
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./...
+
+tools:
+	$(GO) install $(NATSCLI)
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/config"
+	"github.com/campaign-orchestrator/orchestrator/internal/events"
+	"github.com/campaign-orchestrator/orchestrator/internal/httpapi"
+	"github.com/campaign-orchestrator/orchestrator/internal/stepclient"
+	"github.com/campaign-orchestrator/orchestrator/internal/store"
+	"github.com/campaign-orchestrator/orchestrator/internal/worker"
+	"github.com/campaign-orchestrator/orchestrator/internal/workflow"
+	"github.com/campaign-orchestrator/orchestrator/streams"
+)
+
+// App is one orchestrator process: the embedded NATS server (when no
+// NATS_URL), the store, the workers and the HTTP ingress, per its role.
+type App struct {
+	cfg    config.Config
+	log    *slog.Logger
+	ns     *server.Server
+	tmpDir string
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	store  store.Store
+	worker *worker.Worker
+	api    *httpapi.Server
+	ln     net.Listener
+	// WorkerConfig and Fault let tests tune the worker.
+	closers []func() error
+}
+
+// Options are what tests may change beyond the configuration.
+type Options struct {
+	// Consumer, when set, replaces the consumer file's ack wait, back-off and max deliver.
+	Consumer func(*jetstream.ConsumerConfig)
+	// Fault is handed to the worker (tests only).
+	Fault func(worker.FaultPoint, store.Key) error
+	// Steps replaces the step client.
+	Steps worker.StepCaller
+}
+
+// NewApp opens everything the configuration asks for; it listens before it
+// returns, so a port conflict fails here.
+func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options) (a *App, err error) {
+	a = &App{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			_ = a.Close()
+			a = nil
+		}
+	}()
+	if err := a.openNATS(); err != nil {
+		return nil, err
+	}
+	specs, err := events.LoadSpecs(streams.FS)
+	if err != nil {
+		return nil, fmt.Errorf("streams: %w", err)
+	}
+	if opt.Consumer != nil {
+		opt.Consumer(&specs.Consumer)
+	}
+	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := specs.Apply(actx, a.js, events.Overrides{DuplicateWindow: cfg.DuplicateWindow, Replicas: cfg.StreamReplicas}); err != nil {
+		return nil, fmt.Errorf("apply streams: %w", err)
+	}
+	if cfg.RedisURL == "" {
+		a.store = store.NewMemory(store.Options{Retention: cfg.CampaignRetention})
+		log.Info("store: in-process (one process only; set REDIS_URL for more)")
+	} else {
+		rs, err := store.NewRedis(actx, cfg.RedisURL, store.Options{Retention: cfg.CampaignRetention})
+		if err != nil {
+			return nil, fmt.Errorf("REDIS_URL: %w", err)
+		}
+		a.store = rs
+		log.Info("store: redis")
+	}
+	a.closers = append(a.closers, a.store.Close)
+	var wf *workflow.Registry
+	if cfg.WorkflowsFile != "" {
+		if wf, err = workflow.Load(cfg.WorkflowsFile, cfg.StepsBaseURL, cfg.StepTimeout); err != nil {
+			return nil, fmt.Errorf("WORKFLOWS_FILE: %w", err)
+		}
+	} else {
+		wf = workflow.Default(cfg.StepsBaseURL)
+	}
+	log.Info("workflows loaded", "names", wf.Names())
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	if cfg.Role != config.RoleIngress {
+		steps := opt.Steps
+		if steps == nil {
+			steps = stepclient.New(stepclient.Config{MaxRetries: cfg.StepMaxRetries, BackoffBase: cfg.StepBackoffBase, Timeout: cfg.StepTimeout})
+		}
+		a.worker, err = worker.New(actx, worker.Config{Workers: cfg.Workers, LockTTL: cfg.LockTTL}, worker.Deps{
+			JS: a.js, Store: a.store, Steps: steps, Workflows: wf, Logger: log, Fault: opt.Fault,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Role != config.RoleWorker {
+		tokens, err := loadTokens(cfg)
+		if err != nil {
+			return nil, err
+		}
+		if len(tokens) == 0 {
+			log.Warn("no API tokens configured (API_TOKENS_FILE, API_TOKENS): the tenant is taken from X-Tenant-ID or the body; development only")
+		}
+		var ready func(context.Context) error
+		if a.worker != nil {
+			ready = func(context.Context) error { return a.worker.Ready() }
+		}
+		a.api, err = httpapi.New(httpapi.Config{AllowedOrigins: cfg.CORSAllowedOrigins, Tokens: tokens}, httpapi.Deps{
+			JS: a.js, NC: a.nc, Store: a.store, Workflows: wf, Ready: ready, Registry: reg, Logger: log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		if a.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("HTTP_ADDR: %w", err)
+		}
+		log.Info("HTTP ingress listening", "addr", a.ln.Addr().String())
+	}
+	return a, nil
+}
+
+func loadTokens(cfg config.Config) (map[string]string, error) {
+	tokens := map[string]string{}
+	if cfg.APITokensFile != "" {
+		t, err := httpapi.LoadTokens(cfg.APITokensFile)
+		if err != nil {
+			return nil, fmt.Errorf("API_TOKENS_FILE: %w", err)
+		}
+		for k, v := range t {
+			tokens[k] = v
+		}
+	}
+	if cfg.APITokens != "" {
+		t, err := httpapi.ParseTokens(cfg.APITokens)
+		if err != nil {
+			return nil, fmt.Errorf("API_TOKENS: %w", err)
+		}
+		for k, v := range t {
+			tokens[k] = v
+		}
+	}
+	return tokens, nil
+}
+
+// openNATS connects to NATS_URL or starts the embedded server.
+func (a *App) openNATS() error {
+	url := a.cfg.NATSURL
+	if url == "" {
+		dir := a.cfg.NATSStoreDir
+		if dir == "" {
+			d, err := os.MkdirTemp("", "orchestrator-jetstream-")
+			if err != nil {
+				return fmt.Errorf("NATS_STORE_DIR: private temporary directory: %w", err)
+			}
+			a.tmpDir, dir = d, d
+		}
+		host, port, _ := net.SplitHostPort(a.cfg.EmbeddedNATSAddr)
+		p, _ := strconv.Atoi(port)
+		if p == 0 {
+			p = server.RANDOM_PORT
+		}
+		ns, err := server.NewServer(&server.Options{
+			ServerName: "orchestrator-embedded", Host: host, Port: p,
+			JetStream: true, StoreDir: dir, NoSigs: true, NoLog: true,
+		})
+		if err != nil {
+			return fmt.Errorf("embedded NATS: %w", err)
+		}
+		go ns.Start()
+		if !ns.ReadyForConnections(10 * time.Second) {
+			ns.Shutdown()
+			return fmt.Errorf("EMBEDDED_NATS_ADDR: embedded NATS server not ready on %s (port in use?)", a.cfg.EmbeddedNATSAddr)
+		}
+		a.ns = ns
+		url = ns.ClientURL()
+		a.log.Info("embedded NATS server with JetStream", "url", url, "store_dir", dir)
+	}
+	nc, err := nats.Connect(url, nats.Name("campaign-orchestrator"), nats.MaxReconnects(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { a.log.Warn("NATS disconnected", "err", err) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { a.log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }))
+	if err != nil {
+		return fmt.Errorf("NATS_URL: connect: %w", err)
+	}
+	a.nc = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	a.js = js
+	return nil
+}
+
+// HTTPAddr is the address the ingress listens on ("" without ingress).
+func (a *App) HTTPAddr() string {
+	if a.ln == nil {
+		return ""
+	}
+	return a.ln.Addr().String()
+}
+
+// NATSURL is the URL of the NATS server in use.
+func (a *App) NATSURL() string { return a.nc.ConnectedUrl() }
+
+// Store is the app's store (tests read it).
+func (a *App) Store() store.Store { return a.store }
+
+// Run serves until ctx ends or a part fails, then stops every part in order:
+// the ingress, the workers (finishing or returning what is in flight).
+func (a *App) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	if a.api != nil {
+		g.Go(func() error {
+			err := a.api.Serve(a.ln)
+			if errors.Is(err, net.ErrClosed) || gctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("http: %w", err)
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			return a.api.Shutdown(sctx)
+		})
+	}
+	if a.worker != nil {
+		g.Go(func() error { return a.worker.Run(gctx) })
+	}
+	return g.Wait()
+}
+
+// Close drains the NATS connection, closes the store and stops the embedded
+// server; it is safe after a failed NewApp.
+func (a *App) Close() error {
+	var errs []error
+	if a.nc != nil {
+		if err := a.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			errs = append(errs, err)
+		}
+		for deadline := time.Now().Add(5 * time.Second); !a.nc.IsClosed() && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		errs = append(errs, a.closers[i]())
+	}
+	if a.ns != nil {
+		a.ns.Shutdown()
+		a.ns.WaitForShutdown()
+	}
+	if a.tmpDir != "" {
+		errs = append(errs, os.RemoveAll(a.tmpDir))
+	}
+	return errors.Join(errs...)
+}

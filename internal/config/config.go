@@ -1,0 +1,270 @@
+// Package config reads the orchestrator's settings (CONTRACT section 8) from
+// the environment and command-line flags (a flag wins over its variable) and
+// validates them: a setting that makes no sense stops start-up with an error
+// that names it. It does no I/O beyond reading the environment.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Role selects what `orchestrator serve` runs.
+type Role string
+
+// Roles.
+const (
+	RoleAll     Role = "all"     // ingress and workers
+	RoleIngress Role = "ingress" // HTTP ingress only
+	RoleWorker  Role = "worker"  // workers only
+)
+
+// Config is every setting of `orchestrator serve`.
+type Config struct {
+	HTTPAddr           string
+	NATSURL            string
+	NATSStoreDir       string
+	EmbeddedNATSAddr   string
+	RedisURL           string
+	CORSAllowedOrigins []string
+	WorkflowsFile      string
+	StepsBaseURL       string
+	DuplicateWindow    time.Duration
+	StreamReplicas     int
+	CampaignRetention  time.Duration
+	LockTTL            time.Duration
+	StepTimeout        time.Duration
+	StepMaxRetries     int
+	StepBackoffBase    time.Duration
+	Workers            int
+	APITokensFile      string
+	APITokens          string
+	LogLevel           slog.Level
+	Role               Role
+}
+
+// setting is one variable: its flag name, default and help.
+type setting struct {
+	env, def, help string
+}
+
+var settings = []setting{
+	{"HTTP_ADDR", ":8000", "HTTP ingress address"},
+	{"NATS_URL", "", "NATS server URL(s); empty: run an embedded NATS server with JetStream"},
+	{"NATS_STORE_DIR", "", "embedded JetStream storage directory; empty: a private temporary directory removed at exit"},
+	{"EMBEDDED_NATS_ADDR", "127.0.0.1:4222", "listen address of the embedded NATS server"},
+	{"REDIS_URL", "", "redis://… URL; empty: in-process store and lock (one process only)"},
+	{"CORS_ALLOWED_ORIGINS", "http://localhost:3000,http://internal-dashboard", "comma-separated exact origins allowed by CORS"},
+	{"WORKFLOWS_FILE", "", "workflows file (YAML or JSON); empty: the built-in standard workflow"},
+	{"STEPS_BASE_URL", "http://127.0.0.1:8081", "base URL of the built-in workflow's step services"},
+	{"DUPLICATE_WINDOW", "2m", "JetStream duplicate window of the command stream"},
+	{"STREAM_REPLICAS", "1", "replicas of every stream and of the consumer"},
+	{"CAMPAIGN_RETENTION", "720h", "how long an ended campaign (and its command ledger) is kept"},
+	{"LOCK_TTL", "30s", "campaign lock time to live, extended while held"},
+	{"STEP_TIMEOUT", "10s", "timeout of one step attempt"},
+	{"STEP_MAX_RETRIES", "2", "retries of a step after a network error"},
+	{"STEP_BACKOFF_BASE", "500ms", "first retry delay of a step (doubles each retry, with jitter)"},
+	{"WORKERS", "8", "commands handled at once by this process"},
+	{"API_TOKENS_FILE", "", "file of hashed API tokens mapped to tenants (see `orchestrator token hash`)"},
+	{"API_TOKENS", "", "tenant:token pairs, comma-separated (prefer API_TOKENS_FILE)"},
+	{"LOG_LEVEL", "info", "debug, info, warn or error"},
+}
+
+// flagName turns HTTP_ADDR into http-addr.
+func flagName(env string) string { return strings.ReplaceAll(strings.ToLower(env), "_", "-") }
+
+// Load parses args (flags) over the environment looked up with getenv.
+func Load(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	vals := map[string]*string{}
+	for _, s := range settings {
+		v := s.def
+		if e, ok := lookup(getenv, s.env); ok {
+			v = e
+		}
+		vals[s.env] = fs.String(flagName(s.env), v, s.help+" ($"+s.env+")")
+	}
+	role := fs.String("role", string(RoleAll), "what to run: all, ingress or worker")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	p := parser{vals: vals}
+	c := Config{
+		HTTPAddr:           p.addr("HTTP_ADDR"),
+		NATSURL:            p.natsURL("NATS_URL"),
+		NATSStoreDir:       p.str("NATS_STORE_DIR"),
+		EmbeddedNATSAddr:   p.addr("EMBEDDED_NATS_ADDR"),
+		RedisURL:           p.redisURL("REDIS_URL"),
+		CORSAllowedOrigins: p.origins("CORS_ALLOWED_ORIGINS"),
+		WorkflowsFile:      p.file("WORKFLOWS_FILE"),
+		StepsBaseURL:       p.httpURL("STEPS_BASE_URL"),
+		DuplicateWindow:    p.duration("DUPLICATE_WINDOW"),
+		StreamReplicas:     p.intIn("STREAM_REPLICAS", 1, 5),
+		CampaignRetention:  p.duration("CAMPAIGN_RETENTION"),
+		LockTTL:            p.duration("LOCK_TTL"),
+		StepTimeout:        p.duration("STEP_TIMEOUT"),
+		StepMaxRetries:     p.intIn("STEP_MAX_RETRIES", 0, 20),
+		StepBackoffBase:    p.duration("STEP_BACKOFF_BASE"),
+		Workers:            p.intIn("WORKERS", 1, 1024),
+		APITokensFile:      p.file("API_TOKENS_FILE"),
+		APITokens:          p.str("API_TOKENS"),
+		LogLevel:           p.level("LOG_LEVEL"),
+		Role:               Role(*role),
+	}
+	switch c.Role {
+	case RoleAll, RoleIngress, RoleWorker:
+		if c.Role != RoleAll && c.RedisURL == "" {
+			p.fail("REDIS_URL", "is empty, but --role %s needs a shared store (the in-process store serves one process only)", c.Role)
+		}
+	default:
+		p.errs = append(p.errs, fmt.Errorf("--role: %q is not all, ingress or worker", *role))
+	}
+	if c.LockTTL > 0 && c.LockTTL < time.Second {
+		p.fail("LOCK_TTL", "%s is too short (at least 1s)", c.LockTTL)
+	}
+	return c, errors.Join(p.errs...)
+}
+
+func lookup(getenv func(string) string, k string) (string, bool) {
+	if getenv == nil {
+		return os.LookupEnv(k)
+	}
+	v := getenv(k)
+	return v, v != ""
+}
+
+type parser struct {
+	vals map[string]*string
+	errs []error
+}
+
+func (p *parser) fail(env, f string, a ...any) {
+	p.errs = append(p.errs, fmt.Errorf("%s (--%s): %s", env, flagName(env), fmt.Sprintf(f, a...)))
+}
+
+func (p *parser) str(env string) string { return strings.TrimSpace(*p.vals[env]) }
+
+func (p *parser) file(env string) string {
+	v := p.str(env)
+	if v == "" {
+		return ""
+	}
+	if st, err := os.Stat(v); err != nil {
+		p.fail(env, "%v", err)
+	} else if st.IsDir() {
+		p.fail(env, "%s is a directory", v)
+	}
+	return v
+}
+
+func (p *parser) addr(env string) string {
+	v := p.str(env)
+	if _, port, err := net.SplitHostPort(v); err != nil {
+		p.fail(env, "%q is not host:port: %v", v, err)
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		p.fail(env, "%q: bad port", v)
+	}
+	return v
+}
+
+func (p *parser) duration(env string) time.Duration {
+	v := p.str(env)
+	d, err := time.ParseDuration(v)
+	switch {
+	case err != nil:
+		p.fail(env, "%q is not a duration (e.g. 500ms, 30s, 2m): %v", v, err)
+	case d <= 0:
+		p.fail(env, "%q must be positive", v)
+	}
+	return d
+}
+
+func (p *parser) intIn(env string, lo, hi int) int {
+	v := p.str(env)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		p.fail(env, "%q must be a whole number from %d to %d", v, lo, hi)
+	}
+	return n
+}
+
+func (p *parser) level(env string) slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(p.str(env))); err != nil {
+		p.fail(env, "%q is not debug, info, warn or error", p.str(env))
+	}
+	return l
+}
+
+func (p *parser) parseURL(env, v string, schemes ...string) *url.URL {
+	u, err := url.Parse(v)
+	if err != nil {
+		p.fail(env, "%q is not a URL: %v", v, err)
+		return nil
+	}
+	for _, s := range schemes {
+		if u.Scheme == s && u.Host != "" {
+			return u
+		}
+	}
+	p.fail(env, "%q must be a %s URL with a host", v, strings.Join(schemes, " or "))
+	return nil
+}
+
+func (p *parser) httpURL(env string) string {
+	v := strings.TrimRight(p.str(env), "/")
+	p.parseURL(env, v, "http", "https")
+	return v
+}
+
+func (p *parser) redisURL(env string) string {
+	v := p.str(env)
+	if v != "" {
+		p.parseURL(env, v, "redis", "rediss", "unix")
+	}
+	return v
+}
+
+func (p *parser) natsURL(env string) string {
+	v := p.str(env)
+	for _, u := range strings.Split(v, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			p.parseURL(env, u, "nats", "tls", "ws", "wss")
+		}
+	}
+	return v
+}
+
+func (p *parser) origins(env string) []string {
+	var out []string
+	for _, o := range strings.Split(p.str(env), ",") {
+		o = strings.TrimSpace(o)
+		if o == "" {
+			continue
+		}
+		if strings.Contains(o, "*") {
+			p.fail(env, "%q: wildcards are refused; list exact origins such as https://dashboard.example.com", o)
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			p.fail(env, "%q is not an origin (scheme://host[:port])", o)
+			continue
+		}
+		out = append(out, strings.TrimSuffix(o, "/"))
+	}
+	return out
+}

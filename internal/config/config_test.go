@@ -1,0 +1,70 @@
+package config_test
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/config"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestDefaults(t *testing.T) {
+	c, err := config.Load(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != ":8000" || c.NATSURL != "" || c.RedisURL != "" || c.LockTTL != 30*time.Second ||
+		c.StepTimeout != 10*time.Second || c.StepMaxRetries != 2 || c.StepBackoffBase != 500*time.Millisecond ||
+		c.Workers != 8 || c.DuplicateWindow != 2*time.Minute || c.StreamReplicas != 1 ||
+		c.CampaignRetention != 720*time.Hour || c.StepsBaseURL != "http://127.0.0.1:8081" || c.Role != config.RoleAll {
+		t.Fatalf("defaults: %+v", c)
+	}
+	if got := strings.Join(c.CORSAllowedOrigins, ","); got != "http://localhost:3000,http://internal-dashboard" {
+		t.Fatalf("origins %q", got)
+	}
+}
+
+func TestFlagBeatsEnv(t *testing.T) {
+	c, err := config.Load([]string{"--workers", "3"}, env(map[string]string{"WORKERS": "5", "LOCK_TTL": "10s"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Workers != 3 || c.LockTTL != 10*time.Second {
+		t.Fatalf("got workers %d lock %s", c.Workers, c.LockTTL)
+	}
+}
+
+func TestBadSettingsAreNamed(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{map[string]string{"CORS_ALLOWED_ORIGINS": "*"}, nil, "CORS_ALLOWED_ORIGINS"},
+		{map[string]string{"CORS_ALLOWED_ORIGINS": "http://a.com,https://*.b.com"}, nil, "CORS_ALLOWED_ORIGINS"},
+		{map[string]string{"CORS_ALLOWED_ORIGINS": "a.com"}, nil, "CORS_ALLOWED_ORIGINS"},
+		{map[string]string{"LOCK_TTL": "-1s"}, nil, "LOCK_TTL"},
+		{map[string]string{"STEP_TIMEOUT": "ten"}, nil, "STEP_TIMEOUT"},
+		{map[string]string{"DUPLICATE_WINDOW": "0s"}, nil, "DUPLICATE_WINDOW"},
+		{map[string]string{"STEPS_BASE_URL": "ftp://x"}, nil, "STEPS_BASE_URL"},
+		{map[string]string{"STEPS_BASE_URL": "not a url"}, nil, "STEPS_BASE_URL"},
+		{map[string]string{"REDIS_URL": "http://x:6379"}, nil, "REDIS_URL"},
+		{map[string]string{"NATS_URL": "localhost"}, nil, "NATS_URL"},
+		{map[string]string{"WORKERS": "0"}, nil, "WORKERS"},
+		{map[string]string{"STREAM_REPLICAS": "7"}, nil, "STREAM_REPLICAS"},
+		{map[string]string{"HTTP_ADDR": "8000"}, nil, "HTTP_ADDR"},
+		{map[string]string{"LOG_LEVEL": "loud"}, nil, "LOG_LEVEL"},
+		{map[string]string{"WORKFLOWS_FILE": "/does/not/exist.yaml"}, nil, "WORKFLOWS_FILE"},
+		{nil, []string{"--role", "ingress"}, "REDIS_URL"},
+		{nil, []string{"--role", "boss"}, "--role"},
+	}
+	for _, tc := range tests {
+		_, err := config.Load(tc.args, env(tc.env), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("env %v args %v: error %v, want one naming %s", tc.env, tc.args, err, tc.want)
+		}
+	}
+}

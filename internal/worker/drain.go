@@ -1,0 +1,349 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/events"
+	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+	"github.com/campaign-orchestrator/orchestrator/internal/stepclient"
+	"github.com/campaign-orchestrator/orchestrator/internal/store"
+)
+
+// errStopping: the worker is shutting down; the lock was abandoned and the
+// message should come back to another instance.
+var errStopping = errors.New("worker stopping")
+
+// inboxBatch is how many inbox items are read at once.
+const inboxBatch = 32
+
+// drainer holds one campaign's lock and empties its inbox.
+type drainer struct {
+	w        *Worker
+	l        store.Lease
+	k        store.Key
+	scanFrom uint64 // stream sequences below this were read ahead already
+}
+
+// drain empties the campaign's inbox in stream order, then releases the lock.
+// It returns nil once released; errStopping when run ended between items (the
+// lock is then abandoned); a store.ErrLockLost or errCrash error otherwise.
+func (w *Worker) drain(ctx, run context.Context, l store.Lease) error {
+	d := &drainer{w: w, l: l, k: l.Key, scanFrom: 1}
+	// A previous holder may have crashed between a write and its publish.
+	if err := d.flush(ctx); err != nil {
+		return err
+	}
+	for {
+		var items []store.Item
+		if err := retry(ctx, func() (err error) { items, err = w.d.Store.Inbox(ctx, d.k, inboxBatch); return err }); err != nil {
+			return err
+		}
+		if len(items) == 0 {
+			var released bool
+			if err := retry(ctx, func() (err error) { released, err = w.d.Store.Release(ctx, l); return err }); err != nil {
+				return err
+			}
+			if released {
+				return nil
+			}
+			continue
+		}
+	items:
+		for _, si := range items {
+			if run.Err() != nil {
+				_ = w.d.Store.Abandon(context.WithoutCancel(ctx), l)
+				return errStopping
+			}
+			var pulled bool
+			if err := retry(ctx, func() (err error) { pulled, err = d.readAhead(ctx, items, si.Seq); return err }); err != nil {
+				return err
+			}
+			if pulled {
+				break items // an earlier command was still in transit: start again from the head
+			}
+			if err := d.process(ctx, si); err != nil {
+				return err
+			}
+			d.scanFrom = max(d.scanFrom, si.Seq+1)
+		}
+	}
+}
+
+// readAhead makes sure no command of the campaign that the stream accepted
+// before sequence `before` is still in transit (delivered to a worker that
+// has not parked it yet): it parks any it finds in the inbox itself and
+// reports whether it did. This is what puts a pause published while a step
+// runs ahead of the campaign's next advance, whatever the workers' timing.
+func (d *drainer) readAhead(ctx context.Context, items []store.Item, before uint64) (bool, error) {
+	pulled := false
+	for d.scanFrom < before {
+		raw, ok, err := events.NextCommand(ctx, d.w.commands, d.k.Tenant, d.k.Campaign, d.scanFrom)
+		if err != nil {
+			return pulled, fmt.Errorf("read ahead %s: %w", d.k, err)
+		}
+		if !ok || raw.Sequence >= before {
+			return pulled, nil
+		}
+		d.scanFrom = raw.Sequence + 1
+		cmd, err := events.DecodeCommand(raw.Subject, raw.Header, raw.Data, d.w.d.Workflows)
+		if err != nil || queued(items, cmd.ID) {
+			continue // invalid ones are dead-lettered by the worker that receives them
+		}
+		data, err := json.Marshal(item{Subject: raw.Subject, ID: cmd.ID, Body: raw.Data, Traceparent: raw.Header.Get(events.HdrTraceparent)})
+		if err != nil {
+			return pulled, err
+		}
+		res, err := d.w.d.Store.Enqueue(ctx, d.k, store.Item{ID: cmd.ID, Seq: raw.Sequence, Data: data}, d.w.cfg.LockTTL)
+		if err != nil {
+			d.scanFrom = raw.Sequence
+			return pulled, err
+		}
+		pulled = pulled || !res.Duplicate
+	}
+	return pulled, nil
+}
+
+func queued(items []store.Item, id string) bool {
+	for _, it := range items {
+		if it.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// process applies one inbox item.
+func (d *drainer) process(ctx context.Context, si store.Item) error {
+	w := d.w
+	var it item
+	if err := json.Unmarshal(si.Data, &it); err != nil {
+		w.log.Error("undecodable inbox item dropped", "tenant_id", d.k.Tenant, "campaign_id", d.k.Campaign, "item", si.ID, "err", err)
+		return d.write(ctx, it, store.Write{Dequeue: []string{si.ID}})
+	}
+	log := w.campaignLog(d.k, it.ID)
+	var cur *fsm.Campaign
+	if err := retry(ctx, func() error {
+		c, err := w.d.Store.Load(ctx, d.k)
+		if errors.Is(err, store.ErrNotFound) {
+			cur = nil
+			return nil
+		}
+		cur = &c
+		return err
+	}); err != nil {
+		return err
+	}
+	now := w.d.Now()
+	reject := func(reason string) error {
+		if cur == nil {
+			return d.write(ctx, it, store.Write{Dequeue: []string{si.ID}})
+		}
+		r := fsm.Reject(*cur, it.ID, it.Verb, reason, now)
+		return d.commit(ctx, it, r, true, si.ID)
+	}
+	if it.Invalid != "" {
+		return reject(it.Invalid)
+	}
+	cmd, err := events.DecodeCommand(it.Subject, it.header(), it.Body, w.d.Workflows)
+	var inv *events.InvalidCommand
+	if errors.As(err, &inv) {
+		// Valid when received, no longer (a workflow removed since, say).
+		if err := retry(ctx, func() error { return events.DeadLetter(ctx, w.d.JS, it.natsMsg(), inv, si.Seq) }); err != nil {
+			return err
+		}
+		it.Verb = inv.Verb
+		return reject(inv.Reason)
+	} else if err != nil {
+		return err
+	}
+	r, err := fsm.Apply(cur, cmd, now)
+	var rej *fsm.RejectedError
+	switch {
+	case errors.Is(err, fsm.ErrUnknownCampaign):
+		log.Warn("command for an unknown campaign: dead-lettered", "verb", cmd.Verb)
+		inv := &events.InvalidCommand{ID: cmd.ID, Tenant: cmd.Tenant, Campaign: cmd.Campaign, Verb: string(cmd.Verb), Reason: "unknown campaign"}
+		if err := retry(ctx, func() error { return events.DeadLetter(ctx, w.d.JS, it.natsMsg(), inv, si.Seq) }); err != nil {
+			return err
+		}
+		return d.write(ctx, it, store.Write{Dequeue: []string{si.ID}})
+	case errors.Is(err, fsm.ErrStale):
+		return d.write(ctx, it, store.Write{Dequeue: []string{si.ID}})
+	case errors.As(err, &rej):
+		log.Info("command rejected", "verb", cmd.Verb, "reason", rej.Reason)
+		return d.commit(ctx, it, r, true, si.ID)
+	case err != nil:
+		return fmt.Errorf("apply %s to %s: %w", cmd.Verb, d.k, err)
+	}
+	if !r.RunStep {
+		return d.commit(ctx, it, r, cmd.Verb != fsm.Advance, si.ID)
+	}
+	if len(r.Events) > 0 {
+		// step.started: written before the call; the advance stays in the
+		// inbox until the step's result is written.
+		if err := d.commit(ctx, it, r, false, ""); err != nil {
+			return err
+		}
+	}
+	return d.runStep(ctx, r.Campaign, it, si.ID)
+}
+
+// runStep calls the campaign's current step and writes its result.
+func (d *drainer) runStep(ctx context.Context, c fsm.Campaign, it item, itemID string) error {
+	w := d.w
+	step, _ := c.CurrentStep()
+	if err := w.fault(BeforeStepCall, d.k); err != nil {
+		return err
+	}
+	outputs, err := json.Marshal(c.Outputs)
+	if err != nil {
+		return err
+	}
+	cur := c
+	onRetry := func(n stepclient.RetryNotice) error {
+		r := fsm.StepRetrying(cur, it.ID, n.Attempt, n.Err.Error(), n.Delay, w.d.Now())
+		if err := d.commit(ctx, it, r, false, ""); err != nil {
+			return err
+		}
+		cur = r.Campaign
+		return nil
+	}
+	log := w.campaignLog(d.k, it.ID).With("step", step.Name, "run", c.Run(step.Name), "attempt", c.Attempt)
+	started := time.Now()
+	res, callErr := w.d.Steps.Call(ctx, stepclient.Request{
+		Tenant: d.k.Tenant, Campaign: d.k.Campaign, Step: step, Run: c.Run(step.Name), Attempt: max(c.Attempt, 1),
+		Params: c.Params, Outputs: outputs, Fence: d.l.Fence, Traceparent: it.Traceparent,
+	}, onRetry)
+	if ctx.Err() != nil {
+		return fmt.Errorf("step %s of %s interrupted: %w", step.Name, d.k, context.Cause(ctx))
+	}
+	if errors.Is(callErr, errCrash) || errors.Is(callErr, store.ErrLockLost) || errors.Is(callErr, store.ErrConflict) {
+		return callErr
+	}
+	if err := w.fault(AfterStepCall, d.k); err != nil {
+		return err
+	}
+	took := res.Duration
+	if took == 0 {
+		took = time.Since(started)
+	}
+	attempt := max(res.Attempts, cur.Attempt, 1)
+	var r fsm.Result
+	if callErr != nil {
+		log.Warn("step failed", "err", callErr)
+		r = fsm.StepFailed(cur, it.ID, attempt, callErr.Error(), took, w.d.Now())
+	} else {
+		log.Info("step succeeded", "duration", took)
+		r = fsm.StepSucceeded(cur, it.ID, attempt, res.Output, took, w.d.Now())
+	}
+	return d.commit(ctx, it, r, false, itemID)
+}
+
+// commit writes a transition with its events (and next advance) in the
+// outbox, then publishes the outbox.
+func (d *drainer) commit(ctx context.Context, it item, r fsm.Result, applied bool, dequeue string) error {
+	out := make([]store.Message, 0, len(r.Events)+1)
+	for _, ev := range r.Events {
+		m, err := events.NewEventMsg(d.k.Tenant, d.k.Campaign, ev, it.Traceparent)
+		if err != nil {
+			return err
+		}
+		out = append(out, toStore(m))
+	}
+	if r.ScheduleAdvance {
+		out = append(out, toStore(events.AdvanceMsg(r.Campaign, it.Traceparent)))
+	}
+	wr := store.Write{Campaign: &r.Campaign, Outbox: out}
+	if applied {
+		wr.Applied = []string{it.ID}
+	}
+	if dequeue != "" {
+		wr.Dequeue = []string{dequeue}
+	}
+	return d.write(ctx, it, wr)
+}
+
+// write commits wr under the lease and flushes the outbox.
+func (d *drainer) write(ctx context.Context, _ item, wr store.Write) error {
+	w := d.w
+	wr.Lease = d.l
+	if err := w.fault(BeforeWrite, d.k); err != nil {
+		return err
+	}
+	if err := retry(ctx, func() error { return w.d.Store.Commit(ctx, wr) }); err != nil {
+		return fmt.Errorf("commit %s: %w", d.k, err)
+	}
+	if err := w.fault(AfterWrite, d.k); err != nil {
+		return err
+	}
+	if len(wr.Outbox) == 0 {
+		return nil
+	}
+	return d.flush(ctx)
+}
+
+// flush publishes the campaign's outbox and trims what it published.
+// Events are published so that no sequence is stored twice, even long after
+// the stream's duplicate window; advances are deduplicated by their id and,
+// when stale, dropped by the state machine.
+func (d *drainer) flush(ctx context.Context) error {
+	w := d.w
+	var msgs []store.Message
+	if err := retry(ctx, func() (err error) { msgs, err = w.d.Store.Outbox(ctx, d.k); return err }); err != nil {
+		return err
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := w.fault(BeforePublish, d.k); err != nil {
+		return err
+	}
+	var evs, cmds []*nats.Msg
+	for _, m := range msgs {
+		nm := fromStore(m)
+		if strings.HasPrefix(m.Subject, "campaign.evt.") {
+			evs = append(evs, nm)
+		} else {
+			cmds = append(cmds, nm)
+		}
+	}
+	if len(evs) > 0 {
+		if err := retry(ctx, func() error { _, err := events.PublishEvents(ctx, w.d.JS, d.k.Tenant, d.k.Campaign, evs); return err }); err != nil {
+			return fmt.Errorf("publish events of %s: %w", d.k, err)
+		}
+	}
+	for _, m := range cmds {
+		if err := retry(ctx, func() error { _, err := w.d.JS.PublishMsg(ctx, m); return err }); err != nil {
+			return fmt.Errorf("publish %s: %w", m.Subject, err)
+		}
+	}
+	if err := w.fault(AfterPublish, d.k); err != nil {
+		return err
+	}
+	if err := retry(ctx, func() error { return w.d.Store.TrimOutbox(ctx, d.l, len(msgs)) }); err != nil {
+		return fmt.Errorf("trim outbox of %s: %w", d.k, err)
+	}
+	return nil
+}
+
+func toStore(m *nats.Msg) store.Message {
+	h := make(map[string]string, len(m.Header))
+	for k := range m.Header {
+		h[k] = m.Header.Get(k)
+	}
+	return store.Message{Subject: m.Subject, Header: h, Data: m.Data}
+}
+
+func fromStore(m store.Message) *nats.Msg {
+	nm := &nats.Msg{Subject: m.Subject, Header: nats.Header{}, Data: m.Data}
+	for k, v := range m.Header {
+		nm.Header.Set(k, v)
+	}
+	return nm
+}

@@ -1,0 +1,218 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/events"
+	"github.com/campaign-orchestrator/orchestrator/internal/store"
+)
+
+// item is what the inbox keeps of a command: enough to decode it again.
+type item struct {
+	Subject     string `json:"subject"`
+	ID          string `json:"id"`
+	Body        []byte `json:"body"`
+	Traceparent string `json:"traceparent,omitempty"`
+	// Invalid holds the reason when the command cannot be processed; it
+	// is parked only to emit campaign.command.rejected on an existing campaign.
+	Invalid string `json:"invalid,omitempty"`
+	Verb    string `json:"verb,omitempty"`
+}
+
+func (it item) header() nats.Header {
+	h := nats.Header{}
+	h.Set(nats.MsgIdHdr, it.ID)
+	if it.Traceparent != "" {
+		h.Set(events.HdrTraceparent, it.Traceparent)
+	}
+	return h
+}
+
+func (it item) natsMsg() *nats.Msg {
+	return &nats.Msg{Subject: it.Subject, Header: it.header(), Data: it.Body}
+}
+
+// heartbeat keeps a message from being redelivered (InProgress) and the held
+// lock, if any, from expiring, until stopped. When the lock turns out to be
+// lost it cancels the drain's context with store.ErrLockLost.
+type heartbeat struct {
+	mu    sync.Mutex
+	lease *store.Lease
+	lost  context.CancelCauseFunc
+	stop  context.CancelFunc
+}
+
+func (h *heartbeat) hold(l *store.Lease, lost context.CancelCauseFunc) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.lease, h.lost = l, lost
+}
+
+func (w *Worker) startHeartbeat(ctx context.Context, msg jetstream.Msg) *heartbeat {
+	hctx, stop := context.WithCancel(ctx)
+	h := &heartbeat{stop: stop}
+	go func() {
+		t := time.NewTicker(w.hb)
+		defer t.Stop()
+		for {
+			select {
+			case <-hctx.Done():
+				return
+			case <-t.C:
+			}
+			if w.stalled.Load() > 0 {
+				continue
+			}
+			_ = msg.InProgress()
+			h.mu.Lock()
+			l, lost := h.lease, h.lost
+			h.mu.Unlock()
+			if l == nil {
+				continue
+			}
+			ectx, cancel := context.WithTimeout(hctx, w.hb)
+			err := w.d.Store.Extend(ectx, *l, w.cfg.LockTTL)
+			cancel()
+			if errors.Is(err, store.ErrLockLost) {
+				lost(store.ErrLockLost)
+			}
+		}
+	}()
+	return h
+}
+
+// handle processes one message from the consumer. work bounds the work
+// itself; run ending means the worker is stopping (finish the current item,
+// leave the rest to another instance).
+func (w *Worker) handle(work, run context.Context, msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		w.log.Error("message without metadata: terminated", "subject", msg.Subject(), "err", err)
+		_ = msg.TermWithReason("no metadata")
+		return
+	}
+	hb := w.startHeartbeat(work, msg)
+	defer hb.stop()
+
+	cmd, derr := events.DecodeCommand(msg.Subject(), msg.Headers(), msg.Data(), w.d.Workflows)
+	it := item{Subject: msg.Subject(), Body: msg.Data(), Traceparent: msg.Headers().Get(events.HdrTraceparent)}
+	k := store.Key{Tenant: cmd.Tenant, Campaign: cmd.Campaign}
+	var inv *events.InvalidCommand
+	switch {
+	case errors.As(derr, &inv):
+		w.log.Warn("invalid command: dead-lettered", "tenant_id", inv.Tenant, "campaign_id", inv.Campaign,
+			"command_id", inv.ID, "subject", msg.Subject(), "reason", inv.Reason)
+		orig := &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
+		if err := retry(work, func() error { return events.DeadLetter(work, w.d.JS, orig, inv, meta.Sequence.Stream) }); err != nil {
+			w.log.Error("dead letter failed: left for redelivery", "subject", msg.Subject(), "err", err)
+			return
+		}
+		if inv.Tenant == "" || inv.Campaign == "" || inv.ID == "" {
+			_ = msg.TermWithReason(inv.Reason)
+			return
+		}
+		// Parked too, so that an existing campaign records the rejection.
+		it.ID, it.Invalid, it.Verb = inv.ID, inv.Reason, inv.Verb
+		k = store.Key{Tenant: inv.Tenant, Campaign: inv.Campaign}
+	case derr != nil:
+		w.log.Error("decode command: left for redelivery", "subject", msg.Subject(), "err", derr)
+		return
+	default:
+		it.ID = cmd.ID
+	}
+	data, err := json.Marshal(it)
+	if err != nil {
+		w.log.Error("encode inbox item", "err", err)
+		return
+	}
+	log := w.campaignLog(k, it.ID)
+	si := store.Item{ID: it.ID, Seq: meta.Sequence.Stream, Data: data}
+	for {
+		err := w.park(work, run, hb, k, si)
+		if errors.Is(err, store.ErrLockLost) && work.Err() == nil {
+			log.Warn("campaign lock lost while draining: taking it again")
+			continue
+		}
+		switch {
+		case errors.Is(err, errCrash):
+			log.Warn("injected crash", "err", err)
+			return
+		case errors.Is(err, errStopping):
+			_ = msg.NakWithDelay(time.Second)
+			return
+		case err != nil:
+			log.Warn("left for redelivery", "err", err)
+			return
+		}
+		break
+	}
+	if err := w.fault(BeforeAck, k); err != nil {
+		return
+	}
+	if inv != nil {
+		_ = msg.TermWithReason(inv.Reason)
+		return
+	}
+	_ = msg.Ack()
+}
+
+// park puts the item in the campaign's inbox and, if that made this handler
+// the lock holder, drains the inbox.
+func (w *Worker) park(work, run context.Context, hb *heartbeat, k store.Key, si store.Item) error {
+	var res store.Enqueued
+	if err := retry(work, func() (err error) {
+		res, err = w.d.Store.Enqueue(work, k, si, w.cfg.LockTTL)
+		return err
+	}); err != nil {
+		return err
+	}
+	if res.Lease == nil {
+		return nil // duplicate, or the lock holder will find it
+	}
+	ctx, lost := context.WithCancelCause(work)
+	defer lost(nil)
+	hb.hold(res.Lease, lost)
+	defer hb.hold(nil, nil)
+	err := w.drain(ctx, run, *res.Lease)
+	if cause := context.Cause(ctx); errors.Is(cause, store.ErrLockLost) {
+		return cause
+	}
+	return err
+}
+
+// retry runs op until it succeeds, ctx ends, or it fails with an error that
+// retrying cannot fix (lock lost, conflict, injected crash). Transient
+// failures (the store or NATS unreachable) back off up to 2 s.
+func retry(ctx context.Context, op func() error) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 50 * time.Millisecond
+	b.MaxInterval = 2 * time.Second
+	for {
+		err := op()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (last error: %v)", context.Cause(ctx), err)
+		}
+		if permanent(err) {
+			return err
+		}
+		sleep(ctx, b.NextBackOff())
+	}
+}
+
+func permanent(err error) bool {
+	var inv *events.InvalidCommand
+	return errors.Is(err, store.ErrLockLost) || errors.Is(err, store.ErrConflict) || errors.Is(err, errCrash) ||
+		errors.Is(err, store.ErrNotFound) || errors.As(err, &inv)
+}

@@ -1,0 +1,291 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/events"
+	"github.com/campaign-orchestrator/orchestrator/internal/events/natstest"
+	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+	"github.com/campaign-orchestrator/orchestrator/internal/stepclient"
+	"github.com/campaign-orchestrator/orchestrator/internal/store"
+	"github.com/campaign-orchestrator/orchestrator/internal/store/redistest"
+	"github.com/campaign-orchestrator/orchestrator/internal/worker"
+	"github.com/campaign-orchestrator/orchestrator/internal/workflow"
+	"github.com/campaign-orchestrator/orchestrator/streams"
+)
+
+// Timing of every harness: short enough for tests, in the production ratios
+// (ack wait > lock TTL > heartbeat).
+const (
+	lockTTL = 500 * time.Millisecond
+	ackWait = 1500 * time.Millisecond
+)
+
+type harnessOpts struct {
+	dupWindow  time.Duration // both streams' duplicate window; 0: the files'
+	maxDeliver int           // 0: 5
+	workers    int           // worker instances; 0: 1
+	perWorker  int           // handlers per instance; 0: 4
+	memory     bool          // in-process store instead of redis
+	fault      func(i int) func(worker.FaultPoint, store.Key) error
+}
+
+type harness struct {
+	t     *testing.T
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	redis *redistest.Server
+	store store.Store
+	down  *downstream
+	wf    *workflow.Registry
+	ws    []*worker.Worker
+}
+
+func newHarness(t *testing.T, o harnessOpts) *harness {
+	t.Helper()
+	srv := natstest.Start(t)
+	nc, js := natstest.Connect(t, srv)
+	h := &harness{t: t, nc: nc, js: js, down: newDownstream(t)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	specs, err := events.LoadSpecs(streams.FS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.dupWindow > 0 {
+		for i := range specs.Streams {
+			specs.Streams[i].Duplicates = o.dupWindow
+		}
+	}
+	specs.Consumer.AckWait = ackWait
+	specs.Consumer.BackOff = nil
+	specs.Consumer.MaxDeliver = 5
+	if o.maxDeliver > 0 {
+		specs.Consumer.MaxDeliver = o.maxDeliver
+	}
+	if err := specs.Apply(ctx, js, events.Overrides{}); err != nil {
+		t.Fatal(err)
+	}
+	if o.memory {
+		h.store = store.NewMemory(store.Options{})
+	} else {
+		h.redis = redistest.Start(t)
+		rs, err := store.NewRedis(ctx, h.redis.URL(), store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.store = rs
+	}
+	t.Cleanup(func() { _ = h.store.Close() })
+	h.wf = workflow.Default(h.down.URL())
+	steps := stepclient.New(stepclient.Config{MaxRetries: 2, BackoffBase: 20 * time.Millisecond, Timeout: 2 * time.Second})
+	n := max(o.workers, 1)
+	runCtx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range n {
+		var fault func(worker.FaultPoint, store.Key) error
+		if o.fault != nil {
+			fault = o.fault(i)
+		}
+		w, err := worker.New(ctx, worker.Config{Workers: max(o.perWorker, 4), LockTTL: lockTTL, Grace: 2 * time.Second, HealthEvery: 100 * time.Millisecond, FetchWait: 200 * time.Millisecond},
+			worker.Deps{JS: js, Store: h.store, Steps: steps, Workflows: h.wf, Logger: testLogger(t, i), Fault: fault})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.ws = append(h.ws, w)
+		wg.Go(func() {
+			if err := w.Run(runCtx); err != nil {
+				t.Errorf("worker %d: %v", i, err)
+			}
+		})
+	}
+	t.Cleanup(func() { stop(); wg.Wait() })
+	return h
+}
+
+func testLogger(t *testing.T, i int) *slog.Logger {
+	if os.Getenv("TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name(), "worker", i)
+}
+
+// publish sends a command with Nats-Msg-Id id and waits for the PubAck.
+func (h *harness) publish(tenant, campaign string, verb fsm.Verb, id string, payload any) {
+	h.t.Helper()
+	var raw json.RawMessage
+	if payload != nil {
+		b, err := json.Marshal(payload)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		raw = b
+	}
+	m := events.NewCommandMsg(events.CommandEnvelope{ID: id, Type: string(verb), TenantID: tenant, CampaignID: campaign, Payload: raw}, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := h.js.PublishMsg(ctx, m); err != nil {
+		h.t.Fatalf("publish %s %s/%s: %v", verb, tenant, campaign, err)
+	}
+}
+
+func (h *harness) create(tenant, campaign string, start bool) {
+	h.t.Helper()
+	h.publish(tenant, campaign, fsm.Create, newID(), fsm.CreatePayload{Name: "test " + campaign, Start: start})
+}
+
+var idMu sync.Mutex
+var idN int
+
+func newID() string {
+	idMu.Lock()
+	defer idMu.Unlock()
+	idN++
+	return fmt.Sprintf("test-%d-%d", time.Now().UnixNano(), idN)
+}
+
+// history reads the campaign's events.
+func (h *harness) history(tenant, campaign string) []events.CloudEvent {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	evs, err := events.History(ctx, h.js, tenant, campaign)
+	if err != nil {
+		h.t.Fatalf("history %s/%s: %v", tenant, campaign, err)
+	}
+	return evs
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitEvent waits until the campaign's history holds an event of type typ
+// (after `after` events) and returns the history.
+func (h *harness) waitEvent(tenant, campaign, typ string, after int, d time.Duration) []events.CloudEvent {
+	h.t.Helper()
+	var evs []events.CloudEvent
+	waitFor(h.t, d, fmt.Sprintf("%s on %s/%s", typ, tenant, campaign), func() bool {
+		evs = h.history(tenant, campaign)
+		for _, e := range evs[min(after, len(evs)):] {
+			if e.Type == typ {
+				return true
+			}
+		}
+		return false
+	})
+	return evs
+}
+
+// waitIdle waits until the campaign's inbox and outbox are empty and its
+// stored state agrees with the last event; it returns the stored campaign.
+func (h *harness) waitIdle(tenant, campaign string) fsm.Campaign {
+	h.t.Helper()
+	var c fsm.Campaign
+	k := store.Key{Tenant: tenant, Campaign: campaign}
+	ctx := context.Background()
+	waitFor(h.t, 10*time.Second, "campaign "+k.String()+" idle", func() bool {
+		in, err1 := h.store.Inbox(ctx, k, 1)
+		out, err2 := h.store.Outbox(ctx, k)
+		var err3 error
+		c, err3 = h.store.Load(ctx, k)
+		evs := h.history(tenant, campaign)
+		return err1 == nil && err2 == nil && err3 == nil && len(in) == 0 && len(out) == 0 && len(evs) > 0 && evs[len(evs)-1].Seq() == c.Seq
+	})
+	return c
+}
+
+// checkSequence: 1..N, no gap, no repeat; ids and Nats-Msg-Ids agree.
+func checkSequence(t *testing.T, evs []events.CloudEvent) {
+	t.Helper()
+	for i, e := range evs {
+		if e.Seq() != uint64(i+1) {
+			t.Fatalf("event #%d has sequence %s: want %d (types %s)", i+1, e.Sequence, i+1, types(evs))
+		}
+		if want := events.EventID(e.TenantID, e.CampaignID, uint64(i+1)); e.ID != want {
+			t.Fatalf("event #%d id %q, want %q", i+1, e.ID, want)
+		}
+	}
+}
+
+// stateOf replays the events' lifecycle to the state they lead to.
+func stateOf(evs []events.CloudEvent) fsm.State {
+	var s fsm.State
+	for _, e := range evs {
+		switch e.Type {
+		case fsm.EvCreated:
+			s = fsm.Pending
+		case fsm.EvStarted, fsm.EvResumed, fsm.EvRetried:
+			s = fsm.Running
+		case fsm.EvPaused:
+			s = fsm.Paused
+		case fsm.EvCompleted:
+			s = fsm.Completed
+		case fsm.EvFailed:
+			s = fsm.Failed
+		case fsm.EvCancelled:
+			s = fsm.Cancelled
+		}
+	}
+	return s
+}
+
+func types(evs []events.CloudEvent) string {
+	var out []string
+	for _, e := range evs {
+		t := strings.TrimPrefix(e.Type, "campaign.")
+		var d struct {
+			Step string `json:"step"`
+		}
+		if json.Unmarshal(e.Data, &d) == nil && d.Step != "" && strings.HasPrefix(t, "step.") {
+			t += "(" + d.Step + ")"
+		}
+		out = append(out, t)
+	}
+	return strings.Join(out, ",")
+}
+
+func count(evs []events.CloudEvent, typ string) int {
+	n := 0
+	for _, e := range evs {
+		if e.Type == typ {
+			n++
+		}
+	}
+	return n
+}
+
+// checkKeys: every repeated call of a step carries the same Idempotency-Key
+// within a run, and the key has the contract's shape.
+func checkKeys(t *testing.T, tenant, campaign string, calls []call) {
+	t.Helper()
+	for _, c := range calls {
+		prefix := tenant + "." + campaign + "." + c.Step + "."
+		if !strings.HasPrefix(c.Key, prefix) || c.Fence == "" {
+			t.Errorf("call of %s: Idempotency-Key %q (want %s<run>), fence %q", c.Step, c.Key, prefix, c.Fence)
+		}
+	}
+}
+
+var errInjected = errors.New("injected")

@@ -1,0 +1,290 @@
+// Package worker consumes campaign commands from the shared durable consumer
+// and drives each campaign: it parks every command in the campaign's inbox in
+// the store, takes the campaign's lock, drains the inbox in stream order
+// through the state machine, runs steps, and publishes what each state write
+// put in the outbox.
+//
+// Its invariants (CONTRACT section 9):
+//   - a command is acknowledged on JetStream only once it is durably in the
+//     campaign's inbox or ledger, so nothing published is lost;
+//   - while a campaign's inbox is not empty, either a live drainer holds its
+//     lock, or an unacknowledged message of the campaign will be redelivered
+//     after the lock expired (the consumer's ack wait exceeds LOCK_TTL), and
+//     its redelivery drains the inbox;
+//   - every state write is fenced and carries its events and the next advance
+//     (the outbox), published after the write and trimmed after publishing.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/events"
+	"github.com/campaign-orchestrator/orchestrator/internal/stepclient"
+	"github.com/campaign-orchestrator/orchestrator/internal/store"
+)
+
+// StepCaller runs one attempt series of a step (internal/stepclient).
+type StepCaller interface {
+	Call(ctx context.Context, req stepclient.Request, onRetry func(stepclient.RetryNotice) error) (stepclient.Result, error)
+}
+
+// Config tunes a Worker. Zero values take the defaults.
+type Config struct {
+	// Workers is the number of commands handled at once (WORKERS, default 8).
+	Workers int
+	// LockTTL is the campaign lock's time to live, renewed while held
+	// (LOCK_TTL, default 30s). It must be shorter than the consumer's ack wait.
+	LockTTL time.Duration
+	// Grace bounds how long Run waits for in-flight work after ctx ends
+	// (default 10s); what is not finished by then is left to redelivery.
+	Grace time.Duration
+	// FetchWait bounds one pull request (default 1s).
+	FetchWait time.Duration
+	// HealthEvery is how often the store is pinged (default 1s).
+	HealthEvery time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Workers <= 0 {
+		c.Workers = 8
+	}
+	if c.LockTTL <= 0 {
+		c.LockTTL = 30 * time.Second
+	}
+	if c.Grace <= 0 {
+		c.Grace = 10 * time.Second
+	}
+	if c.FetchWait <= 0 {
+		c.FetchWait = time.Second
+	}
+	if c.HealthEvery <= 0 {
+		c.HealthEvery = time.Second
+	}
+	return c
+}
+
+// Deps are the Worker's collaborators.
+type Deps struct {
+	JS        jetstream.JetStream
+	Store     store.Store
+	Steps     StepCaller
+	Workflows events.Workflows
+	Logger    *slog.Logger
+	// Now is the clock of events and state (default time.Now).
+	Now func() time.Time
+	// Fault, used only by tests, is called at each point of CONTRACT
+	// guarantee 5; a non-nil error makes the handler stop right there as if
+	// the process had crashed: no ack, no nak, no lock release. While it
+	// runs, the worker's heartbeats pause, so a hook that blocks is a stall.
+	Fault func(p FaultPoint, k store.Key) error
+}
+
+// FaultPoint names a point of CONTRACT guarantee 5.
+type FaultPoint string
+
+// The points where Deps.Fault is called.
+const (
+	BeforeStepCall FaultPoint = "before-step-call"
+	AfterStepCall  FaultPoint = "after-step-call"
+	BeforeWrite    FaultPoint = "before-write"
+	AfterWrite     FaultPoint = "after-write"
+	BeforePublish  FaultPoint = "before-publish"
+	AfterPublish   FaultPoint = "after-publish"
+	BeforeAck      FaultPoint = "before-ack"
+)
+
+// FaultPoints lists every FaultPoint.
+var FaultPoints = []FaultPoint{BeforeStepCall, AfterStepCall, BeforeWrite, AfterWrite, BeforePublish, AfterPublish, BeforeAck}
+
+// errCrash marks an injected crash: unwind without touching anything.
+var errCrash = errors.New("injected crash")
+
+// Worker consumes CAMPAIGN_COMMANDS through the durable consumer.
+type Worker struct {
+	cfg      Config
+	d        Deps
+	log      *slog.Logger
+	hb       time.Duration    // heartbeat: lock extension and InProgress
+	commands jetstream.Stream // CAMPAIGN_COMMANDS, for reading ahead
+	ready    atomic.Bool      // store reachable
+	stalled  atomic.Int32     // fault hooks running: heartbeats pause
+	up       atomic.Bool      // Run is pulling
+}
+
+// New checks the configuration against the consumer: the ack wait must be
+// longer than the lock TTL (an unacknowledged message must come back only
+// after its dead holder's lock expired).
+func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
+	cfg = cfg.withDefaults()
+	if d.JS == nil || d.Store == nil || d.Steps == nil || d.Workflows == nil {
+		return nil, errors.New("worker: JS, Store, Steps and Workflows are required")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	cons, err := d.JS.Consumer(ctx, events.StreamCommands, events.ConsumerName)
+	if err != nil {
+		return nil, fmt.Errorf("worker: consumer %s on %s: %w", events.ConsumerName, events.StreamCommands, err)
+	}
+	ack := cons.CachedInfo().Config.AckWait
+	if bo := cons.CachedInfo().Config.BackOff; len(bo) > 0 {
+		ack = bo[0]
+	}
+	if ack <= cfg.LockTTL {
+		return nil, fmt.Errorf("LOCK_TTL %s must be shorter than the consumer's ack wait %s", cfg.LockTTL, ack)
+	}
+	hb := min(cfg.LockTTL, ack) / 3
+	commands, err := d.JS.Stream(ctx, events.StreamCommands)
+	if err != nil {
+		return nil, fmt.Errorf("worker: stream %s: %w", events.StreamCommands, err)
+	}
+	w := &Worker{cfg: cfg, d: d, log: d.Logger.With("component", "worker"), hb: hb, commands: commands}
+	w.ready.Store(d.Store.Ping(ctx) == nil)
+	return w, nil
+}
+
+// Ready reports whether the worker is pulling commands: an error while the
+// store is unreachable (the worker then stops pulling) or Run is not running.
+func (w *Worker) Ready() error {
+	switch {
+	case !w.up.Load():
+		return errors.New("worker: not running")
+	case !w.ready.Load():
+		return errors.New("worker: store unreachable, not pulling")
+	}
+	return nil
+}
+
+// Run pulls and handles commands until ctx ends, then waits up to Grace for
+// the commands in flight; it returns nil after a clean stop.
+func (w *Worker) Run(ctx context.Context) error {
+	cons, err := w.d.JS.Consumer(ctx, events.StreamCommands, events.ConsumerName)
+	if err != nil {
+		return fmt.Errorf("worker: consumer: %w", err)
+	}
+	// work is cancelled Grace after ctx: in-flight handlers get that long.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stop := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(w.cfg.Grace, cancelWork)
+		context.AfterFunc(work, func() { t.Stop() })
+	})
+	defer stop()
+
+	var wg sync.WaitGroup
+	wg.Go(func() { w.watchStore(ctx) })
+	slots := make(chan struct{}, w.cfg.Workers)
+	w.up.Store(true)
+	defer w.up.Store(false)
+	w.log.Info("pulling commands", "workers", w.cfg.Workers, "lock_ttl", w.cfg.LockTTL)
+	for ctx.Err() == nil {
+		if !w.ready.Load() {
+			sleep(ctx, w.cfg.HealthEvery/4)
+			continue
+		}
+		// Wait for a free slot, then ask for as many messages as slots are free.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			continue
+		}
+		n := 1 + w.cfg.Workers - len(slots)
+		for range n - 1 {
+			slots <- struct{}{}
+		}
+		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(w.cfg.FetchWait), jetstream.FetchContext(ctx))
+		if err != nil {
+			for range n {
+				<-slots
+			}
+			if ctx.Err() == nil {
+				w.log.Warn("fetch failed", "err", err)
+				sleep(ctx, w.cfg.FetchWait)
+			}
+			continue
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			wg.Go(func() {
+				defer func() { <-slots }()
+				w.handle(work, ctx, msg)
+			})
+		}
+		for range n - got {
+			<-slots
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			w.log.Warn("fetch ended", "err", err)
+		}
+	}
+	w.log.Info("stopping: waiting for commands in flight", "grace", w.cfg.Grace)
+	wg.Wait()
+	return nil
+}
+
+// watchStore pings the store; while it fails the worker stops pulling.
+func (w *Worker) watchStore(ctx context.Context) {
+	t := time.NewTicker(w.cfg.HealthEvery)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, w.cfg.HealthEvery)
+		err := w.d.Store.Ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if was := w.ready.Swap(err == nil); was != (err == nil) {
+			if err != nil {
+				w.log.Error("store unreachable: pulling stopped", "err", err)
+			} else {
+				w.log.Info("store reachable again: pulling resumed")
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func (w *Worker) fault(p FaultPoint, k store.Key) error {
+	if w.d.Fault == nil {
+		return nil
+	}
+	// A hook that blocks is a stalled process (a GC pause, swap): nothing of
+	// this worker renews locks or messages meanwhile.
+	w.stalled.Add(1)
+	err := w.d.Fault(p, k)
+	w.stalled.Add(-1)
+	if err != nil {
+		return fmt.Errorf("%w at %s: %v", errCrash, p, err)
+	}
+	return nil
+}
+
+// campaignLog returns a logger with the campaign's fields.
+func (w *Worker) campaignLog(k store.Key, cmdID string) *slog.Logger {
+	return w.log.With("tenant_id", k.Tenant, "campaign_id", k.Campaign, "command_id", cmdID)
+}
