@@ -1,0 +1,276 @@
+package events
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+)
+
+// DefaultWorkflow is the workflow of a create command that names none.
+const DefaultWorkflow = "standard"
+
+// maxCommandIDLen bounds a command id: ids are kept in every campaign's
+// ledger and repeated in headers.
+const maxCommandIDLen = 256
+
+// CommandEnvelope is the JSON body of a message on a command subject
+// (CONTRACT section 4).
+type CommandEnvelope struct {
+	ID         string          `json:"id"`
+	Type       string          `json:"type"`
+	TenantID   string          `json:"tenant_id"`
+	CampaignID string          `json:"campaign_id"`
+	IssuedAt   *time.Time      `json:"issued_at,omitempty"`
+	Payload    json.RawMessage `json:"payload,omitempty"`
+}
+
+// InvalidCommand is why a command cannot be processed; such a command is never
+// retried. Tenant and Campaign are the subject's tokens when they are valid
+// ("" otherwise), Verb is the subject's last token as found, ID is the command
+// id when one was found.
+type InvalidCommand struct {
+	ID, Tenant, Campaign, Verb, Reason string
+}
+
+// Error implements error.
+func (e *InvalidCommand) Error() string {
+	id := e.ID
+	if id == "" {
+		id = "(no id)"
+	}
+	return fmt.Sprintf("invalid command %s (%s/%s %s): %s", id, orUnknown(e.Tenant), orUnknown(e.Campaign), orUnknown(e.Verb), e.Reason)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return Unknown
+	}
+	return s
+}
+
+// Workflows resolves a workflow name for create commands.
+type Workflows interface {
+	// Get returns the workflow called name, and false when there is none.
+	Get(name string) (fsm.Workflow, bool)
+}
+
+// DecodeCommand validates a message from CAMPAIGN_COMMANDS and returns the
+// command it carries.
+//
+// The subject must be campaign.cmd.<tenant>.<campaign>.<verb> with valid
+// tokens and a known verb; the id is the Nats-Msg-Id header, else the body's
+// id (neither: invalid); the body is decoded strictly (an unknown field is
+// invalid and named); its type, tenant_id and campaign_id must equal the
+// subject's tokens. A create needs a payload with a name; its workflow
+// (default "standard") must exist in wf, and the resolved definition is set in
+// Command.Workflow. An advance needs an fsm.AdvancePayload. Other verbs take
+// an optional JSON object payload that the state machine does not read.
+//
+// Any problem is returned as an *InvalidCommand (read it with errors.As).
+func DecodeCommand(subject string, header nats.Header, data []byte, wf Workflows) (fsm.Command, error) {
+	cs, reason := parseCommandSubject(subject)
+	inv := &InvalidCommand{ID: header.Get(jetstream.MsgIDHeader), Tenant: cs.tenant, Campaign: cs.campaign, Verb: cs.verb}
+	fail := func(format string, args ...any) (fsm.Command, error) {
+		inv.Reason = fmt.Sprintf(format, args...)
+		return fsm.Command{}, inv
+	}
+
+	var env CommandEnvelope
+	bodyErr := decodeStrict(data, &env)
+	if inv.ID == "" && bodyErr == nil {
+		inv.ID = env.ID
+	}
+	switch {
+	case reason != "":
+		return fail("%s", reason)
+	case bodyErr != nil:
+		return fail("%s", describeJSONError(bodyErr, ""))
+	case inv.ID == "":
+		return fail("missing command id (no Nats-Msg-Id header and no id in the body)")
+	case len(inv.ID) > maxCommandIDLen:
+		return fail("command id longer than %d bytes", maxCommandIDLen)
+	case env.Type != cs.verb:
+		return fail("type %q does not match the subject's verb %q", env.Type, cs.verb)
+	case env.TenantID != cs.tenant:
+		return fail("tenant_id %q does not match the subject's tenant %q", env.TenantID, cs.tenant)
+	case env.CampaignID != cs.campaign:
+		return fail("campaign_id %q does not match the subject's campaign %q", env.CampaignID, cs.campaign)
+	}
+
+	cmd := fsm.Command{ID: inv.ID, Verb: fsm.Verb(cs.verb), Tenant: cs.tenant, Campaign: cs.campaign}
+	payload := env.Payload
+	if isNull(payload) {
+		payload = nil
+	}
+	switch cmd.Verb {
+	case fsm.Create:
+		if payload == nil {
+			return fail("create: missing payload (name is required)")
+		}
+		var p fsm.CreatePayload
+		if err := decodeStrict(payload, &p); err != nil {
+			return fail("create: %s", describeJSONError(err, " in payload"))
+		}
+		if strings.TrimSpace(p.Name) == "" {
+			return fail("create: payload name is required")
+		}
+		if p.Workflow == "" {
+			p.Workflow = DefaultWorkflow
+		}
+		if len(p.Params) > 0 && !isNull(p.Params) && firstByte(p.Params) != '{' {
+			return fail("create: payload params must be a JSON object")
+		}
+		if isNull(p.Params) {
+			p.Params = nil
+		}
+		var w fsm.Workflow
+		ok := false
+		if wf != nil {
+			w, ok = wf.Get(p.Workflow)
+		}
+		if !ok {
+			return fail("unknown workflow %q", p.Workflow)
+		}
+		if w.Name == "" {
+			w.Name = p.Workflow
+		}
+		cmd.Create, cmd.Workflow = &p, &w
+	case fsm.Advance:
+		if payload == nil {
+			return fail("advance: missing payload (step, run, version)")
+		}
+		var p fsm.AdvancePayload
+		if err := decodeStrict(payload, &p); err != nil {
+			return fail("advance: %s", describeJSONError(err, " in payload"))
+		}
+		if p.Version == 0 || p.Step < 0 || p.Run < 0 {
+			return fail("advance: payload needs version > 0, step >= 0 and run >= 0")
+		}
+		cmd.Advance = &p
+	default:
+		// The payload is optional and free (a cancel may say why); it
+		// must still be a JSON object.
+		var obj map[string]json.RawMessage
+		if payload != nil && json.Unmarshal(payload, &obj) != nil {
+			return fail("%s: payload must be a JSON object", cs.verb)
+		}
+	}
+	return cmd, nil
+}
+
+// errNotObject: a body or payload that is not a JSON object.
+var errNotObject = errors.New("not a JSON object")
+
+// decodeStrict decodes one JSON object from data into v, refusing unknown
+// fields and trailing data.
+func decodeStrict(data []byte, v any) error {
+	if firstByte(data) != '{' {
+		if len(bytes.TrimSpace(data)) == 0 {
+			return fmt.Errorf("empty body: %w", errNotObject)
+		}
+		return errNotObject
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("trailing data after the JSON object")
+	}
+	return nil
+}
+
+// describeJSONError turns a decodeStrict error into a reason; where says
+// where the problem is (e.g. " in payload").
+func describeJSONError(err error, where string) string {
+	msg := err.Error()
+	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return "unknown field " + f + where
+	}
+	if errors.Is(err, errNotObject) {
+		return "bad JSON" + where + ": " + msg
+	}
+	return "bad JSON" + where + ": " + strings.TrimPrefix(msg, "json: ")
+}
+
+func firstByte(b []byte) byte {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return 0
+	}
+	return b[0]
+}
+
+func isNull(b json.RawMessage) bool {
+	return string(bytes.TrimSpace(b)) == "null"
+}
+
+// NewCommandMsg builds the message of a command, as the ingress and the
+// worker publish it: subject CommandSubject(env.TenantID, env.CampaignID,
+// env.Type), header Nats-Msg-Id = env.ID (when not ""), traceparent when not
+// "", body the JSON envelope.
+//
+// env.Payload must be valid JSON: an invalid one is kept verbatim, so that the
+// command is dead-lettered as bad JSON rather than silently changed.
+func NewCommandMsg(env CommandEnvelope, traceparent string) *nats.Msg {
+	msg := nats.NewMsg(CommandSubject(env.TenantID, env.CampaignID, fsm.Verb(env.Type)))
+	if env.ID != "" {
+		msg.Header.Set(jetstream.MsgIDHeader, env.ID)
+	}
+	if traceparent != "" {
+		msg.Header.Set(HdrTraceparent, traceparent)
+	}
+	body, err := json.Marshal(env)
+	if err != nil {
+		// Only an invalid Payload makes Marshal fail: splice it in as is.
+		raw := env.Payload
+		env.Payload = nil
+		body, _ = json.Marshal(env) // cannot fail without a payload
+		body = append(body[:len(body)-1], `,"payload":`...)
+		body = append(append(body, raw...), '}')
+	}
+	msg.Data = body
+	return msg
+}
+
+// AdvanceID is the command id of the advance scheduled for a campaign's
+// version: <tenant>.<campaign>.advance.<version>. It is unique per schedule,
+// so an advance published again after a pause is not taken for the old one.
+func AdvanceID(tenant, campaign string, version uint64) string {
+	return tenant + "." + campaign + ".advance." + strconv.FormatUint(version, 10)
+}
+
+// AdvanceMsg builds the internal advance command for campaign c: its payload
+// holds c.Step, the run of the current step (1 if it never ran) and
+// c.AdvanceVersion; its id is AdvanceID(c.Tenant, c.ID, c.AdvanceVersion).
+// The message is deterministic (no issued_at), so publishing it again is
+// deduplicated by JetStream.
+func AdvanceMsg(c fsm.Campaign, traceparent string) *nats.Msg {
+	name := ""
+	if s, ok := c.CurrentStep(); ok {
+		name = s.Name
+	}
+	run := c.Run(name)
+	if run == 0 {
+		run = 1
+	}
+	payload, _ := json.Marshal(fsm.AdvancePayload{Step: c.Step, Run: run, Version: c.AdvanceVersion}) // plain struct: cannot fail
+	return NewCommandMsg(CommandEnvelope{
+		ID:         AdvanceID(c.Tenant, c.ID, c.AdvanceVersion),
+		Type:       string(fsm.Advance),
+		TenantID:   c.Tenant,
+		CampaignID: c.ID,
+		Payload:    payload,
+	}, traceparent)
+}

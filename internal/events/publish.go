@@ -1,0 +1,219 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Errors of PublishEvents. Compare with errors.Is.
+var (
+	// ErrSequenceGap: the first message to publish does not follow the
+	// campaign's last stored event, or the messages are not consecutive.
+	// Nothing after the stored events was published.
+	ErrSequenceGap = errors.New("event sequence gap")
+	// ErrPublishConflict: the campaign's last stored event kept changing
+	// under PublishEvents without it being able to make progress.
+	ErrPublishConflict = errors.New("event publish conflict")
+)
+
+// maxStaleConflicts bounds the "wrong last sequence" answers PublishEvents
+// accepts without seeing the campaign's stored events progress.
+const maxStaleConflicts = 5
+
+// maxReasonLen bounds the Reason header of a DLQ copy.
+const maxReasonLen = 1024
+
+// PublishEvents publishes one campaign's event messages (built by
+// NewEventMsg, consecutive, in sequence order) so that each sequence is stored
+// at most once in CAMPAIGN_EVENTS, even when re-published long after the
+// stream's duplicate window.
+//
+// It reads the campaign's last stored event (its sequence and stream
+// sequence), skips the messages whose sequence is not above it, and publishes
+// the rest with jetstream.WithExpectLastSequenceForSubject(last stream
+// sequence, CampaignEvents(tenant, campaign)), chained from each PubAck. When
+// another publisher got there first ("wrong last sequence"), it reads the
+// last event again and goes on from there, so concurrent publishers of the
+// same outbox store each event once, in order. The messages are not
+// modified.
+//
+// It returns how many messages it stored itself (skipped ones and duplicates
+// not counted). Errors: ErrSequenceGap when the messages would not follow the
+// stored events, ErrPublishConflict when it cannot make progress, ErrInvalidEvent
+// for a message not of this campaign, and wrapped JetStream errors.
+func PublishEvents(ctx context.Context, js jetstream.JetStream, tenant, campaign string, msgs []*nats.Msg) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	key := tenant + "/" + campaign
+	if !ValidToken(tenant) || !ValidToken(campaign) {
+		return 0, fmt.Errorf("publish events of %s: bad tenant or campaign token: %w", key, ErrInvalidEvent)
+	}
+	prefix := evtPrefix + tenant + "." + campaign + "."
+	seqs := make([]uint64, len(msgs))
+	for i, m := range msgs {
+		if m == nil || !strings.HasPrefix(m.Subject, prefix) || len(m.Subject) == len(prefix) {
+			return 0, fmt.Errorf("publish events of %s: message %d is not on %s: %w", key, i, CampaignEvents(tenant, campaign), ErrInvalidEvent)
+		}
+		n, ok := parseEventID(tenant, campaign, m.Header.Get(jetstream.MsgIDHeader))
+		if !ok {
+			return 0, fmt.Errorf("publish events of %s: message %d has no Nats-Msg-Id %s.%s.<n>: %w", key, i, tenant, campaign, ErrInvalidEvent)
+		}
+		if i > 0 && n != seqs[i-1]+1 {
+			return 0, fmt.Errorf("publish events of %s: sequence %d follows %d: %w", key, n, seqs[i-1], ErrSequenceGap)
+		}
+		seqs[i] = n
+	}
+
+	stream, err := js.Stream(ctx, StreamEvents)
+	if err != nil {
+		return 0, fmt.Errorf("publish events of %s: stream %s: %w", key, StreamEvents, err)
+	}
+	filter := CampaignEvents(tenant, campaign)
+	stored, last, err := lastStored(ctx, stream, tenant, campaign)
+	if err != nil {
+		return 0, fmt.Errorf("publish events of %s: %w", key, err)
+	}
+	published, stale := 0, 0
+	for i := 0; ; {
+		for i < len(msgs) && seqs[i] <= stored {
+			i++
+		}
+		if i == len(msgs) {
+			return published, nil
+		}
+		if stored != 0 && seqs[i] != stored+1 {
+			return published, fmt.Errorf("publish events of %s: stored up to %d, next is %d: %w", key, stored, seqs[i], ErrSequenceGap)
+		}
+		ack, err := js.PublishMsg(ctx, copyMsg(msgs[i]),
+			jetstream.WithExpectStream(StreamEvents),
+			jetstream.WithExpectLastSequenceForSubject(last, filter))
+		if err == nil && !ack.Duplicate {
+			published++
+			stored, last = seqs[i], ack.Sequence
+			i++
+			continue
+		}
+		if err != nil && !isWrongLastSeq(err) {
+			return published, fmt.Errorf("publish event %s: %w", EventID(tenant, campaign, seqs[i]), err)
+		}
+		// Someone else stored events of this campaign (or this very one,
+		// reported as a duplicate): start again from what is stored now.
+		before := stored
+		if stored, last, err = lastStored(ctx, stream, tenant, campaign); err != nil {
+			return published, fmt.Errorf("publish events of %s: %w", key, err)
+		}
+		if stored <= before {
+			// No progress: the read may come from a lagging replica (direct
+			// gets are served by any replica). Give it a moment.
+			if stale++; stale > maxStaleConflicts {
+				return published, fmt.Errorf("publish events of %s: last stored event stays at %d (stream sequence %d): %w", key, stored, last, ErrPublishConflict)
+			}
+			select {
+			case <-ctx.Done():
+				return published, fmt.Errorf("publish events of %s: %w", key, ctx.Err())
+			case <-time.After(time.Duration(stale) * 10 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// lastStored returns the sequence and the stream sequence of the campaign's
+// last stored event (0, 0 when there is none).
+func lastStored(ctx context.Context, stream jetstream.Stream, tenant, campaign string) (seq, streamSeq uint64, err error) {
+	raw, err := stream.GetLastMsgForSubject(ctx, CampaignEvents(tenant, campaign))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("read last event: %w", err)
+	}
+	if n, ok := parseEventID(tenant, campaign, raw.Header.Get(jetstream.MsgIDHeader)); ok {
+		return n, raw.Sequence, nil
+	}
+	ev, err := ParseEvent(raw.Data)
+	if err != nil {
+		return 0, 0, fmt.Errorf("last event (stream sequence %d) has no usable sequence: %w", raw.Sequence, err)
+	}
+	return ev.Seq(), raw.Sequence, nil
+}
+
+// isWrongLastSeq reports whether err is JetStream's "wrong last sequence"
+// (10071, or 10164 from replicated streams).
+func isWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+// copyMsg copies m's subject, headers and data into a new message, so that
+// the publish options set on it do not touch the caller's message.
+func copyMsg(m *nats.Msg) *nats.Msg {
+	c := nats.NewMsg(m.Subject)
+	for k, v := range m.Header {
+		c.Header[k] = append([]string(nil), v...)
+	}
+	c.Data = m.Data
+	return c
+}
+
+// DeadLetter publishes a copy of an invalid command on DLQSubject(inv.Tenant,
+// inv.Campaign) and waits for its PubAck. The copy has the original body and
+// headers (except the reserved Nats-* ones), plus Reason (inv.Reason on one
+// line), Original-Subject, Original-Sequence (streamSeq, when not 0) and
+// Nats-Msg-Id = "dlq." + the command id, or "dlq.seq.<streamSeq>" when the id
+// is unknown, so that dead-lettering a redelivered command again within the
+// duplicate window stores one copy.
+func DeadLetter(ctx context.Context, js jetstream.JetStream, original *nats.Msg, inv *InvalidCommand, streamSeq uint64) error {
+	if original == nil || inv == nil {
+		return errors.New("dead letter: no message or no reason")
+	}
+	m := nats.NewMsg(DLQSubject(inv.Tenant, inv.Campaign))
+	for k, v := range original.Header {
+		if strings.HasPrefix(strings.ToLower(k), "nats-") {
+			continue // Nats-Msg-Id, Nats-Expected-*, stream metadata…: not for the copy
+		}
+		m.Header[k] = append([]string(nil), v...)
+	}
+	m.Header.Set(HdrReason, oneLine(inv.Reason, maxReasonLen))
+	m.Header.Set(HdrOriginalSubject, original.Subject)
+	if streamSeq > 0 {
+		m.Header.Set(HdrOriginalSequence, strconv.FormatUint(streamSeq, 10))
+	}
+	switch {
+	case inv.ID != "":
+		m.Header.Set(jetstream.MsgIDHeader, "dlq."+oneLine(inv.ID, maxCommandIDLen+64))
+	case streamSeq > 0:
+		m.Header.Set(jetstream.MsgIDHeader, "dlq.seq."+strconv.FormatUint(streamSeq, 10))
+	}
+	m.Data = original.Data
+	if _, err := js.PublishMsg(ctx, m, jetstream.WithExpectStream(StreamDLQ)); err != nil {
+		return fmt.Errorf("dead letter %s to %s: %w", orUnknown(inv.ID), m.Subject, err)
+	}
+	return nil
+}
+
+// oneLine makes s fit in a header value: no CR or LF, at most limit bytes
+// (cut on a rune boundary).
+func oneLine(s string, limit int) string {
+	s = strings.NewReplacer("\r\n", " ", "\r", " ", "\n", " ").Replace(s)
+	if len(s) <= limit {
+		return s
+	}
+	cut := limit
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}

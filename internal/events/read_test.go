@@ -1,0 +1,230 @@
+package events_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/events"
+	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+)
+
+// setAllowDirect switches a stream's allow_direct, so that the jetstream
+// client reads it with direct gets ($JS.API.DIRECT.GET) or with the stream
+// API ($JS.API.STREAM.MSG.GET).
+func setAllowDirect(t *testing.T, js jetstream.JetStream, name string, on bool) {
+	t.Helper()
+	cfg := mustStream(t, js, name).CachedInfo().Config
+	cfg.AllowDirect = on
+	if _, err := js.UpdateStream(testCtx(t), cfg); err != nil {
+		t.Fatalf("set allow_direct %v on %s: %v", on, name, err)
+	}
+}
+
+func TestHistoryAndLastEvent(t *testing.T) {
+	js := mustJetStream(t)
+	ctx := testCtx(t)
+	for _, direct := range []bool{true, false} {
+		name := "direct get, empty"
+		if !direct {
+			name = "stream msg get, empty"
+		}
+		t.Run(name, func(t *testing.T) {
+			setAllowDirect(t, js, events.StreamEvents, direct)
+			if _, _, ok, err := events.LastEvent(ctx, js, "acme", "nobody"); ok || err != nil {
+				t.Errorf("LastEvent of an unknown campaign: ok %v, err %v", ok, err)
+			}
+			if hist, err := events.History(ctx, js, "acme", "nobody"); len(hist) != 0 || err != nil {
+				t.Errorf("History of an unknown campaign: %v, %v", hist, err)
+			}
+		})
+	}
+
+	// "c" is a prefix of "c2" and of "c-2"; "acme2" a prefix neighbour tenant.
+	mustPublish(t, js, "acme", "c", outbox(t, "acme", "c", 1, 2), 2)
+	mustPublish(t, js, "acme", "c2", outbox(t, "acme", "c2", 1, 4), 4)
+	mustPublish(t, js, "acme", "c-2", outbox(t, "acme", "c-2", 1, 1), 1)
+	mustPublish(t, js, "acme2", "c", outbox(t, "acme2", "c", 1, 1), 1)
+	mustPublish(t, js, "acme", "c", outbox(t, "acme", "c", 1, 3), 1)
+
+	for _, direct := range []bool{true, false} {
+		name := "direct get, events"
+		if !direct {
+			name = "stream msg get, events"
+		}
+		t.Run(name, func(t *testing.T) {
+			setAllowDirect(t, js, events.StreamEvents, direct)
+			wantSequences(t, js, "acme", "c", 3)
+			wantSequences(t, js, "acme", "c2", 4)
+			hist, err := events.History(ctx, js, "acme", "c")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if hist[0].Type != fsm.EvCreated || hist[0].ID != "acme.c.1" || hist[2].ID != "acme.c.3" {
+				t.Errorf("history = %+v", hist)
+			}
+
+			ev, seq, ok, err := events.LastEvent(ctx, js, "acme", "c")
+			if err != nil || !ok {
+				t.Fatalf("LastEvent: ok %v, err %v", ok, err)
+			}
+			if ev.Seq() != 3 || ev.CampaignID != "c" || seq != 9 {
+				t.Errorf("LastEvent = seq %d of %s at stream sequence %d, want 3 of c at 9", ev.Seq(), ev.CampaignID, seq)
+			}
+			ev, _, ok, err = events.LastEvent(ctx, js, "acme", "c2")
+			if err != nil || !ok || ev.Seq() != 4 {
+				t.Errorf("LastEvent(c2) = %d, %v, %v", ev.Seq(), ok, err)
+			}
+		})
+	}
+	if _, err := events.History(ctx, js, "acme", "c.>"); !errors.Is(err, events.ErrInvalidEvent) {
+		t.Errorf("History with a wildcard token: err = %v", err)
+	}
+	if _, _, _, err := events.LastEvent(ctx, js, "*", "c"); !errors.Is(err, events.ErrInvalidEvent) {
+		t.Errorf("LastEvent with a wildcard token: err = %v", err)
+	}
+}
+
+// TestNextCommand checks next_by_subj with a wildcard filter on the
+// work-queue stream, by direct get and by the stream API.
+func TestNextCommand(t *testing.T) {
+	js := mustJetStream(t)
+	ctx := testCtx(t)
+	publish := func(tenant, campaign string, verb fsm.Verb, id string) uint64 {
+		t.Helper()
+		m := events.NewCommandMsg(events.CommandEnvelope{ID: id, Type: string(verb), TenantID: tenant, CampaignID: campaign}, "")
+		ack, err := js.PublishMsg(ctx, m)
+		if err != nil {
+			t.Fatalf("publish %s: %v", id, err)
+		}
+		return ack.Sequence
+	}
+	s1 := publish("acme", "c", fsm.Start, "1")  // 1: acked below
+	s2 := publish("acme", "c2", fsm.Start, "2") // 2
+	s3 := publish("acme", "c", fsm.Pause, "3")  // 3: acked below
+	s4 := publish("acme2", "c", fsm.Start, "4") // 4
+	s5 := publish("acme", "c", fsm.Resume, "5") // 5
+	s6 := publish("acme", "c", fsm.Cancel, "6") // 6
+	if s1 != 1 || s6 != 6 {
+		t.Fatalf("stream sequences %d..%d, want 1..6", s1, s6)
+	}
+
+	// Consume and ack 1 and 3 (work queue: they leave the stream).
+	cons, err := js.Consumer(ctx, events.StreamCommands, events.ConsumerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for m := range batch.Messages() {
+		got++
+		md, err := m.Metadata()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if md.Sequence.Stream == s1 || md.Sequence.Stream == s3 {
+			if err := m.DoubleAck(ctx); err != nil {
+				t.Fatalf("ack: %v", err)
+			}
+		}
+	}
+	if got != 6 || batch.Error() != nil {
+		t.Fatalf("fetched %d messages (%v), want 6", got, batch.Error())
+	}
+
+	for _, direct := range []bool{true, false} {
+		name := "direct get"
+		if !direct {
+			name = "stream msg get"
+		}
+		t.Run(name, func(t *testing.T) {
+			setAllowDirect(t, js, events.StreamCommands, direct)
+			stream := mustStream(t, js, events.StreamCommands)
+			if stream.CachedInfo().Config.AllowDirect != direct {
+				t.Fatalf("allow_direct = %v", !direct)
+			}
+			tests := []struct {
+				tenant, campaign string
+				from             uint64
+				want             uint64 // 0: none
+				verb             fsm.Verb
+			}{
+				{"acme", "c", 0, s5, fsm.Resume},
+				{"acme", "c", 1, s5, fsm.Resume},
+				{"acme", "c", s3, s5, fsm.Resume},
+				{"acme", "c", s5, s5, fsm.Resume},
+				{"acme", "c", s5 + 1, s6, fsm.Cancel},
+				{"acme", "c", s6 + 1, 0, ""},
+				{"acme", "c2", 1, s2, fsm.Start},
+				{"acme", "c2", s2 + 1, 0, ""},
+				{"acme2", "c", 1, s4, fsm.Start},
+				{"acme", "nobody", 1, 0, ""},
+			}
+			for _, tt := range tests {
+				msg, ok, err := events.NextCommand(ctx, stream, tt.tenant, tt.campaign, tt.from)
+				if err != nil {
+					t.Fatalf("NextCommand(%s/%s, %d): %v", tt.tenant, tt.campaign, tt.from, err)
+				}
+				if tt.want == 0 {
+					if ok {
+						t.Errorf("NextCommand(%s/%s, %d) = %d, want none", tt.tenant, tt.campaign, tt.from, msg.Sequence)
+					}
+					continue
+				}
+				if !ok || msg.Sequence != tt.want || msg.Subject != events.CommandSubject(tt.tenant, tt.campaign, tt.verb) {
+					t.Errorf("NextCommand(%s/%s, %d) = %v %v, want %d", tt.tenant, tt.campaign, tt.from, msg, ok, tt.want)
+					continue
+				}
+				if _, err := events.DecodeCommand(msg.Subject, msg.Header, msg.Data, testWorkflows); err != nil {
+					t.Errorf("decode the read-ahead command: %v", err)
+				}
+			}
+		})
+	}
+	if _, _, err := events.NextCommand(ctx, mustStream(t, js, events.StreamCommands), "acme", "*", 1); err == nil {
+		t.Errorf("NextCommand with a wildcard token: no error")
+	}
+}
+
+// TestServerExpectLastSequenceForSubject pins what PublishEvents relies on
+// in this nats-server: Nats-Expected-Last-Subject-Sequence with a wildcard
+// Nats-Expected-Last-Subject-Sequence-Subject, exact tokens, 0 for "none",
+// and the error code of a conflict.
+func TestServerExpectLastSequenceForSubject(t *testing.T) {
+	js := mustJetStream(t)
+	ctx := testCtx(t)
+	pub := func(campaign, typ string, expect uint64) (*jetstream.PubAck, error) {
+		m := nats.NewMsg(events.EventSubject("acme", campaign, typ))
+		m.Data = []byte("{}")
+		return js.PublishMsg(ctx, m, jetstream.WithExpectLastSequenceForSubject(expect, events.CampaignEvents("acme", campaign)))
+	}
+	a1, err := pub("c", fsm.EvCreated, 0)
+	if err != nil {
+		t.Fatalf("first event, expect 0: %v", err)
+	}
+	// Another subject of the same campaign: the filter, not the subject, counts.
+	a2, err := pub("c", fsm.EvStepSucceeded, a1.Sequence)
+	if err != nil {
+		t.Fatalf("second event, expect %d: %v", a1.Sequence, err)
+	}
+	_, err = pub("c", fsm.EvStarted, a1.Sequence)
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
+		t.Fatalf("stale expectation: err = %v, want API error %d", err, jetstream.JSErrCodeStreamWrongLastSequence)
+	}
+	if _, err := pub("c", fsm.EvStarted, 0); err == nil {
+		t.Fatalf("expect 0 on a campaign with events: no error")
+	}
+	// "c2" has none, though "c" (a prefix) has: exact tokens.
+	if _, err := pub("c2", fsm.EvCreated, 0); err != nil {
+		t.Fatalf("neighbour campaign, expect 0: %v", err)
+	}
+	if _, err := pub("c", fsm.EvStarted, a2.Sequence); err != nil {
+		t.Fatalf("expect %d after the neighbour's event: %v", a2.Sequence, err)
+	}
+}
