@@ -32,11 +32,16 @@ var (
 	ErrConflict = errors.New("store: version conflict")
 	// ErrIdempotencyMismatch: an idempotency key reused with another request.
 	ErrIdempotencyMismatch = errors.New("store: idempotency key reused with a different request")
+	// ErrInvalid: an argument the store cannot use (an empty or malformed
+	// key, a bad List cursor or state, a non-positive TTL, a campaign that
+	// does not belong to the lease's key). Nothing was written.
+	ErrInvalid = errors.New("store: invalid argument")
 )
 
 // Key names one campaign.
 type Key struct{ Tenant, Campaign string }
 
+// String returns "<tenant>/<campaign>".
 func (k Key) String() string { return k.Tenant + "/" + k.Campaign }
 
 // Lease is a held campaign lock: a random token and the fencing token that
@@ -107,11 +112,14 @@ type Page struct {
 // concurrent use by many goroutines and, for Redis, many processes.
 type Store interface {
 	// Enqueue adds item to the campaign's inbox unless its ID is in the
-	// campaign's ledger (Duplicate). Then, in the same atomic step, if the
-	// inbox is not empty and the lock is free, it takes the lock for ttl with
-	// a new random token and fencing token and returns the Lease.
+	// campaign's ledger (Duplicate). An ID already in the inbox is not added
+	// again: the first Seq and Data stay. Then, in the same atomic step, if
+	// the inbox is not empty and the lock is free, it takes the lock for ttl
+	// with a new random token and fencing token and returns the Lease (also
+	// for a Duplicate: whoever finds the lock free drains the inbox).
 	Enqueue(ctx context.Context, k Key, item Item, ttl time.Duration) (Enqueued, error)
-	// Inbox returns up to limit items in Seq order.
+	// Inbox returns up to limit items in Seq order (ties by ID); limit <= 0
+	// returns them all.
 	Inbox(ctx context.Context, k Key, limit int) ([]Item, error)
 	// Extend sets the lock's TTL to ttl again. ErrLockLost if not held by l.
 	Extend(ctx context.Context, l Lease, ttl time.Duration) error
@@ -126,27 +134,40 @@ type Store interface {
 	// Load returns the campaign. ErrNotFound if it does not exist.
 	Load(ctx context.Context, k Key) (fsm.Campaign, error)
 	// Commit applies w atomically: nothing is written unless l holds the
-	// lock (ErrLockLost) and the version matches (ErrConflict). A campaign
-	// written in a terminal state expires, with its ledger and everything
-	// else of it, after the retention; any other write keeps it forever.
+	// lock and no higher fence has written the campaign (ErrLockLost) and
+	// the version matches (ErrConflict). A campaign written in a terminal
+	// state expires, with its ledger and fencing counter, after the
+	// retention; any other write of the campaign keeps it forever. The inbox
+	// and outbox never expire: they empty themselves, and a command waiting
+	// there must not be lost. A Write without Campaign keeps the campaign's
+	// expiry as it is (or, when the campaign does not exist, lets the ledger
+	// expire after the retention).
 	Commit(ctx context.Context, w Write) error
 	// Outbox returns the campaign's outbox, oldest first.
 	Outbox(ctx context.Context, k Key) ([]Message, error)
-	// TrimOutbox removes the n oldest outbox messages. ErrLockLost if l does
-	// not hold the lock.
+	// TrimOutbox removes the n oldest outbox messages (n <= 0: none).
+	// ErrLockLost if l does not hold the lock.
 	TrimOutbox(ctx context.Context, l Lease, n int) error
 	// Applied reports whether id is in the campaign's ledger.
 	Applied(ctx context.Context, k Key, id string) (bool, error)
 
-	// List returns the tenant's campaigns in creation order, optionally only
-	// those in state, starting after cursor ("" for the first page).
+	// List returns the tenant's campaigns in creation order (CreatedAt to
+	// the millisecond, then ID), optionally only those in state ("" for
+	// all), starting after cursor ("" for the first page). limit <= 0 means
+	// DefaultListLimit; it is capped at MaxListLimit. A page may hold fewer
+	// than limit campaigns while Next is not empty: follow Next until "".
+	// ErrInvalid for a cursor List did not make or an unknown state.
 	List(ctx context.Context, tenant string, state fsm.State, cursor string, limit int) (Page, error)
 
 	// ReserveIdem stores rec (Status 0: in progress) under (tenant, key) for
 	// ttl unless a record exists, and returns the existing record and true
-	// if one does.
+	// if one does (the caller compares fingerprints). An expired record does
+	// not exist.
 	ReserveIdem(ctx context.Context, tenant, key string, rec IdemRecord, ttl time.Duration) (IdemRecord, bool, error)
 	// CompleteIdem replaces the record with the final answer (ttl again).
+	// ErrIdempotencyMismatch, and nothing written, if the stored record has
+	// another Fingerprint (the reservation expired and another request took
+	// the key).
 	CompleteIdem(ctx context.Context, tenant, key string, rec IdemRecord, ttl time.Duration) error
 	// DeleteIdem removes the record (a 5xx answer is not kept).
 	DeleteIdem(ctx context.Context, tenant, key string) error

@@ -1,0 +1,119 @@
+package store
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Defaults of Options and List.
+const (
+	// DefaultRetention is how long an ended campaign is kept (CAMPAIGN_RETENTION).
+	DefaultRetention = 720 * time.Hour
+	// DefaultPrefix starts every Redis key.
+	DefaultPrefix = "co"
+	// DefaultListLimit is List's page size when limit <= 0.
+	DefaultListLimit = 50
+	// MaxListLimit caps List's page size.
+	MaxListLimit = 500
+)
+
+// Options tune a Store. The zero value is valid: every field has a default.
+type Options struct {
+	// Retention is how long a campaign written in a terminal state is kept,
+	// with its ledger and fencing counter (default DefaultRetention). It also
+	// bounds how long the ledger of a campaign that was never created is kept.
+	Retention time.Duration
+	// Now is the clock of the in-process store (default time.Now); tests set
+	// it to drive TTLs. Redis ignores it: its TTLs follow the server's clock.
+	Now func() time.Time
+	// Prefix starts every Redis key (default DefaultPrefix), so that several
+	// services or tests can share one Redis database. The in-process store
+	// ignores it.
+	Prefix string
+}
+
+func (o Options) withDefaults() Options {
+	if o.Retention <= 0 {
+		o.Retention = DefaultRetention
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	return o
+}
+
+// check rejects a key that cannot name a campaign: an empty token, a brace
+// (it would break the Redis hash tag) or a slash (two keys would share one
+// hash tag).
+func (k Key) check() error {
+	if k.Tenant == "" || k.Campaign == "" ||
+		strings.ContainsAny(k.Tenant, "{}/") || strings.ContainsAny(k.Campaign, "{}/") {
+		return fmt.Errorf("key %q: %w", k.String(), ErrInvalid)
+	}
+	return nil
+}
+
+func checkTenant(tenant string) error {
+	if tenant == "" || strings.ContainsAny(tenant, "{}") {
+		return fmt.Errorf("tenant %q: %w", tenant, ErrInvalid)
+	}
+	return nil
+}
+
+func checkTTL(op string, ttl time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("%s: ttl %s: %w", op, ttl, ErrInvalid)
+	}
+	return nil
+}
+
+// checkWrite rejects a Write whose campaign is not the lease's.
+func checkWrite(w Write) error {
+	if err := w.Lease.Key.check(); err != nil {
+		return err
+	}
+	if c := w.Campaign; c != nil {
+		if c.Tenant != w.Lease.Key.Tenant || c.ID != w.Lease.Key.Campaign {
+			return fmt.Errorf("campaign %s/%s under key %s: %w", c.Tenant, c.ID, w.Lease.Key, ErrInvalid)
+		}
+		if c.Version == 0 {
+			return fmt.Errorf("campaign %s: version 0: %w", w.Lease.Key, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// newToken returns a random lock token.
+func newToken() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("lock token: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// listLimit applies List's default and cap.
+func listLimit(limit int) int {
+	switch {
+	case limit <= 0:
+		return DefaultListLimit
+	case limit > MaxListLimit:
+		return MaxListLimit
+	}
+	return limit
+}
+
+// ttlMillis rounds d up to whole milliseconds, at least 1.
+func ttlMillis(d time.Duration) int64 {
+	ms := int64((d + time.Millisecond - 1) / time.Millisecond)
+	if ms < 1 {
+		ms = 1
+	}
+	return ms
+}

@@ -1,0 +1,689 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+)
+
+var _ Store = (*Redis)(nil)
+
+// Redis is the Store for production: many processes share it.
+//
+// Key layout (P is Options.Prefix), every key of one campaign under the hash
+// tag {<tenant>/<campaign>} so that one Lua script can touch them all, also
+// on Redis Cluster:
+//
+//	P:{t/c}:state      HASH data (JSON of fsm.Campaign), version, fence
+//	P:{t/c}:ledger     ZSET applied command id -> Unix ms
+//	P:{t/c}:inbox      ZSET item id -> Seq
+//	P:{t/c}:inboxdata  HASH item id -> Data
+//	P:{t/c}:outbox     LIST of JSON Message
+//	P:{t/c}:lock       STRING lock token, with the lock's TTL
+//	P:{t/c}:fence      STRING fencing counter (INCR)
+//	P:tenant:{t}:campaigns  ZSET campaign id -> CreatedAt Unix ms (List)
+//	P:idem:{t}:<key>   STRING JSON IdemRecord, with its TTL
+//
+// Every change of a campaign is one script; the scripts check the lock token
+// and the fence in the same step as the write.
+type Redis struct {
+	client    *redis.Client
+	prefix    string
+	retention time.Duration
+	scripts   redisScripts
+}
+
+// redisScripts are the Lua scripts, run with EVALSHA (EVAL when the server
+// does not know them yet, after a restart say).
+type redisScripts struct {
+	enqueue  *redis.Script
+	inbox    *redis.Script
+	extend   *redis.Script
+	release  *redis.Script
+	abandon  *redis.Script
+	commit   *redis.Script
+	trim     *redis.Script
+	unindex  *redis.Script
+	reserve  *redis.Script
+	complete *redis.Script
+}
+
+func newRedisScripts() redisScripts {
+	return redisScripts{
+		enqueue:  redis.NewScript(enqueueSrc),
+		inbox:    redis.NewScript(inboxSrc),
+		extend:   redis.NewScript(extendSrc),
+		release:  redis.NewScript(releaseSrc),
+		abandon:  redis.NewScript(abandonSrc),
+		commit:   redis.NewScript(commitSrc),
+		trim:     redis.NewScript(trimSrc),
+		unindex:  redis.NewScript(unindexSrc),
+		reserve:  redis.NewScript(reserveSrc),
+		complete: redis.NewScript(completeSrc),
+	}
+}
+
+// NewRedis connects to the Redis server at url (redis:// or rediss://) and
+// checks that it answers. It fails if the URL is malformed or the server is
+// unreachable before ctx ends.
+func NewRedis(ctx context.Context, url string, opts Options) (*Redis, error) {
+	opts = opts.withDefaults()
+	ro, err := redis.ParseURL(url)
+	if err != nil {
+		// The message may quote the URL, password included: leave it out.
+		return nil, fmt.Errorf("redis: bad REDIS_URL: %s", strings.ReplaceAll(err.Error(), url, "<REDIS_URL>"))
+	}
+	client := redis.NewClient(ro)
+	if err := client.Ping(ctx).Err(); err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("redis %s: unreachable: %w", ro.Addr, err)
+	}
+	return &Redis{client: client, prefix: opts.Prefix, retention: opts.Retention, scripts: newRedisScripts()}, nil
+}
+
+// campaignKeys are the keys of one campaign, in the order the scripts take
+// them.
+type campaignKeys struct {
+	state, ledger, inbox, inboxData, outbox, lock, fence string
+}
+
+func (r *Redis) keys(k Key) campaignKeys {
+	p := r.prefix + ":{" + k.Tenant + "/" + k.Campaign + "}:"
+	return campaignKeys{
+		state: p + "state", ledger: p + "ledger", inbox: p + "inbox", inboxData: p + "inboxdata",
+		outbox: p + "outbox", lock: p + "lock", fence: p + "fence",
+	}
+}
+
+func (r *Redis) indexKey(tenant string) string {
+	return r.prefix + ":tenant:{" + tenant + "}:campaigns"
+}
+
+func (r *Redis) idemKey(tenant, key string) string {
+	return r.prefix + ":idem:{" + tenant + "}:" + key
+}
+
+// enqueueSrc: KEYS state ledger inbox inboxdata lock fence; ARGV id seq
+// data token ttl_ms retention_ms. Returns {duplicate, acquired, fence}.
+const enqueueSrc = `
+local dup = 0
+if redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  dup = 1
+else
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
+  redis.call('HSETNX', KEYS[4], ARGV[1], ARGV[3])
+end
+if redis.call('EXISTS', KEYS[3]) == 1 and redis.call('EXISTS', KEYS[5]) == 0 then
+  local f = redis.call('INCR', KEYS[6])
+  local sf = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
+  if f <= sf then
+    f = sf + 1
+    redis.call('SET', KEYS[6], f)
+  end
+  local pttl = redis.call('PTTL', KEYS[1])
+  if pttl == -2 then
+    redis.call('PEXPIRE', KEYS[6], ARGV[6])
+  elseif pttl > 0 then
+    redis.call('PEXPIRE', KEYS[6], pttl)
+  else
+    redis.call('PERSIST', KEYS[6])
+  end
+  redis.call('SET', KEYS[5], ARGV[4], 'PX', ARGV[5])
+  return {dup, 1, f}
+end
+return {dup, 0, 0}
+`
+
+// Enqueue implements Store.
+func (r *Redis) Enqueue(ctx context.Context, k Key, item Item, ttl time.Duration) (Enqueued, error) {
+	if err := k.check(); err != nil {
+		return Enqueued{}, fmt.Errorf("enqueue %s: %w", k, err)
+	}
+	if err := checkTTL("enqueue "+k.String(), ttl); err != nil {
+		return Enqueued{}, err
+	}
+	if item.ID == "" {
+		return Enqueued{}, fmt.Errorf("enqueue %s: empty item id: %w", k, ErrInvalid)
+	}
+	token, err := newToken()
+	if err != nil {
+		return Enqueued{}, fmt.Errorf("enqueue %s: %w", k, err)
+	}
+	ks := r.keys(k)
+	res, err := r.scripts.enqueue.Run(ctx, r.client,
+		[]string{ks.state, ks.ledger, ks.inbox, ks.inboxData, ks.lock, ks.fence},
+		item.ID, item.Seq, item.Data, token, ttlMillis(ttl), ttlMillis(r.retention)).Int64Slice()
+	if err != nil {
+		return Enqueued{}, fmt.Errorf("enqueue %s: %w", k, err)
+	}
+	if len(res) != 3 {
+		return Enqueued{}, fmt.Errorf("enqueue %s: unexpected script answer %v", k, res)
+	}
+	out := Enqueued{Duplicate: res[0] == 1}
+	if res[1] == 1 {
+		out.Lease = &Lease{Key: k, Token: token, Fence: uint64(res[2])}
+	}
+	return out, nil
+}
+
+// inboxSrc: KEYS inbox inboxdata; ARGV stop index. Returns a flat list
+// id, seq, data, ... in Seq order.
+const inboxSrc = `
+local ids = redis.call('ZRANGE', KEYS[1], 0, ARGV[1], 'WITHSCORES')
+local out = {}
+for i = 1, #ids, 2 do
+  local d = redis.call('HGET', KEYS[2], ids[i])
+  if d then
+    out[#out+1] = ids[i]
+    out[#out+1] = ids[i+1]
+    out[#out+1] = d
+  end
+end
+return out
+`
+
+// Inbox implements Store.
+func (r *Redis) Inbox(ctx context.Context, k Key, limit int) ([]Item, error) {
+	if err := k.check(); err != nil {
+		return nil, fmt.Errorf("inbox %s: %w", k, err)
+	}
+	stop := int64(-1)
+	if limit > 0 {
+		stop = int64(limit) - 1
+	}
+	ks := r.keys(k)
+	res, err := r.scripts.inbox.Run(ctx, r.client, []string{ks.inbox, ks.inboxData}, stop).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("inbox %s: %w", k, err)
+	}
+	if len(res)%3 != 0 {
+		return nil, fmt.Errorf("inbox %s: unexpected script answer of %d values", k, len(res))
+	}
+	if len(res) == 0 {
+		return nil, nil
+	}
+	items := make([]Item, 0, len(res)/3)
+	for i := 0; i < len(res); i += 3 {
+		seq, err := strconv.ParseFloat(res[i+1], 64)
+		if err != nil {
+			return nil, fmt.Errorf("inbox %s: seq of %s: %w", k, res[i], err)
+		}
+		it := Item{ID: res[i], Seq: uint64(seq)}
+		if res[i+2] != "" {
+			it.Data = []byte(res[i+2])
+		}
+		items = append(items, it)
+	}
+	return items, nil
+}
+
+// extendSrc: KEYS lock; ARGV token ttl_ms. Returns 1 if extended.
+const extendSrc = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+`
+
+// Extend implements Store.
+func (r *Redis) Extend(ctx context.Context, l Lease, ttl time.Duration) error {
+	if err := l.Key.check(); err != nil {
+		return fmt.Errorf("extend %s: %w", l.Key, err)
+	}
+	if err := checkTTL("extend "+l.Key.String(), ttl); err != nil {
+		return err
+	}
+	n, err := r.scripts.extend.Run(ctx, r.client, []string{r.keys(l.Key).lock}, l.Token, ttlMillis(ttl)).Int64()
+	if err != nil {
+		return fmt.Errorf("extend %s: %w", l.Key, err)
+	}
+	if n != 1 {
+		return fmt.Errorf("extend %s: %w", l.Key, ErrLockLost)
+	}
+	return nil
+}
+
+// releaseSrc: KEYS lock inbox; ARGV token. Returns -1 if not held, 0 if
+// the inbox is not empty, 1 if released.
+const releaseSrc = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+`
+
+// Release implements Store.
+func (r *Redis) Release(ctx context.Context, l Lease) (bool, error) {
+	if err := l.Key.check(); err != nil {
+		return false, fmt.Errorf("release %s: %w", l.Key, err)
+	}
+	ks := r.keys(l.Key)
+	n, err := r.scripts.release.Run(ctx, r.client, []string{ks.lock, ks.inbox}, l.Token).Int64()
+	if err != nil {
+		return false, fmt.Errorf("release %s: %w", l.Key, err)
+	}
+	if n < 0 {
+		return false, fmt.Errorf("release %s: %w", l.Key, ErrLockLost)
+	}
+	return n == 1, nil
+}
+
+// abandonSrc: KEYS lock; ARGV token. Compare and delete.
+const abandonSrc = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`
+
+// Abandon implements Store.
+func (r *Redis) Abandon(ctx context.Context, l Lease) error {
+	if err := l.Key.check(); err != nil {
+		return fmt.Errorf("abandon %s: %w", l.Key, err)
+	}
+	if err := r.scripts.abandon.Run(ctx, r.client, []string{r.keys(l.Key).lock}, l.Token).Err(); err != nil {
+		return fmt.Errorf("abandon %s: %w", l.Key, err)
+	}
+	return nil
+}
+
+// Load implements Store.
+func (r *Redis) Load(ctx context.Context, k Key) (fsm.Campaign, error) {
+	if err := k.check(); err != nil {
+		return fsm.Campaign{}, fmt.Errorf("load %s: %w", k, err)
+	}
+	data, err := r.client.HGet(ctx, r.keys(k).state, "data").Bytes()
+	if errors.Is(err, redis.Nil) {
+		return fsm.Campaign{}, fmt.Errorf("load %s: %w", k, ErrNotFound)
+	}
+	if err != nil {
+		return fsm.Campaign{}, fmt.Errorf("load %s: %w", k, err)
+	}
+	var c fsm.Campaign
+	if err := json.Unmarshal(data, &c); err != nil {
+		return fsm.Campaign{}, fmt.Errorf("load %s: decode: %w", k, err)
+	}
+	return c, nil
+}
+
+// commitSrc: KEYS state ledger inbox inboxdata outbox lock fence; ARGV
+// token fence version(0: no campaign) data terminal(1/0) retention_ms now_ms
+// n_outbox outbox... n_applied applied... n_dequeue dequeue...
+// Returns 0 (written), 1 (lock lost) or 2 (version conflict).
+//
+// The state, ledger and fence keys expire together after a terminal write
+// and are made persistent by any other write of the campaign; the inbox and
+// outbox are never given a TTL (they delete themselves when empty).
+const commitSrc = `
+if redis.call('GET', KEYS[6]) ~= ARGV[1] then return 1 end
+local fence = tonumber(ARGV[2])
+local sf = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
+if sf > fence then return 1 end
+local version = tonumber(ARGV[3])
+if version > 0 then
+  local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+  if cur ~= version - 1 then return 2 end
+  redis.call('HSET', KEYS[1], 'data', ARGV[4], 'version', ARGV[3], 'fence', ARGV[2])
+end
+local i = 8
+local n = tonumber(ARGV[i])
+for j = 1, n do redis.call('RPUSH', KEYS[5], ARGV[i+j]) end
+i = i + n + 1
+n = tonumber(ARGV[i])
+for j = 1, n do redis.call('ZADD', KEYS[2], ARGV[7], ARGV[i+j]) end
+i = i + n + 1
+n = tonumber(ARGV[i])
+for j = 1, n do
+  redis.call('ZREM', KEYS[3], ARGV[i+j])
+  redis.call('HDEL', KEYS[4], ARGV[i+j])
+end
+local kept = {KEYS[1], KEYS[2], KEYS[7]}
+if version > 0 then
+  for _, key in ipairs(kept) do
+    if ARGV[5] == '1' then redis.call('PEXPIRE', key, ARGV[6]) else redis.call('PERSIST', key) end
+  end
+else
+  local pttl = redis.call('PTTL', KEYS[1])
+  if pttl == -2 then
+    redis.call('PEXPIRE', KEYS[2], ARGV[6])
+    redis.call('PEXPIRE', KEYS[7], ARGV[6])
+  elseif pttl > 0 then
+    redis.call('PEXPIRE', KEYS[2], pttl)
+    redis.call('PEXPIRE', KEYS[7], pttl)
+  end
+end
+return 0
+`
+
+// Commit implements Store. A campaign's first write (Version 1) also adds it
+// to the tenant's index, just before the script (List skips an id whose
+// campaign does not exist).
+func (r *Redis) Commit(ctx context.Context, w Write) error {
+	k := w.Lease.Key
+	if err := checkWrite(w); err != nil {
+		return fmt.Errorf("commit %s: %w", k, err)
+	}
+	args := make([]any, 0, 10+len(w.Outbox)+len(w.Applied)+len(w.Dequeue))
+	args = append(args, w.Lease.Token, w.Lease.Fence)
+	if c := w.Campaign; c != nil {
+		cc := *c
+		cc.Fence = w.Lease.Fence
+		data, err := json.Marshal(cc)
+		if err != nil {
+			return fmt.Errorf("commit %s: encode: %w", k, err)
+		}
+		terminal := "0"
+		if c.State.Terminal() {
+			terminal = "1"
+		}
+		args = append(args, c.Version, data, terminal)
+	} else {
+		args = append(args, 0, "", "0")
+	}
+	args = append(args, ttlMillis(r.retention), time.Now().UnixMilli(), len(w.Outbox))
+	for _, msg := range w.Outbox {
+		b, err := json.Marshal(msg)
+		if err != nil {
+			return fmt.Errorf("commit %s: encode outbox message: %w", k, err)
+		}
+		args = append(args, b)
+	}
+	args = append(args, len(w.Applied))
+	for _, id := range w.Applied {
+		args = append(args, id)
+	}
+	args = append(args, len(w.Dequeue))
+	for _, id := range w.Dequeue {
+		args = append(args, id)
+	}
+
+	if c := w.Campaign; c != nil && c.Version == 1 {
+		err := r.client.ZAdd(ctx, r.indexKey(k.Tenant), redis.Z{Score: float64(c.CreatedAt.UnixMilli()), Member: k.Campaign}).Err()
+		if err != nil {
+			return fmt.Errorf("commit %s: index: %w", k, err)
+		}
+	}
+	ks := r.keys(k)
+	n, err := r.scripts.commit.Run(ctx, r.client,
+		[]string{ks.state, ks.ledger, ks.inbox, ks.inboxData, ks.outbox, ks.lock, ks.fence}, args...).Int64()
+	if err != nil {
+		return fmt.Errorf("commit %s: %w", k, err)
+	}
+	switch n {
+	case 0:
+		return nil
+	case 1:
+		return fmt.Errorf("commit %s: %w", k, ErrLockLost)
+	case 2:
+		return fmt.Errorf("commit %s: version %d written: %w", k, w.Campaign.Version, ErrConflict)
+	}
+	return fmt.Errorf("commit %s: unexpected script answer %d", k, n)
+}
+
+// Outbox implements Store.
+func (r *Redis) Outbox(ctx context.Context, k Key) ([]Message, error) {
+	if err := k.check(); err != nil {
+		return nil, fmt.Errorf("outbox %s: %w", k, err)
+	}
+	raw, err := r.client.LRange(ctx, r.keys(k).outbox, 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("outbox %s: %w", k, err)
+	}
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	out := make([]Message, len(raw))
+	for i, s := range raw {
+		if err := json.Unmarshal([]byte(s), &out[i]); err != nil {
+			return nil, fmt.Errorf("outbox %s: decode message %d: %w", k, i, err)
+		}
+	}
+	return out, nil
+}
+
+// trimSrc: KEYS lock outbox; ARGV token n. Returns 1 if held.
+const trimSrc = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local n = tonumber(ARGV[2])
+if n > 0 then redis.call('LTRIM', KEYS[2], n, -1) end
+return 1
+`
+
+// TrimOutbox implements Store.
+func (r *Redis) TrimOutbox(ctx context.Context, l Lease, n int) error {
+	if err := l.Key.check(); err != nil {
+		return fmt.Errorf("trim outbox %s: %w", l.Key, err)
+	}
+	ks := r.keys(l.Key)
+	held, err := r.scripts.trim.Run(ctx, r.client, []string{ks.lock, ks.outbox}, l.Token, n).Int64()
+	if err != nil {
+		return fmt.Errorf("trim outbox %s: %w", l.Key, err)
+	}
+	if held != 1 {
+		return fmt.Errorf("trim outbox %s: %w", l.Key, ErrLockLost)
+	}
+	return nil
+}
+
+// Applied implements Store.
+func (r *Redis) Applied(ctx context.Context, k Key, id string) (bool, error) {
+	if err := k.check(); err != nil {
+		return false, fmt.Errorf("applied %s: %w", k, err)
+	}
+	err := r.client.ZScore(ctx, r.keys(k).ledger, id).Err()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("applied %s %s: %w", k, id, err)
+	}
+	return true, nil
+}
+
+// listBatch is how many index entries List reads at a time; listScan bounds
+// how many one call examines (a rare state filter may give a short page).
+const (
+	listBatch = 100
+	listScan  = 5000
+)
+
+// unindexSrc: KEYS index; ARGV id score. Removes id if its score is
+// still score (a create retried meanwhile re-scores it).
+const unindexSrc = `
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) == tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 0
+`
+
+// List implements Store. Ids in the index whose campaign does not exist are
+// skipped; once older than the retention (so: expired, or a create that
+// never committed) they are removed from the index.
+func (r *Redis) List(ctx context.Context, tenant string, state fsm.State, cursor string, limit int) (Page, error) {
+	if err := checkTenant(tenant); err != nil {
+		return Page{}, fmt.Errorf("list: %w", err)
+	}
+	if state != "" && !state.Valid() {
+		return Page{}, fmt.Errorf("list %s: state %q: %w", tenant, state, ErrInvalid)
+	}
+	start, cms, cid := "-inf", int64(0), ""
+	if cursor != "" {
+		var err error
+		if cms, cid, err = decodeCursor(cursor); err != nil {
+			return Page{}, fmt.Errorf("list %s: %w", tenant, err)
+		}
+		start = strconv.FormatInt(cms, 10)
+	}
+	limit = listLimit(limit)
+	index := r.indexKey(tenant)
+	stale := time.Now().Add(-r.retention).UnixMilli()
+
+	var p Page
+	var offset int64
+	for examined := 0; examined < listScan; {
+		zs, err := r.client.ZRangeArgsWithScores(ctx, redis.ZRangeArgs{
+			Key: index, Start: start, Stop: "+inf", ByScore: true, Offset: offset, Count: listBatch,
+		}).Result()
+		if err != nil {
+			return Page{}, fmt.Errorf("list %s: index: %w", tenant, err)
+		}
+		offset += int64(len(zs))
+		type entry struct {
+			ms int64
+			id string
+		}
+		entries := make([]entry, 0, len(zs))
+		for _, z := range zs {
+			e := entry{int64(z.Score), z.Member.(string)}
+			if cursor == "" || after(e.ms, e.id, cms, cid) {
+				entries = append(entries, e)
+			}
+		}
+		pipe := r.client.Pipeline()
+		cmds := make([]*redis.StringCmd, len(entries))
+		for i, e := range entries {
+			cmds[i] = pipe.HGet(ctx, r.keys(Key{tenant, e.id}).state, "data")
+		}
+		if len(entries) > 0 {
+			if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+				return Page{}, fmt.Errorf("list %s: load: %w", tenant, err)
+			}
+		}
+		for i, e := range entries {
+			examined++
+			data, err := cmds[i].Bytes()
+			if errors.Is(err, redis.Nil) {
+				if e.ms < stale {
+					if err := r.scripts.unindex.Run(ctx, r.client, []string{index}, e.id, e.ms).Err(); err != nil {
+						return Page{}, fmt.Errorf("list %s: unindex %s: %w", tenant, e.id, err)
+					}
+				}
+			} else if err != nil {
+				return Page{}, fmt.Errorf("list %s: load %s: %w", tenant, e.id, err)
+			} else {
+				var c fsm.Campaign
+				if err := json.Unmarshal(data, &c); err != nil {
+					return Page{}, fmt.Errorf("list %s: decode %s: %w", tenant, e.id, err)
+				}
+				if state == "" || c.State == state {
+					p.Campaigns = append(p.Campaigns, c)
+				}
+			}
+			if len(p.Campaigns) == limit {
+				if i == len(entries)-1 && len(zs) < listBatch {
+					return p, nil // the index ends here
+				}
+				p.Next = encodeCursor(e.ms, e.id)
+				return p, nil
+			}
+			if examined == listScan {
+				p.Next = encodeCursor(e.ms, e.id)
+				return p, nil
+			}
+		}
+		if len(zs) < listBatch {
+			return p, nil
+		}
+	}
+	return p, nil
+}
+
+// reserveSrc: KEYS record; ARGV json ttl_ms. Returns the existing record
+// or false after storing the new one.
+const reserveSrc = `
+local cur = redis.call('GET', KEYS[1])
+if cur then return cur end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+`
+
+// ReserveIdem implements Store.
+func (r *Redis) ReserveIdem(ctx context.Context, tenant, key string, rec IdemRecord, ttl time.Duration) (IdemRecord, bool, error) {
+	if err := checkTenant(tenant); err != nil {
+		return IdemRecord{}, false, fmt.Errorf("reserve idempotency key: %w", err)
+	}
+	if err := checkTTL("reserve idempotency key", ttl); err != nil {
+		return IdemRecord{}, false, err
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return IdemRecord{}, false, fmt.Errorf("reserve idempotency key %s/%s: encode: %w", tenant, key, err)
+	}
+	cur, err := r.scripts.reserve.Run(ctx, r.client, []string{r.idemKey(tenant, key)}, b, ttlMillis(ttl)).Text()
+	if errors.Is(err, redis.Nil) {
+		return IdemRecord{}, false, nil
+	}
+	if err != nil {
+		return IdemRecord{}, false, fmt.Errorf("reserve idempotency key %s/%s: %w", tenant, key, err)
+	}
+	var got IdemRecord
+	if err := json.Unmarshal([]byte(cur), &got); err != nil {
+		return IdemRecord{}, false, fmt.Errorf("reserve idempotency key %s/%s: decode: %w", tenant, key, err)
+	}
+	return got, true, nil
+}
+
+// completeSrc: KEYS record; ARGV json fingerprint ttl_ms. Returns 0 if
+// the stored record has another fingerprint, else 1 after writing.
+const completeSrc = `
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, rec = pcall(cjson.decode, cur)
+  if ok and type(rec) == 'table' and (rec['fingerprint'] or '') ~= ARGV[2] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+`
+
+// CompleteIdem implements Store.
+func (r *Redis) CompleteIdem(ctx context.Context, tenant, key string, rec IdemRecord, ttl time.Duration) error {
+	if err := checkTenant(tenant); err != nil {
+		return fmt.Errorf("complete idempotency key: %w", err)
+	}
+	if err := checkTTL("complete idempotency key", ttl); err != nil {
+		return err
+	}
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("complete idempotency key %s/%s: encode: %w", tenant, key, err)
+	}
+	n, err := r.scripts.complete.Run(ctx, r.client, []string{r.idemKey(tenant, key)}, b, rec.Fingerprint, ttlMillis(ttl)).Int64()
+	if err != nil {
+		return fmt.Errorf("complete idempotency key %s/%s: %w", tenant, key, err)
+	}
+	if n != 1 {
+		return fmt.Errorf("complete idempotency key %s/%s: %w", tenant, key, ErrIdempotencyMismatch)
+	}
+	return nil
+}
+
+// DeleteIdem implements Store.
+func (r *Redis) DeleteIdem(ctx context.Context, tenant, key string) error {
+	if err := checkTenant(tenant); err != nil {
+		return fmt.Errorf("delete idempotency key: %w", err)
+	}
+	if err := r.client.Del(ctx, r.idemKey(tenant, key)).Err(); err != nil {
+		return fmt.Errorf("delete idempotency key %s/%s: %w", tenant, key, err)
+	}
+	return nil
+}
+
+// Ping implements Store.
+func (r *Redis) Ping(ctx context.Context) error {
+	if err := r.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis ping: %w", err)
+	}
+	return nil
+}
+
+// Close closes the connections.
+func (r *Redis) Close() error {
+	if err := r.client.Close(); err != nil {
+		return fmt.Errorf("redis close: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,261 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+	"github.com/campaign-orchestrator/orchestrator/internal/store"
+	"github.com/campaign-orchestrator/orchestrator/internal/store/redistest"
+	"github.com/campaign-orchestrator/orchestrator/internal/store/storetest"
+)
+
+func TestRedis(t *testing.T) {
+	url, _ := redistest.Start(t)
+	storetest.Run(t, func(t *testing.T) store.Store {
+		return newRedis(t, url, storetest.Retention)
+	})
+}
+
+// newRedis returns a store on url under a random key prefix, closed in
+// t.Cleanup.
+func newRedis(t *testing.T, url string, retention time.Duration) *store.Redis {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	prefix := redistest.Prefix(t)
+	s, err := store.NewRedis(ctx, url, store.Options{Retention: retention, Prefix: prefix})
+	if err != nil {
+		t.Fatalf("NewRedis: %v", err)
+	}
+	t.Cleanup(func() {
+		// On a shared server (REDIS_URL), leave nothing behind.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		iter := s.Client().Scan(ctx, 0, prefix+":*", 1000).Iterator()
+		for iter.Next(ctx) {
+			s.Client().Unlink(ctx, iter.Val())
+		}
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+func TestNewRedisErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := store.NewRedis(ctx, "http://localhost:6379", store.Options{}); err == nil || !strings.Contains(err.Error(), "REDIS_URL") {
+		t.Fatalf("NewRedis with a bad URL: %v", err)
+	}
+	_, err := store.NewRedis(ctx, "redis://user:s3cret@127.0.0.1:notaport/0", store.Options{})
+	if err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("NewRedis with a bad port: %v (must not show the password)", err)
+	}
+	// Port 1 on loopback: nothing listens there.
+	ctx, cancel = context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := store.NewRedis(ctx, "redis://127.0.0.1:1/0", store.Options{}); err == nil || !strings.Contains(err.Error(), "unreachable") {
+		t.Fatalf("NewRedis with no server: %v", err)
+	}
+}
+
+// TestRedisKeys checks the key layout: one hash tag per campaign, and which
+// keys expire after a terminal write.
+func TestRedisKeys(t *testing.T) {
+	url, _ := redistest.Start(t)
+	s := newRedis(t, url, time.Hour)
+	ctx := t.Context()
+	rdb := s.Client()
+	k := store.Key{Tenant: "acme", Campaign: "spring"}
+	keys := s.CampaignKeys(k)
+	for _, key := range keys {
+		if !strings.Contains(key, ":{acme/spring}:") {
+			t.Fatalf("key %q lacks the hash tag {acme/spring}", key)
+		}
+	}
+	state, ledger, inbox, inboxData, outbox, lock, fence := keys[0], keys[1], keys[2], keys[3], keys[4], keys[5], keys[6]
+	pttl := func(key string) time.Duration {
+		t.Helper()
+		d, err := rdb.PTTL(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+
+	res, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, time.Minute)
+	if err != nil || res.Lease == nil {
+		t.Fatalf("Enqueue = %+v, %v", res, err)
+	}
+	l := *res.Lease
+	if d := pttl(fence); d <= 0 || d > time.Hour {
+		t.Fatalf("fence of a campaign that does not exist yet: PTTL %s, want the retention", d)
+	}
+	c := fsm.Campaign{Tenant: k.Tenant, ID: k.Campaign, State: fsm.Running, Version: 1}
+	if err := s.Commit(ctx, store.Write{Lease: l, Campaign: &c, Applied: []string{"a"}, Dequeue: []string{"a"},
+		Outbox: []store.Message{{Subject: "x"}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{state, ledger, fence, outbox} {
+		if d := pttl(key); d != -1 {
+			t.Fatalf("%s after a running write: PTTL %s, want persistent", key, d)
+		}
+	}
+	if n, _ := rdb.Exists(ctx, inbox, inboxData).Result(); n != 0 {
+		t.Fatalf("empty inbox keys still exist (%d)", n)
+	}
+	if _, err := s.Enqueue(ctx, k, store.Item{ID: "b", Seq: 2}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	c.State, c.Version = fsm.Completed, 2
+	if err := s.Commit(ctx, store.Write{Lease: l, Campaign: &c}); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{state, ledger, fence} {
+		if d := pttl(key); d <= 0 || d > time.Hour {
+			t.Fatalf("%s after a terminal write: PTTL %s, want the retention", key, d)
+		}
+	}
+	for _, key := range []string{inbox, inboxData, outbox} {
+		if d := pttl(key); d != -1 {
+			t.Fatalf("%s after a terminal write: PTTL %s, want persistent", key, d)
+		}
+	}
+	if d := pttl(lock); d <= 0 || d > time.Minute {
+		t.Fatalf("lock after a terminal write: PTTL %s, want its own TTL", d)
+	}
+	if ids, err := rdb.ZRange(ctx, s.IndexKey("acme"), 0, -1).Result(); err != nil || len(ids) != 1 || ids[0] != "spring" {
+		t.Fatalf("tenant index: %v, %v", ids, err)
+	}
+	c.State, c.Version = fsm.Running, 3 // retry
+	if err := s.Commit(ctx, store.Write{Lease: l, Campaign: &c}); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{state, ledger, fence} {
+		if d := pttl(key); d != -1 {
+			t.Fatalf("%s after a retry: PTTL %s, want persistent", key, d)
+		}
+	}
+}
+
+// TestRedisOutage: the store survives a server restart (scripts are loaded
+// again), and after a restart that lost the data the fence starts above
+// nothing it could collide with.
+func TestRedisOutage(t *testing.T) {
+	srv := redistest.New(t)
+	s := newRedis(t, srv.URL(), time.Hour)
+	ctx := t.Context()
+	k := store.Key{Tenant: "acme", Campaign: "outage"}
+	res, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, time.Minute)
+	if err != nil || res.Lease == nil {
+		t.Fatalf("Enqueue = %+v, %v", res, err)
+	}
+	l := *res.Lease
+	c := fsm.Campaign{Tenant: k.Tenant, ID: k.Campaign, State: fsm.Running, Version: 1}
+	if err := s.Commit(ctx, store.Write{Lease: l, Campaign: &c, Applied: []string{"a"}, Dequeue: []string{"a"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Stop()
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	if err := s.Ping(pctx); err == nil {
+		t.Fatal("Ping while the server is down: no error")
+	}
+	cancel()
+	srv.Start()
+	waitPing(t, s)
+	got, err := s.Load(ctx, k)
+	if err != nil || got.Fence != l.Fence {
+		t.Fatalf("Load after a restart with data = %+v, %v", got, err)
+	}
+	if _, err := s.Release(ctx, l); err != nil { // scripts run again (NOSCRIPT handled)
+		t.Fatalf("Release after a restart: %v", err)
+	}
+
+	srv.Crash()
+	srv.Start()
+	waitPing(t, s)
+	if _, err := s.Load(ctx, k); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Load after a restart without data: %v, want ErrNotFound", err)
+	}
+	res, err = s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, time.Minute)
+	if err != nil || res.Lease == nil || res.Duplicate {
+		t.Fatalf("Enqueue after data loss = %+v, %v", res, err)
+	}
+}
+
+func waitPing(t *testing.T, s store.Store) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		err := s.Ping(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Ping after restart: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRedisScriptFlush(t *testing.T) {
+	url, _ := redistest.Start(t)
+	s := newRedis(t, url, time.Hour)
+	ctx := t.Context()
+	if err := s.Client().ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	k := store.Key{Tenant: "acme", Campaign: "flush"}
+	if res, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, time.Minute); err != nil || res.Lease == nil {
+		t.Fatalf("Enqueue after SCRIPT FLUSH = %+v, %v", res, err)
+	}
+}
+
+// TestRedisListDropsExpired: List removes from the tenant index the ids of
+// campaigns that expired.
+func TestRedisListDropsExpired(t *testing.T) {
+	url, _ := redistest.Start(t)
+	const retention = 200 * time.Millisecond
+	s := newRedis(t, url, retention)
+	ctx := t.Context()
+	k := store.Key{Tenant: "acme", Campaign: "gone"}
+	res, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, time.Minute)
+	if err != nil || res.Lease == nil {
+		t.Fatalf("Enqueue = %+v, %v", res, err)
+	}
+	now := time.Now()
+	c := fsm.Campaign{Tenant: k.Tenant, ID: k.Campaign, State: fsm.Cancelled, Version: 1, CreatedAt: now, UpdatedAt: now}
+	if err := s.Commit(ctx, store.Write{Lease: *res.Lease, Campaign: &c, Applied: []string{"a"}, Dequeue: []string{"a"}}); err != nil {
+		t.Fatal(err)
+	}
+	index := s.IndexKey("acme")
+	if n, err := s.Client().ZCard(ctx, index).Result(); err != nil || n != 1 {
+		t.Fatalf("tenant index: %d ids, %v", n, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p, err := s.List(ctx, "acme", "", "", 0)
+		if err != nil {
+			t.Fatalf("List: %v", err)
+		}
+		n, err := s.Client().ZCard(ctx, index).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Campaigns) == 0 && n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: List shows %d campaigns, the index holds %d ids", 10*time.Second, len(p.Campaigns), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

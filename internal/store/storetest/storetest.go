@@ -1,0 +1,1016 @@
+// Package storetest is the contract test suite of store.Store: every
+// implementation runs Run and must pass it unchanged. It is for tests only.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+	"github.com/campaign-orchestrator/orchestrator/internal/store"
+)
+
+// Retention is the Options.Retention that the stores newStore returns must
+// have: the suite waits for ended campaigns to expire.
+const Retention = 400 * time.Millisecond
+
+// FenceResetter is implemented by a store under test that can simulate the
+// loss of a campaign's fencing counter (Redis restarted without persistence).
+// Without it the fence-reset case is skipped.
+type FenceResetter interface {
+	ResetFence(ctx context.Context, k store.Key) error
+}
+
+const (
+	longTTL  = 30 * time.Second       // a lock that must not expire during a test
+	shortTTL = 100 * time.Millisecond // a lock a test waits to expire
+	midTTL   = 500 * time.Millisecond // a lock a test extends at once
+	waitFor  = 10 * time.Second       // deadline of every poll
+)
+
+// Run runs the contract suite. newStore returns a new, empty store (or one
+// whose keys no other call sees) with Options.Retention = Retention, and
+// arranges for it to be closed in t.Cleanup.
+func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		f    func(t *testing.T, s store.Store)
+	}{
+		{"EmptyAndInvalid", testEmptyAndInvalid},
+		{"EnqueueInboxOrder", testEnqueueInboxOrder},
+		{"DuplicateViaLedger", testDuplicateViaLedger},
+		{"LeaseOnlyWhenFree", testLeaseOnlyWhenFree},
+		{"WrongTokenOrFence", testWrongTokenOrFence},
+		{"ExpiredLease", testExpiredLease},
+		{"FenceIncreases", testFenceIncreases},
+		{"FenceAfterCounterReset", testFenceAfterCounterReset},
+		{"VersionConflict", testVersionConflict},
+		{"Outbox", testOutbox},
+		{"WriteWithoutCampaign", testWriteWithoutCampaign},
+		{"Abandon", testAbandon},
+		{"TerminalExpires", testTerminalExpires},
+		{"RetriedKept", testRetriedKept},
+		{"List", testList},
+		{"Idempotency", testIdempotency},
+		{"IdempotencyTTL", testIdempotencyTTL},
+		{"ConcurrentHolders", testConcurrentHolders},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.f(t, newStore(t))
+		})
+	}
+}
+
+// helpers
+
+func testCtx(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// created is the creation time of the suite's campaigns.
+func created() time.Time { return time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC) }
+
+// newCampaign returns a campaign of k with the given version and state.
+func newCampaign(k store.Key, version uint64, state fsm.State) *fsm.Campaign {
+	return &fsm.Campaign{
+		Tenant: k.Tenant, ID: k.Campaign, Name: "campaign " + k.Campaign,
+		Workflow: fsm.Workflow{Name: "standard", Steps: []fsm.Step{{Name: "validate", URL: "http://x/validate"}}},
+		Params:   json.RawMessage(`{"audience":"all"}`),
+		State:    state, Version: version, Seq: version,
+		Runs:      map[string]int{"validate": 1},
+		Outputs:   map[string]json.RawMessage{"validate": json.RawMessage(`{"ok":true}`)},
+		CreatedAt: created(), UpdatedAt: created().Add(time.Duration(version) * time.Second),
+	}
+}
+
+func item(id string, seq uint64) store.Item {
+	return store.Item{ID: id, Seq: seq, Data: []byte("data of " + id)}
+}
+
+func mustEnqueue(t *testing.T, s store.Store, k store.Key, it store.Item, ttl time.Duration) store.Enqueued {
+	t.Helper()
+	res, err := s.Enqueue(t.Context(), k, it, ttl)
+	if err != nil {
+		t.Fatalf("Enqueue(%s, %s): %v", k, it.ID, err)
+	}
+	return res
+}
+
+// mustLease enqueues it and requires that it brings the lease.
+func mustLease(t *testing.T, s store.Store, k store.Key, it store.Item, ttl time.Duration) store.Lease {
+	t.Helper()
+	res := mustEnqueue(t, s, k, it, ttl)
+	if res.Lease == nil {
+		t.Fatalf("Enqueue(%s, %s) on a free campaign: no lease", k, it.ID)
+	}
+	if res.Lease.Key != k || res.Lease.Token == "" || res.Lease.Fence == 0 {
+		t.Fatalf("Enqueue(%s, %s): lease %+v", k, it.ID, *res.Lease)
+	}
+	return *res.Lease
+}
+
+// mustNoLease enqueues it and requires that the lock was not free.
+func mustNoLease(t *testing.T, s store.Store, k store.Key, it store.Item) {
+	t.Helper()
+	if res := mustEnqueue(t, s, k, it, longTTL); res.Lease != nil {
+		t.Fatalf("Enqueue(%s, %s) while the lock is held: got a lease %+v", k, it.ID, *res.Lease)
+	}
+}
+
+func mustCommit(t *testing.T, s store.Store, w store.Write) {
+	t.Helper()
+	if err := s.Commit(t.Context(), w); err != nil {
+		t.Fatalf("Commit(%s): %v", w.Lease.Key, err)
+	}
+}
+
+func mustRelease(t *testing.T, s store.Store, l store.Lease, want bool) {
+	t.Helper()
+	got, err := s.Release(t.Context(), l)
+	if err != nil {
+		t.Fatalf("Release(%s): %v", l.Key, err)
+	}
+	if got != want {
+		t.Fatalf("Release(%s) = %v, want %v", l.Key, got, want)
+	}
+}
+
+func wantErr(t *testing.T, what string, err, target error) {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Fatalf("%s: error %v, want %v", what, err, target)
+	}
+}
+
+func inboxIDs(t *testing.T, s store.Store, k store.Key, limit int) []string {
+	t.Helper()
+	items, err := s.Inbox(t.Context(), k, limit)
+	if err != nil {
+		t.Fatalf("Inbox(%s): %v", k, err)
+	}
+	ids := []string{}
+	for _, it := range items {
+		ids = append(ids, it.ID)
+	}
+	return ids
+}
+
+func applied(t *testing.T, s store.Store, k store.Key, id string) bool {
+	t.Helper()
+	ok, err := s.Applied(t.Context(), k, id)
+	if err != nil {
+		t.Fatalf("Applied(%s, %s): %v", k, id, err)
+	}
+	return ok
+}
+
+func outbox(t *testing.T, s store.Store, k store.Key) []store.Message {
+	t.Helper()
+	msgs, err := s.Outbox(t.Context(), k)
+	if err != nil {
+		t.Fatalf("Outbox(%s): %v", k, err)
+	}
+	return msgs
+}
+
+func mustLoad(t *testing.T, s store.Store, k store.Key) fsm.Campaign {
+	t.Helper()
+	c, err := s.Load(t.Context(), k)
+	if err != nil {
+		t.Fatalf("Load(%s): %v", k, err)
+	}
+	return c
+}
+
+func wantNotFound(t *testing.T, s store.Store, k store.Key) {
+	t.Helper()
+	_, err := s.Load(t.Context(), k)
+	wantErr(t, "Load("+k.String()+")", err, store.ErrNotFound)
+}
+
+// sameCampaign fails unless got is want once stored (Fence set to fence).
+func sameCampaign(t *testing.T, got fsm.Campaign, want fsm.Campaign, fence uint64) {
+	t.Helper()
+	want.Fence = fence
+	g, _ := json.Marshal(got)
+	w, _ := json.Marshal(want)
+	if !bytes.Equal(g, w) {
+		t.Fatalf("campaign\n got %s\nwant %s", g, w)
+	}
+}
+
+// eventually polls cond until it holds or waitFor passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, waitFor)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// expire lets a TTL of d pass (the only sleep the suite uses).
+func expire(d time.Duration) { time.Sleep(d + d/2 + 20*time.Millisecond) }
+
+// tests
+
+func testEmptyAndInvalid(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	k := store.Key{Tenant: "acme", Campaign: "empty"}
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	wantNotFound(t, s, k)
+	if ids := inboxIDs(t, s, k, 0); len(ids) != 0 {
+		t.Fatalf("Inbox of an unknown campaign = %v", ids)
+	}
+	if msgs := outbox(t, s, k); len(msgs) != 0 {
+		t.Fatalf("Outbox of an unknown campaign = %v", msgs)
+	}
+	if applied(t, s, k, "x") {
+		t.Fatal("Applied on an unknown campaign = true")
+	}
+	_, err := s.Enqueue(ctx, store.Key{Tenant: "acme"}, item("a", 1), longTTL)
+	wantErr(t, "Enqueue with an empty campaign", err, store.ErrInvalid)
+	_, err = s.Enqueue(ctx, k, item("a", 1), 0)
+	wantErr(t, "Enqueue with ttl 0", err, store.ErrInvalid)
+	_, err = s.Enqueue(ctx, k, item("", 1), longTTL)
+	wantErr(t, "Enqueue with an empty id", err, store.ErrInvalid)
+	_, err = s.Enqueue(ctx, store.Key{Tenant: "a/b", Campaign: "c"}, item("a", 1), longTTL)
+	wantErr(t, "Enqueue with a slash in the tenant", err, store.ErrInvalid)
+
+	l := mustLease(t, s, k, item("a", 1), longTTL)
+	other := newCampaign(store.Key{Tenant: "other", Campaign: k.Campaign}, 1, fsm.Pending)
+	err = s.Commit(ctx, store.Write{Lease: l, Campaign: other})
+	wantErr(t, "Commit of another tenant's campaign", err, store.ErrInvalid)
+	wantNotFound(t, s, k)
+	_, err = s.List(ctx, "acme", "sleeping", "", 10)
+	wantErr(t, "List with an unknown state", err, store.ErrInvalid)
+	_, err = s.List(ctx, "acme", "", "not a cursor!", 10)
+	wantErr(t, "List with a bad cursor", err, store.ErrInvalid)
+}
+
+func testEnqueueInboxOrder(t *testing.T, s store.Store) {
+	k := store.Key{Tenant: "acme", Campaign: "order"}
+	res := mustEnqueue(t, s, k, item("a", 30), longTTL)
+	if res.Duplicate || res.Lease == nil {
+		t.Fatalf("first Enqueue = %+v, want a lease and no duplicate", res)
+	}
+	mustNoLease(t, s, k, item("b", 10))
+	mustNoLease(t, s, k, item("c", 20))
+	mustNoLease(t, s, k, item("d", 20)) // same Seq: ordered by id
+	if got, want := inboxIDs(t, s, k, 0), []string{"b", "c", "d", "a"}; !slices.Equal(got, want) {
+		t.Fatalf("Inbox = %v, want %v", got, want)
+	}
+	if got, want := inboxIDs(t, s, k, 2), []string{"b", "c"}; !slices.Equal(got, want) {
+		t.Fatalf("Inbox(limit 2) = %v, want %v", got, want)
+	}
+
+	// Re-enqueueing an id in the inbox changes nothing.
+	again := mustEnqueue(t, s, k, store.Item{ID: "a", Seq: 5, Data: []byte("other")}, longTTL)
+	if again.Duplicate || again.Lease != nil {
+		t.Fatalf("re-Enqueue of an id in the inbox = %+v, want neither duplicate nor lease", again)
+	}
+	items, err := s.Inbox(t.Context(), k, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.Item{item("b", 10), item("c", 20), item("d", 20), item("a", 30)}
+	if !reflect.DeepEqual(items, want) {
+		t.Fatalf("Inbox after re-enqueue =\n%+v\nwant\n%+v", items, want)
+	}
+	if ids := inboxIDs(t, s, store.Key{Tenant: "acme", Campaign: "order2"}, 0); len(ids) != 0 {
+		t.Fatalf("another campaign's inbox = %v", ids)
+	}
+	if ids := inboxIDs(t, s, store.Key{Tenant: "other", Campaign: "order"}, 0); len(ids) != 0 {
+		t.Fatalf("another tenant's inbox = %v", ids)
+	}
+}
+
+func testDuplicateViaLedger(t *testing.T, s store.Store) {
+	k := store.Key{Tenant: "acme", Campaign: "dup"}
+	l := mustLease(t, s, k, item("a", 1), longTTL)
+	mustCommit(t, s, store.Write{Lease: l, Campaign: newCampaign(k, 1, fsm.Pending), Applied: []string{"a"}, Dequeue: []string{"a"}})
+	if !applied(t, s, k, "a") || applied(t, s, k, "b") {
+		t.Fatal("ledger: want a applied and b not")
+	}
+	if applied(t, s, store.Key{Tenant: "other", Campaign: "dup"}, "a") {
+		t.Fatal("ledger shared across tenants")
+	}
+	res := mustEnqueue(t, s, k, item("a", 2), longTTL)
+	if !res.Duplicate || res.Lease != nil {
+		t.Fatalf("Enqueue of an applied id while held = %+v, want duplicate without lease", res)
+	}
+	if ids := inboxIDs(t, s, k, 0); len(ids) != 0 {
+		t.Fatalf("Inbox after a duplicate = %v, want empty", ids)
+	}
+	mustRelease(t, s, l, true)
+	res = mustEnqueue(t, s, k, item("a", 3), longTTL)
+	if !res.Duplicate || res.Lease != nil {
+		t.Fatalf("Enqueue of an applied id while free = %+v, want duplicate without lease (nothing to drain)", res)
+	}
+}
+
+func testLeaseOnlyWhenFree(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	k := store.Key{Tenant: "acme", Campaign: "free"}
+	l1 := mustLease(t, s, k, item("a", 1), longTTL)
+	mustNoLease(t, s, k, item("b", 2))
+	mustRelease(t, s, l1, false) // b waits
+	mustCommit(t, s, store.Write{Lease: l1, Dequeue: []string{"a"}})
+	mustRelease(t, s, l1, false)
+	mustCommit(t, s, store.Write{Lease: l1, Dequeue: []string{"b"}})
+	mustRelease(t, s, l1, true)
+
+	_, err := s.Release(ctx, l1)
+	wantErr(t, "second Release", err, store.ErrLockLost)
+	wantErr(t, "Extend after Release", s.Extend(ctx, l1, longTTL), store.ErrLockLost)
+
+	l2 := mustLease(t, s, k, item("c", 3), longTTL)
+	if l2.Fence <= l1.Fence || l2.Token == l1.Token {
+		t.Fatalf("second lease %+v after %+v: want a higher fence and a new token", l2, l1)
+	}
+	if err := s.Extend(ctx, l2, longTTL); err != nil {
+		t.Fatalf("Extend: %v", err)
+	}
+}
+
+// untouched fails unless k has no campaign, an empty outbox and ledger,
+// and exactly inbox in its inbox.
+func untouched(t *testing.T, s store.Store, k store.Key, inbox ...string) {
+	t.Helper()
+	wantNotFound(t, s, k)
+	if msgs := outbox(t, s, k); len(msgs) != 0 {
+		t.Fatalf("outbox written: %v", msgs)
+	}
+	for _, id := range inbox {
+		if applied(t, s, k, id) {
+			t.Fatalf("ledger written: %s", id)
+		}
+	}
+	if got := inboxIDs(t, s, k, 0); !slices.Equal(got, inbox) {
+		t.Fatalf("inbox = %v, want %v", got, inbox)
+	}
+}
+
+// fullWrite is a Write that touches everything.
+func fullWrite(l store.Lease, version uint64, ids ...string) store.Write {
+	return store.Write{
+		Lease: l, Campaign: newCampaign(l.Key, version, fsm.Running),
+		Outbox:  []store.Message{{Subject: "campaign.evt.x", Data: []byte("x")}},
+		Applied: ids, Dequeue: ids,
+	}
+}
+
+func testWrongTokenOrFence(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	k := store.Key{Tenant: "acme", Campaign: "wrong"}
+	l := mustLease(t, s, k, item("a", 1), longTTL)
+	bad := l
+	bad.Token = "not-the-token"
+	wantErr(t, "Extend(wrong token)", s.Extend(ctx, bad, longTTL), store.ErrLockLost)
+	_, err := s.Release(ctx, bad)
+	wantErr(t, "Release(wrong token)", err, store.ErrLockLost)
+	wantErr(t, "Commit(wrong token)", s.Commit(ctx, fullWrite(bad, 1, "a")), store.ErrLockLost)
+	wantErr(t, "TrimOutbox(wrong token)", s.TrimOutbox(ctx, bad, 1), store.ErrLockLost)
+	untouched(t, s, k, "a")
+
+	// The same token on another campaign is not a lease there.
+	k2 := store.Key{Tenant: "acme", Campaign: "wrong2"}
+	l2 := mustLease(t, s, k2, item("x", 1), longTTL)
+	cross := l2
+	cross.Key = k
+	cross.Token = l2.Token
+	wantErr(t, "Commit(another campaign's lease)", s.Commit(ctx, fullWrite(cross, 1, "a")), store.ErrLockLost)
+	untouched(t, s, k, "a")
+
+	if err := s.Abandon(ctx, bad); err != nil {
+		t.Fatalf("Abandon(wrong token): %v", err)
+	}
+	mustNoLease(t, s, k, item("b", 2)) // still held by l
+
+	// The right token with a fence below the stored one is refused too.
+	mustCommit(t, s, fullWrite(l, 1, "a"))
+	low := l
+	low.Fence = l.Fence - 1
+	w := fullWrite(low, 2, "b")
+	wantErr(t, "Commit(lower fence)", s.Commit(ctx, w), store.ErrLockLost)
+	if c := mustLoad(t, s, k); c.Version != 1 || c.Fence != l.Fence {
+		t.Fatalf("after a fenced-out commit: version %d fence %d, want 1 and %d", c.Version, c.Fence, l.Fence)
+	}
+	if applied(t, s, k, "b") || len(outbox(t, s, k)) != 1 {
+		t.Fatal("a fenced-out commit wrote the ledger or the outbox")
+	}
+}
+
+func testExpiredLease(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	k := store.Key{Tenant: "acme", Campaign: "expired"}
+	l1 := mustLease(t, s, k, item("a", 1), shortTTL)
+	expire(shortTTL)
+
+	// Expired, nobody else holds it: still refused.
+	wantErr(t, "Commit after the TTL", s.Commit(ctx, fullWrite(l1, 1, "a")), store.ErrLockLost)
+	wantErr(t, "Extend after the TTL", s.Extend(ctx, l1, longTTL), store.ErrLockLost)
+	wantErr(t, "TrimOutbox after the TTL", s.TrimOutbox(ctx, l1, 1), store.ErrLockLost)
+	_, err := s.Release(ctx, l1)
+	wantErr(t, "Release after the TTL", err, store.ErrLockLost)
+	untouched(t, s, k, "a")
+
+	// Someone else takes it; the old holder stays out.
+	l2 := mustLease(t, s, k, item("b", 2), longTTL)
+	if l2.Fence <= l1.Fence {
+		t.Fatalf("fence %d after an expired %d", l2.Fence, l1.Fence)
+	}
+	wantErr(t, "Commit of the old holder", s.Commit(ctx, fullWrite(l1, 1, "a")), store.ErrLockLost)
+	if err := s.Abandon(ctx, l1); err != nil {
+		t.Fatalf("Abandon of the old holder: %v", err)
+	}
+	mustNoLease(t, s, k, item("c", 3))
+	mustCommit(t, s, fullWrite(l2, 1, "a", "b", "c"))
+	mustRelease(t, s, l2, true)
+
+	// Extend keeps a short lock alive.
+	l3 := mustLease(t, s, k, item("d", 4), midTTL)
+	if err := s.Extend(ctx, l3, longTTL); err != nil {
+		t.Fatalf("Extend: %v", err)
+	}
+	expire(midTTL)
+	mustNoLease(t, s, k, item("e", 5))
+	mustCommit(t, s, fullWrite(l3, 2, "d", "e"))
+}
+
+func testFenceIncreases(t *testing.T, s store.Store) {
+	k := store.Key{Tenant: "acme", Campaign: "fence"}
+	var last uint64
+	for i := uint64(1); i <= 5; i++ {
+		id := "c" + strconv.FormatUint(i, 10)
+		l := mustLease(t, s, k, item(id, i), longTTL)
+		if l.Fence <= last {
+			t.Fatalf("acquisition %d: fence %d after %d", i, l.Fence, last)
+		}
+		last = l.Fence
+		if i%2 == 1 { // every other holder writes the campaign
+			c := newCampaign(k, i/2+1, fsm.Running)
+			mustCommit(t, s, store.Write{Lease: l, Campaign: c, Applied: []string{id}, Dequeue: []string{id}})
+			sameCampaign(t, mustLoad(t, s, k), *c, l.Fence)
+			mustRelease(t, s, l, true)
+		} else {
+			mustCommit(t, s, store.Write{Lease: l, Dequeue: []string{id}})
+			if err := s.Abandon(t.Context(), l); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+func testFenceAfterCounterReset(t *testing.T, s store.Store) {
+	r, ok := s.(FenceResetter)
+	if !ok {
+		t.Skip("the store cannot reset its fencing counter")
+	}
+	k := store.Key{Tenant: "acme", Campaign: "reset"}
+	var version uint64
+	for i := uint64(1); i <= 3; i++ {
+		id := "c" + strconv.FormatUint(i, 10)
+		l := mustLease(t, s, k, item(id, i), longTTL)
+		version++
+		mustCommit(t, s, store.Write{Lease: l, Campaign: newCampaign(k, version, fsm.Running), Applied: []string{id}, Dequeue: []string{id}})
+		mustRelease(t, s, l, true)
+	}
+	stored := mustLoad(t, s, k).Fence
+	if err := r.ResetFence(t.Context(), k); err != nil {
+		t.Fatalf("ResetFence: %v", err)
+	}
+	l := mustLease(t, s, k, item("after", 10), longTTL)
+	if l.Fence <= stored {
+		t.Fatalf("fence %d after a counter reset, want above the stored %d", l.Fence, stored)
+	}
+	version++
+	mustCommit(t, s, store.Write{Lease: l, Campaign: newCampaign(k, version, fsm.Running), Dequeue: []string{"after"}})
+	mustRelease(t, s, l, true)
+	l2 := mustLease(t, s, k, item("next", 11), longTTL)
+	if l2.Fence <= l.Fence {
+		t.Fatalf("fence %d after %d", l2.Fence, l.Fence)
+	}
+}
+
+func testVersionConflict(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	k := store.Key{Tenant: "acme", Campaign: "conflict"}
+	l := mustLease(t, s, k, item("a", 1), longTTL)
+	wantErr(t, "Commit of version 2 on no campaign", s.Commit(ctx, fullWrite(l, 2, "a")), store.ErrConflict)
+	untouched(t, s, k, "a")
+
+	c1 := newCampaign(k, 1, fsm.Pending)
+	mustCommit(t, s, store.Write{Lease: l, Campaign: c1, Outbox: []store.Message{{Subject: "v1"}}})
+	for _, v := range []uint64{1, 3} {
+		err := s.Commit(ctx, fullWrite(l, v, "a"))
+		wantErr(t, fmt.Sprintf("Commit of version %d on version 1", v), err, store.ErrConflict)
+	}
+	sameCampaign(t, mustLoad(t, s, k), *c1, l.Fence)
+	if msgs := outbox(t, s, k); len(msgs) != 1 || msgs[0].Subject != "v1" {
+		t.Fatalf("outbox after conflicts = %+v", msgs)
+	}
+	if applied(t, s, k, "a") || !slices.Equal(inboxIDs(t, s, k, 0), []string{"a"}) {
+		t.Fatal("a conflicting commit wrote the ledger or the inbox")
+	}
+	c2 := newCampaign(k, 2, fsm.Running)
+	c2.Error = "none"
+	mustCommit(t, s, store.Write{Lease: l, Campaign: c2, Applied: []string{"a"}, Dequeue: []string{"a"}})
+	sameCampaign(t, mustLoad(t, s, k), *c2, l.Fence)
+}
+
+func testOutbox(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	k := store.Key{Tenant: "acme", Campaign: "outbox"}
+	l := mustLease(t, s, k, item("a", 1), longTTL)
+	m1 := store.Message{Subject: "campaign.evt.acme.outbox.created", Header: map[string]string{"Nats-Msg-Id": "acme.outbox.1"}, Data: []byte(`{"n":1}`)}
+	m2 := store.Message{Subject: "campaign.evt.acme.outbox.started", Data: []byte{0, 1, 2, 255}}
+	m3 := store.Message{Subject: "campaign.cmd.acme.outbox.advance", Header: map[string]string{"A": "1", "B": "2"}, Data: []byte("advance")}
+	mustCommit(t, s, store.Write{Lease: l, Campaign: newCampaign(k, 1, fsm.Running), Outbox: []store.Message{m1, m2}})
+	mustCommit(t, s, store.Write{Lease: l, Outbox: []store.Message{m3}})
+	if got, want := outbox(t, s, k), []store.Message{m1, m2, m3}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("Outbox =\n%+v\nwant\n%+v", got, want)
+	}
+	if err := s.TrimOutbox(ctx, l, 0); err != nil {
+		t.Fatalf("TrimOutbox(0): %v", err)
+	}
+	if err := s.TrimOutbox(ctx, l, 2); err != nil {
+		t.Fatalf("TrimOutbox(2): %v", err)
+	}
+	if got, want := outbox(t, s, k), []store.Message{m3}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("Outbox after trimming 2 = %+v, want %+v", got, want)
+	}
+	if err := s.TrimOutbox(ctx, l, 5); err != nil {
+		t.Fatalf("TrimOutbox(5): %v", err)
+	}
+	if got := outbox(t, s, k); len(got) != 0 {
+		t.Fatalf("Outbox after trimming all = %+v", got)
+	}
+	if got := outbox(t, s, store.Key{Tenant: "other", Campaign: "outbox"}); len(got) != 0 {
+		t.Fatalf("another tenant's outbox = %+v", got)
+	}
+}
+
+func testWriteWithoutCampaign(t *testing.T, s store.Store) {
+	// An unknown campaign's command: ledger, outbox (the dead letter) and
+	// dequeue, no state.
+	k := store.Key{Tenant: "acme", Campaign: "unknown"}
+	l := mustLease(t, s, k, item("a", 1), longTTL)
+	dlq := store.Message{Subject: "campaign.dlq.acme.unknown", Data: []byte("unknown campaign")}
+	mustCommit(t, s, store.Write{Lease: l, Outbox: []store.Message{dlq}, Applied: []string{"a"}, Dequeue: []string{"a"}})
+	wantNotFound(t, s, k)
+	if !applied(t, s, k, "a") {
+		t.Fatal("ledger not written")
+	}
+	if got := outbox(t, s, k); !reflect.DeepEqual(got, []store.Message{dlq}) {
+		t.Fatalf("Outbox = %+v", got)
+	}
+	mustRelease(t, s, l, true)
+}
+
+func testAbandon(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	k := store.Key{Tenant: "acme", Campaign: "abandon"}
+	l := mustLease(t, s, k, item("a", 1), longTTL)
+	mustNoLease(t, s, k, item("b", 2))
+	if err := s.Abandon(ctx, l); err != nil {
+		t.Fatalf("Abandon: %v", err)
+	}
+	if err := s.Abandon(ctx, l); err != nil {
+		t.Fatalf("second Abandon: %v", err)
+	}
+	wantErr(t, "Commit after Abandon", s.Commit(ctx, fullWrite(l, 1, "a")), store.ErrLockLost)
+	// The inbox still holds a and b; a redelivery of a finds the lock free.
+	l2 := mustLease(t, s, k, item("a", 1), longTTL)
+	if l2.Fence <= l.Fence {
+		t.Fatalf("fence %d after %d", l2.Fence, l.Fence)
+	}
+	if got := inboxIDs(t, s, k, 0); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("Inbox = %v", got)
+	}
+}
+
+func testTerminalExpires(t *testing.T, s store.Store) {
+	k := store.Key{Tenant: "acme", Campaign: "ended"}
+	l := mustLease(t, s, k, item("a", 1), longTTL)
+	mustCommit(t, s, store.Write{Lease: l, Campaign: newCampaign(k, 1, fsm.Running), Applied: []string{"a"}, Dequeue: []string{"a"}})
+	mustNoLease(t, s, k, item("b", 2))
+	done := newCampaign(k, 2, fsm.Completed)
+	mustCommit(t, s, store.Write{Lease: l, Campaign: done, Applied: []string{"b"}, Dequeue: []string{"b"},
+		Outbox: []store.Message{{Subject: "campaign.evt.acme.ended.completed"}}})
+	mustNoLease(t, s, k, item("late", 3)) // a command arriving after the end waits in the inbox
+	if err := s.TrimOutbox(t.Context(), l, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Abandon(t.Context(), l); err != nil {
+		t.Fatal(err)
+	}
+	// (On a very slow machine it may have expired already.)
+	if got, err := s.Load(t.Context(), k); err == nil {
+		sameCampaign(t, got, *done, l.Fence)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Load: %v", err)
+	}
+
+	eventually(t, "an ended campaign expires", func() bool {
+		_, err := s.Load(t.Context(), k)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("Load: %v", err)
+		}
+		return err != nil
+	})
+	if applied(t, s, k, "a") || applied(t, s, k, "b") {
+		t.Fatal("the ledger outlived the campaign")
+	}
+	page, err := s.List(t.Context(), k.Tenant, "", "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range page.Campaigns {
+		if c.ID == k.Campaign {
+			t.Fatal("List shows an expired campaign")
+		}
+	}
+	// The inbox never expires: a waiting command is not lost.
+	if got := inboxIDs(t, s, k, 0); !slices.Equal(got, []string{"late"}) {
+		t.Fatalf("Inbox after expiry = %v, want [late]", got)
+	}
+	l2 := mustLease(t, s, k, item("late", 3), longTTL)
+	mustCommit(t, s, store.Write{Lease: l2, Campaign: newCampaign(k, 1, fsm.Pending), Applied: []string{"late"}, Dequeue: []string{"late"}})
+	expire(Retention)
+	if c := mustLoad(t, s, k); c.Version != 1 {
+		t.Fatalf("re-created campaign: version %d", c.Version)
+	}
+}
+
+func testRetriedKept(t *testing.T, s store.Store) {
+	// The retry must be committed before the failed campaign expires; on a
+	// very slow machine that can miss, so try a few campaigns.
+	for attempt := 1; ; attempt++ {
+		k := store.Key{Tenant: "acme", Campaign: "retried-" + strconv.Itoa(attempt)}
+		l := mustLease(t, s, k, item("a", 1), longTTL)
+		mustCommit(t, s, store.Write{Lease: l, Campaign: newCampaign(k, 1, fsm.Running), Applied: []string{"a"}, Dequeue: []string{"a"}})
+		mustCommit(t, s, store.Write{Lease: l, Campaign: newCampaign(k, 2, fsm.Failed)})
+		err := s.Commit(t.Context(), store.Write{Lease: l, Campaign: newCampaign(k, 3, fsm.Running)})
+		if errors.Is(err, store.ErrConflict) && attempt < 3 {
+			t.Logf("attempt %d: the failed campaign expired before the retry: %v", attempt, err)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("Commit of the retry: %v", err)
+		}
+		mustRelease(t, s, l, true)
+		expire(2 * Retention)
+		if c := mustLoad(t, s, k); c.Version != 3 || c.State != fsm.Running {
+			t.Fatalf("retried campaign: version %d state %s", c.Version, c.State)
+		}
+		if !applied(t, s, k, "a") {
+			t.Fatal("retried campaign lost its ledger")
+		}
+		l2 := mustLease(t, s, k, item("b", 2), longTTL)
+		if l2.Fence <= l.Fence {
+			t.Fatalf("fence %d after %d", l2.Fence, l.Fence)
+		}
+		return
+	}
+}
+
+func testList(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	type spec struct {
+		id    string
+		sec   int
+		state fsm.State
+	}
+	// Created out of order; c3 and c3b share a creation time.
+	specs := []spec{
+		{"c5", 5, fsm.Running}, {"c1", 1, fsm.Pending}, {"c3b", 3, fsm.Running},
+		{"c3", 3, fsm.Paused}, {"c2", 2, fsm.Running}, {"c7", 7, fsm.Pending}, {"c6", 6, fsm.Running},
+	}
+	create := func(tenant string, sp spec) {
+		k := store.Key{Tenant: tenant, Campaign: sp.id}
+		l := mustLease(t, s, k, item("create", 1), longTTL)
+		c := newCampaign(k, 1, sp.state)
+		c.CreatedAt = created().Add(time.Duration(sp.sec) * time.Second)
+		mustCommit(t, s, store.Write{Lease: l, Campaign: c, Applied: []string{"create"}, Dequeue: []string{"create"}})
+		mustRelease(t, s, l, true)
+	}
+	for _, sp := range specs {
+		create("acme", sp)
+	}
+	create("other", spec{"c0", 0, fsm.Running})
+	create("other", spec{"c4", 4, fsm.Running})
+
+	all := func(tenant string, state fsm.State, limit int) []string {
+		t.Helper()
+		var ids []string
+		cursor := ""
+		for pages := 0; ; pages++ {
+			if pages > 20 {
+				t.Fatal("List does not end")
+			}
+			p, err := s.List(ctx, tenant, state, cursor, limit)
+			if err != nil {
+				t.Fatalf("List(%s, %q, %q, %d): %v", tenant, state, cursor, limit, err)
+			}
+			if limit > 0 && len(p.Campaigns) > limit {
+				t.Fatalf("List: %d campaigns, limit %d", len(p.Campaigns), limit)
+			}
+			for _, c := range p.Campaigns {
+				if c.Tenant != tenant || (state != "" && c.State != state) {
+					t.Fatalf("List(%s, %q) returned %s/%s in %s", tenant, state, c.Tenant, c.ID, c.State)
+				}
+				ids = append(ids, c.ID)
+			}
+			if p.Next == "" {
+				return ids
+			}
+			cursor = p.Next
+		}
+	}
+	wantAll := []string{"c1", "c2", "c3", "c3b", "c5", "c6", "c7"}
+	for _, limit := range []int{0, 1, 3, 7, 1000} {
+		if got := all("acme", "", limit); !slices.Equal(got, wantAll) {
+			t.Fatalf("List(acme, limit %d) = %v, want %v", limit, got, wantAll)
+		}
+	}
+	if got, want := all("acme", fsm.Running, 2), []string{"c2", "c3b", "c5", "c6"}; !slices.Equal(got, want) {
+		t.Fatalf("List(acme, running) = %v, want %v", got, want)
+	}
+	if got := all("acme", fsm.Completed, 2); len(got) != 0 {
+		t.Fatalf("List(acme, completed) = %v", got)
+	}
+	if got, want := all("other", "", 0), []string{"c0", "c4"}; !slices.Equal(got, want) {
+		t.Fatalf("List(other) = %v, want %v", got, want)
+	}
+	if got := all("nobody", "", 0); len(got) != 0 {
+		t.Fatalf("List(nobody) = %v", got)
+	}
+	p, err := s.List(ctx, "acme", "", "", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Campaigns) != 3 || p.Next == "" {
+		t.Fatalf("first page of 3: %d campaigns, next %q", len(p.Campaigns), p.Next)
+	}
+	sameCampaign(t, p.Campaigns[0], func() fsm.Campaign {
+		c := newCampaign(store.Key{Tenant: "acme", Campaign: "c1"}, 1, fsm.Pending)
+		c.CreatedAt = created().Add(time.Second)
+		return *c
+	}(), p.Campaigns[0].Fence)
+}
+
+func testIdempotency(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	first := store.IdemRecord{Fingerprint: "POST /api/v1/campaigns sha256:1"}
+	got, found, err := s.ReserveIdem(ctx, "acme", "key-1", first, longTTL)
+	if err != nil || found {
+		t.Fatalf("first ReserveIdem = %+v, %v, %v; want not found", got, found, err)
+	}
+	other := store.IdemRecord{Fingerprint: "POST /api/v1/campaigns sha256:2"}
+	got, found, err = s.ReserveIdem(ctx, "acme", "key-1", other, longTTL)
+	if err != nil || !found || !reflect.DeepEqual(got, first) {
+		t.Fatalf("second ReserveIdem = %+v, %v, %v; want %+v found", got, found, err, first)
+	}
+	if _, found, err := s.ReserveIdem(ctx, "other", "key-1", other, longTTL); err != nil || found {
+		t.Fatalf("ReserveIdem in another tenant: found %v, %v", found, err)
+	}
+
+	final := first
+	final.Status = 202
+	final.Header = map[string]string{"Content-Type": "application/json"}
+	final.Body = []byte(`{"status":"accepted"}`)
+	if err := s.CompleteIdem(ctx, "acme", "key-1", final, longTTL); err != nil {
+		t.Fatalf("CompleteIdem: %v", err)
+	}
+	got, found, err = s.ReserveIdem(ctx, "acme", "key-1", other, longTTL)
+	if err != nil || !found || !reflect.DeepEqual(got, final) {
+		t.Fatalf("ReserveIdem after completion = %+v, %v, %v; want %+v", got, found, err, final)
+	}
+	stolen := other
+	stolen.Status = 400
+	wantErr(t, "CompleteIdem with another fingerprint", s.CompleteIdem(ctx, "acme", "key-1", stolen, longTTL), store.ErrIdempotencyMismatch)
+	if got, _, _ := s.ReserveIdem(ctx, "acme", "key-1", other, longTTL); !reflect.DeepEqual(got, final) {
+		t.Fatalf("record after a refused completion = %+v", got)
+	}
+
+	if err := s.DeleteIdem(ctx, "acme", "key-1"); err != nil {
+		t.Fatalf("DeleteIdem: %v", err)
+	}
+	if err := s.DeleteIdem(ctx, "acme", "key-1"); err != nil {
+		t.Fatalf("DeleteIdem of nothing: %v", err)
+	}
+	if _, found, err := s.ReserveIdem(ctx, "acme", "key-1", other, longTTL); err != nil || found {
+		t.Fatalf("ReserveIdem after delete: found %v, %v", found, err)
+	}
+	if _, found, _ := s.ReserveIdem(ctx, "other", "key-1", other, longTTL); !found {
+		t.Fatal("DeleteIdem removed another tenant's record")
+	}
+	_, _, err = s.ReserveIdem(ctx, "acme", "key-2", first, 0)
+	wantErr(t, "ReserveIdem with ttl 0", err, store.ErrInvalid)
+}
+
+func testIdempotencyTTL(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	rec := store.IdemRecord{Fingerprint: "fp"}
+	if _, found, err := s.ReserveIdem(ctx, "acme", "short", rec, shortTTL); err != nil || found {
+		t.Fatalf("ReserveIdem: found %v, %v", found, err)
+	}
+	eventually(t, "a reservation expires", func() bool {
+		_, found, err := s.ReserveIdem(ctx, "acme", "short", rec, shortTTL)
+		if err != nil {
+			t.Fatalf("ReserveIdem: %v", err)
+		}
+		return !found
+	})
+	// CompleteIdem restarts the TTL.
+	done := rec
+	done.Status = 201
+	if err := s.CompleteIdem(ctx, "acme", "short", done, shortTTL); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a completed record expires", func() bool {
+		got, found, err := s.ReserveIdem(ctx, "acme", "short", rec, longTTL)
+		if err != nil {
+			t.Fatalf("ReserveIdem: %v", err)
+		}
+		if found && got.Status != 201 {
+			t.Fatalf("record = %+v", got)
+		}
+		return !found
+	})
+}
+
+// testConcurrentHolders: workers enqueue for one campaign at once; whoever
+// gets the lease drains the inbox (Load, Commit version+1, TrimOutbox) and
+// releases. There is never more than one holder, versions have no gap, and
+// every item is dequeued exactly once.
+func testConcurrentHolders(t *testing.T, s store.Store) {
+	const workers, rounds = 8, 150
+	ctx := testCtx(t, 2*time.Minute)
+	k := store.Key{Tenant: "acme", Campaign: "concurrent"}
+
+	var (
+		holders, violations, leases atomic.Int64
+		seq                         atomic.Uint64
+		mu                          sync.Mutex // guards the rest
+		enqueued                    = map[string]bool{}
+		dequeued                    = map[string]int{}
+		versions                    []uint64
+		lastFence                   uint64
+	)
+	enter := func() {
+		if holders.Add(1) != 1 {
+			violations.Add(1)
+		}
+	}
+	drain := func(l store.Lease) error {
+		enter()
+		leases.Add(1)
+		mu.Lock()
+		if l.Fence <= lastFence {
+			t.Errorf("lease fence %d after %d", l.Fence, lastFence)
+		}
+		lastFence = l.Fence
+		mu.Unlock()
+		for {
+			items, err := s.Inbox(ctx, k, 4)
+			if err != nil {
+				return err
+			}
+			if len(items) == 0 {
+				holders.Add(-1) // before Release: the next holder may come at once
+				ok, err := s.Release(ctx, l)
+				if err != nil || ok {
+					return err
+				}
+				enter()
+				continue
+			}
+			c, err := s.Load(ctx, k)
+			if errors.Is(err, store.ErrNotFound) {
+				c, err = *newCampaign(k, 0, fsm.Running), nil
+			}
+			if err != nil {
+				return err
+			}
+			c.Version++
+			ids := make([]string, len(items))
+			for i, it := range items {
+				ids[i] = it.ID
+				if string(it.Data) != "data of "+it.ID {
+					t.Errorf("item %s: data %q", it.ID, it.Data)
+				}
+			}
+			w := store.Write{Lease: l, Campaign: &c, Applied: ids, Dequeue: ids,
+				Outbox: []store.Message{{Subject: "v", Data: []byte(strconv.FormatUint(c.Version, 10))}}}
+			if err := s.Commit(ctx, w); err != nil {
+				return err
+			}
+			mu.Lock()
+			for _, id := range ids {
+				dequeued[id]++
+			}
+			versions = append(versions, c.Version)
+			mu.Unlock()
+			msgs, err := s.Outbox(ctx, k)
+			if err != nil {
+				return err
+			}
+			if len(msgs) != 1 || string(msgs[0].Data) != strconv.FormatUint(c.Version, 10) {
+				t.Errorf("outbox after commit of version %d: %+v", c.Version, msgs)
+			}
+			if err := s.TrimOutbox(ctx, l, len(msgs)); err != nil {
+				return err
+			}
+		}
+	}
+	enqueue := func(id string) error {
+		res, err := s.Enqueue(ctx, k, item(id, seq.Add(1)), longTTL)
+		if err != nil {
+			return err
+		}
+		if res.Lease != nil {
+			return drain(*res.Lease)
+		}
+		return nil
+	}
+
+	var wg sync.WaitGroup
+	for g := range workers {
+		wg.Go(func() {
+			for r := range rounds {
+				id := fmt.Sprintf("w%d-%d", g, r)
+				mu.Lock()
+				enqueued[id] = true
+				mu.Unlock()
+				if err := enqueue(id); err != nil {
+					t.Errorf("worker %d, %s: %v", g, id, err)
+					return
+				}
+				if r%5 == 4 { // a redelivery of an earlier item
+					if err := enqueue(fmt.Sprintf("w%d-%d", g, r-2)); err != nil {
+						t.Errorf("worker %d, redelivery: %v", g, err)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+
+	if n := violations.Load(); n != 0 {
+		t.Fatalf("%d times two lease holders at once", n)
+	}
+	for id := range enqueued {
+		if dequeued[id] != 1 {
+			t.Errorf("item %s dequeued %d times", id, dequeued[id])
+		}
+	}
+	if len(dequeued) != len(enqueued) {
+		t.Errorf("%d items dequeued, %d enqueued", len(dequeued), len(enqueued))
+	}
+	slices.Sort(versions)
+	for i, v := range versions {
+		if v != uint64(i+1) {
+			t.Fatalf("versions committed: %v, want 1..%d without gaps", versions, len(versions))
+		}
+	}
+	if c := mustLoad(t, s, k); c.Version != uint64(len(versions)) {
+		t.Fatalf("stored version %d, %d commits", c.Version, len(versions))
+	}
+	if ids := inboxIDs(t, s, k, 0); len(ids) != 0 {
+		t.Fatalf("inbox left with %v", ids)
+	}
+	if msgs := outbox(t, s, k); len(msgs) != 0 {
+		t.Fatalf("outbox left with %d messages", len(msgs))
+	}
+	for id := range enqueued {
+		if !applied(t, s, k, id) {
+			t.Fatalf("%s not in the ledger", id)
+		}
+	}
+	t.Logf("%d items, %d leases, %d commits", len(enqueued), leases.Load(), len(versions))
+}
