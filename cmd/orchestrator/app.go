@@ -107,7 +107,11 @@ func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Option
 	if cfg.Role != config.RoleIngress {
 		steps := opt.Steps
 		if steps == nil {
-			steps = stepclient.New(stepclient.Config{MaxRetries: cfg.StepMaxRetries, BackoffBase: cfg.StepBackoffBase, Timeout: cfg.StepTimeout})
+			retries := cfg.StepMaxRetries
+			if retries == 0 {
+				retries = -1 // stepclient: 0 means its default, negative means none
+			}
+			steps = stepclient.New(stepclient.Config{MaxRetries: retries, BackoffBase: cfg.StepBackoffBase, Timeout: cfg.StepTimeout})
 		}
 		a.worker, err = worker.New(actx, worker.Config{Workers: cfg.Workers, LockTTL: cfg.LockTTL}, worker.Deps{
 			JS: a.js, Store: a.store, Steps: steps, Workflows: wf, Logger: log, Fault: opt.Fault,
