@@ -1,0 +1,259 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/labstack/echo/v5"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/events"
+	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+	"github.com/campaign-orchestrator/orchestrator/internal/store"
+)
+
+// DefaultWorkflow is the workflow of a create request that names none.
+const DefaultWorkflow = "standard"
+
+// MaxNameLength bounds a campaign's name, in characters.
+const MaxNameLength = 256
+
+// createRequest is the body of POST /api/v1/campaigns.
+type createRequest struct {
+	CampaignID *string         `json:"campaign_id"`
+	Name       string          `json:"name"`
+	Workflow   string          `json:"workflow"`
+	Params     json.RawMessage `json:"params"`
+	Start      bool            `json:"start"`
+	TenantID   string          `json:"tenant_id"`
+}
+
+// verbRequest is the optional body of POST /api/v1/campaigns/{id}/{verb}.
+type verbRequest struct {
+	TenantID string `json:"tenant_id"`
+}
+
+// acceptedBody is the 202 answer of both command endpoints.
+type acceptedBody struct {
+	CampaignID string `json:"campaign_id"`
+	CommandID  string `json:"command_id"`
+	Status     string `json:"status"`
+}
+
+// commandVerbs are the verbs of POST /api/v1/campaigns/{id}/{verb}; advance
+// is internal and create has its own endpoint.
+var commandVerbs = []fsm.Verb{fsm.Start, fsm.Pause, fsm.Resume, fsm.Cancel, fsm.Retry}
+
+var traceparentRE = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
+
+// exec is the part of a command request that runs under its Idempotency-Key,
+// if any: validation, store checks and the publish. Its answer (also an
+// error answer) is what a repeat replays. body is the request body;
+// generatedID is the campaign id to use when the request names none.
+type exec func(ctx context.Context, tenant, commandID, generatedID string, body []byte) (*answer, error)
+
+// createCampaign handles POST /api/v1/campaigns.
+func (s *Server) createCampaign(c *echo.Context) error {
+	return s.command(c, func(ctx context.Context, tenant, commandID, generatedID string, body []byte) (*answer, error) {
+		var req createRequest
+		if err := decodeJSON(body, &req); err != nil {
+			return nil, err
+		}
+		id := generatedID
+		if req.CampaignID != nil {
+			id = *req.CampaignID
+			if !events.ValidToken(id) {
+				return nil, errorf(CodeInvalid, "campaign_id", "must match %s", events.TokenRE)
+			}
+		}
+		c.Set(ctxCampaign, id)
+		switch n := utf8.RuneCountInString(req.Name); {
+		case strings.TrimSpace(req.Name) == "":
+			return nil, errorf(CodeInvalid, "name", "required")
+		case n > MaxNameLength:
+			return nil, errorf(CodeInvalid, "name", "longer than %d characters", MaxNameLength)
+		}
+		if req.Workflow == "" {
+			req.Workflow = DefaultWorkflow
+		}
+		if _, ok := s.deps.Workflows.Get(req.Workflow); !ok {
+			return nil, errorf(CodeInvalid, "workflow", "unknown workflow %q", req.Workflow)
+		}
+		params := bytes.TrimSpace(req.Params)
+		if bytes.Equal(params, []byte("null")) {
+			params = nil
+		}
+		if len(params) > 0 && params[0] != '{' {
+			return nil, errorf(CodeInvalid, "params", "must be a JSON object")
+		}
+		k := store.Key{Tenant: tenant, Campaign: id}
+		switch _, err := s.deps.Store.Load(ctx, k); {
+		case err == nil:
+			// A retry of a create that was stored although it answered 503
+			// finds its own command applied: same answer as the first time.
+			applied, aerr := s.deps.Store.Applied(ctx, k, commandID)
+			if aerr != nil {
+				return nil, unavailable("the store", aerr)
+			}
+			if !applied {
+				return nil, errorf(CodeConflict, "campaign_id", "campaign %q already exists", id)
+			}
+			return accepted(id, commandID), nil
+		case !errors.Is(err, store.ErrNotFound):
+			return nil, unavailable("the store", err)
+		}
+		payload, err := json.Marshal(fsm.CreatePayload{Name: req.Name, Workflow: req.Workflow, Params: json.RawMessage(params), Start: req.Start})
+		if err != nil {
+			return nil, err
+		}
+		if err := s.publish(ctx, c, tenant, id, fsm.Create, commandID, payload); err != nil {
+			return nil, err
+		}
+		return accepted(id, commandID), nil
+	})
+}
+
+// campaignVerb handles POST /api/v1/campaigns/{id}/{verb}.
+func (s *Server) campaignVerb(c *echo.Context) error {
+	return s.command(c, func(ctx context.Context, tenant, commandID, _ string, body []byte) (*answer, error) {
+		id, err := campaignParam(c)
+		if err != nil {
+			return nil, err
+		}
+		verb := fsm.Verb(c.Param("verb"))
+		known := false
+		for _, v := range commandVerbs {
+			known = known || v == verb
+		}
+		if !known {
+			return nil, errorf(CodeInvalid, "verb", "%q is not one of start, pause, resume, cancel, retry", string(verb))
+		}
+		if len(body) > 0 {
+			var req verbRequest
+			if err := decodeJSON(body, &req); err != nil {
+				return nil, err
+			}
+		}
+		switch _, err := s.deps.Store.Load(ctx, store.Key{Tenant: tenant, Campaign: id}); {
+		case errors.Is(err, store.ErrNotFound):
+			return nil, errorf(CodeNotFound, "campaign_id", "campaign %q not found", id)
+		case err != nil:
+			return nil, unavailable("the store", err)
+		}
+		if err := s.publish(ctx, c, tenant, id, verb, commandID, nil); err != nil {
+			return nil, err
+		}
+		return accepted(id, commandID), nil
+	})
+}
+
+// command is the common frame of both command endpoints: read the body,
+// find the tenant, take the Idempotency-Key (or replay its answer), run
+// exec, keep its answer under the key, and send it.
+func (s *Server) command(c *echo.Context, run exec) error {
+	body, err := s.readBody(c)
+	if err != nil {
+		return err
+	}
+	tenant, err := commandTenant(c, peekTenant(body))
+	if err != nil {
+		return err
+	}
+	// The work below is not abandoned when the client goes away: a command
+	// being published finishes and its answer is kept for the repeat.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request().Context()), s.idemWait()+s.cfg.PublishTimeout)
+	defer cancel()
+
+	var ir *idemRequest
+	commandID, generatedID := ulid.Make().String(), strings.ToLower(ulid.Make().String())
+	if keys, ok := c.Request().Header[http.CanonicalHeaderKey(HeaderIdempotencyKey)]; ok {
+		key := ""
+		if len(keys) > 0 {
+			key = keys[0]
+		}
+		if ir, err = newIdemRequest(c, tenant, key, body); err != nil {
+			return err
+		}
+		commandID, generatedID = ir.commandID, ir.campaignID
+		replay, err := s.reserve(ctx, c.Request().Context(), ir)
+		if err != nil {
+			return err
+		}
+		if replay != nil {
+			return replay.write(c, true)
+		}
+	}
+	if err := s.limit(tenant); err != nil {
+		if ir != nil {
+			s.complete(ctx, ir, &answer{status: http.StatusTooManyRequests}) // frees the key
+		}
+		return err
+	}
+	a, err := run(ctx, tenant, commandID, generatedID, body)
+	if err != nil {
+		status, b := s.render(c, err)
+		a = &answer{status: status, header: map[string]string{"Content-Type": echo.MIMEApplicationJSON}, body: b}
+	}
+	if ir != nil {
+		s.complete(ctx, ir, a)
+	}
+	return a.write(c, false)
+}
+
+// accepted is the 202 answer.
+func accepted(campaignID, commandID string) *answer {
+	b, _ := json.Marshal(acceptedBody{CampaignID: campaignID, CommandID: commandID, Status: "accepted"})
+	return &answer{
+		status: http.StatusAccepted,
+		header: map[string]string{"Content-Type": echo.MIMEApplicationJSON, "Location": "/api/v1/campaigns/" + campaignID},
+		body:   append(b, '\n'),
+	}
+}
+
+// publish stores one command in CAMPAIGN_COMMANDS and returns once JetStream
+// has acknowledged it (PubAck), within PublishTimeout; otherwise 503. When
+// NATS is disconnected nothing is sent. When the PubAck is late, JetStream
+// may still store the command after the 503: a retry with the same
+// Idempotency-Key carries the same command id, which is then dropped as a
+// duplicate, so the command takes effect once.
+func (s *Server) publish(ctx context.Context, c *echo.Context, tenant, campaign string, verb fsm.Verb, commandID string, payload json.RawMessage) error {
+	now := time.Now().UTC()
+	tp := c.Request().Header.Get("traceparent")
+	if !traceparentRE.MatchString(tp) {
+		tp = ""
+	}
+	msg := events.NewCommandMsg(events.CommandEnvelope{
+		ID: commandID, Type: string(verb), TenantID: tenant, CampaignID: campaign,
+		IssuedAt: &now, Payload: payload,
+	}, tp)
+	if !s.deps.NC.IsConnected() {
+		// While reconnecting, nats.go would buffer the message and send it
+		// after the 503: refuse it now so that a 503 leaves nothing behind.
+		return unavailable("NATS", fmt.Errorf("connection %s", s.deps.NC.Status()))
+	}
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+	defer cancel()
+	if _, err := s.deps.JS.PublishMsg(pctx, msg, jetstream.WithExpectStream(events.StreamCommands)); err != nil {
+		return unavailable("NATS JetStream", err)
+	}
+	return nil
+}
+
+// campaignParam returns the {id} path parameter, validated.
+func campaignParam(c *echo.Context) (string, error) {
+	id := c.Param("id")
+	if !events.ValidToken(id) {
+		return "", errorf(CodeInvalid, "campaign_id", "must match %s", events.TokenRE)
+	}
+	c.Set(ctxCampaign, id)
+	return id, nil
+}

@@ -1,0 +1,199 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/labstack/echo/v5"
+)
+
+// Code is the machine-readable kind of an API error. Every Code has exactly
+// one HTTP status, in statusOf.
+type Code string
+
+// Error codes, one per status the API answers with (CONTRACT section 7).
+const (
+	CodeInvalid          Code = "invalid_request"        // 400: bad JSON, a bad or missing field
+	CodeUnauthorized     Code = "unauthorized"           // 401: no or unknown bearer token
+	CodeForbidden        Code = "forbidden"              // 403: other tenant in the body, origin not allowed
+	CodeNotFound         Code = "not_found"              // 404: no such route, or campaign unknown to the tenant
+	CodeMethodNotAllowed Code = "method_not_allowed"     // 405
+	CodeConflict         Code = "conflict"               // 409: Idempotency-Key reused, campaign exists
+	CodeTooLarge         Code = "payload_too_large"      // 413: body over the limit
+	CodeUnsupportedMedia Code = "unsupported_media_type" // 415: body not application/json
+	CodeRateLimited      Code = "rate_limited"           // 429: the tenant's command rate is exceeded
+	CodeInternal         Code = "internal"               // 500: a bug; logged
+	CodeUnavailable      Code = "unavailable"            // 503: NATS or the store cannot take the request; logged
+)
+
+// statusOf is the one table from error codes to HTTP statuses.
+var statusOf = map[Code]int{
+	CodeInvalid:          http.StatusBadRequest,
+	CodeUnauthorized:     http.StatusUnauthorized,
+	CodeForbidden:        http.StatusForbidden,
+	CodeNotFound:         http.StatusNotFound,
+	CodeMethodNotAllowed: http.StatusMethodNotAllowed,
+	CodeConflict:         http.StatusConflict,
+	CodeTooLarge:         http.StatusRequestEntityTooLarge,
+	CodeUnsupportedMedia: http.StatusUnsupportedMediaType,
+	CodeRateLimited:      http.StatusTooManyRequests,
+	CodeInternal:         http.StatusInternalServerError,
+	CodeUnavailable:      http.StatusServiceUnavailable,
+}
+
+// codeOfStatus maps a status from outside this package (Echo's router and
+// middleware) back to a Code.
+func codeOfStatus(status int) Code {
+	for c, s := range statusOf {
+		if s == status {
+			return c
+		}
+	}
+	if status >= 500 {
+		return CodeInternal
+	}
+	return CodeInvalid
+}
+
+// Error is the API's error: a Code, the request field at fault (if any), a
+// message for the client that names that field, and an internal cause that
+// is logged but never sent.
+type Error struct {
+	Code    Code
+	Field   string
+	Message string
+	Err     error
+}
+
+// Error implements error.
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("%s: %s: %v", e.Code, e.Message, e.Err)
+	}
+	return fmt.Sprintf("%s: %s", e.Code, e.Message)
+}
+
+// Unwrap returns the internal cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// StatusCode implements echo.HTTPStatusCoder.
+func (e *Error) StatusCode() int { return statusOf[e.Code] }
+
+// errorf returns an *Error whose message is "<field>: <text>" when field is set.
+func errorf(code Code, field, format string, args ...any) *Error {
+	msg := fmt.Sprintf(format, args...)
+	if field != "" {
+		msg = field + ": " + msg
+	}
+	return &Error{Code: code, Field: field, Message: msg}
+}
+
+// unavailable wraps an infrastructure failure as a 503.
+func unavailable(what string, err error) *Error {
+	return &Error{Code: CodeUnavailable, Message: what + " is unavailable, try again later", Err: err}
+}
+
+// errorBody is the JSON of every error answer: {"error":{"code","message"}}.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+// asError turns any error into an *Error: ours as they are, Echo's by their
+// status, anything else as an internal error.
+func asError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	if st := echo.StatusCode(err); st != 0 {
+		code := codeOfStatus(st)
+		msg := http.StatusText(st)
+		var he *echo.HTTPError
+		if errors.As(err, &he) && he.Message != "" {
+			msg = he.Message
+		}
+		if code == CodeInternal {
+			return &Error{Code: code, Message: "internal error", Err: err}
+		}
+		return &Error{Code: code, Message: msg}
+	}
+	return &Error{Code: CodeInternal, Message: "internal error", Err: err}
+}
+
+// render turns err into a status and a JSON body, logging it when it is
+// internal (500) or an unavailable dependency (503): client errors are not
+// logged.
+func (s *Server) render(c *echo.Context, err error) (int, []byte) {
+	e := asError(err)
+	status, ok := statusOf[e.Code]
+	if !ok {
+		status = http.StatusInternalServerError
+	}
+	switch e.Code {
+	case CodeInternal:
+		s.log.Error("request failed", s.logAttrs(c, e)...)
+	case CodeUnavailable:
+		s.log.Warn("request failed: dependency unavailable", s.logAttrs(c, e)...)
+	}
+	b, _ := json.Marshal(errorBody{Error: errorDetail{Code: e.Code, Message: e.Message, Field: e.Field}})
+	return status, append(b, '\n')
+}
+
+func (s *Server) logAttrs(c *echo.Context, e *Error) []any {
+	attrs := []any{"method", c.Request().Method, "route", routeLabel(c), "error", e.Error()}
+	if t, ok := c.Get(ctxTenant).(string); ok && t != "" {
+		attrs = append(attrs, "tenant_id", t)
+	}
+	if id, ok := c.Get(ctxCampaign).(string); ok && id != "" {
+		attrs = append(attrs, "campaign_id", id)
+	}
+	return attrs
+}
+
+// handleError is Echo's HTTPErrorHandler: every error answer leaves here (or
+// through render, for answers kept under an Idempotency-Key).
+func (s *Server) handleError(c *echo.Context, err error) {
+	if r, _ := echo.UnwrapResponse(c.Response()); r != nil && r.Committed {
+		if e := asError(err); e.Code == CodeInternal {
+			s.log.Error("request failed after the answer started", s.logAttrs(c, e)...)
+		}
+		return
+	}
+	status, body := s.render(c, err)
+	h := c.Response().Header()
+	setErrorHeaders(h, status)
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(status)
+		return
+	}
+	if werr := c.Blob(status, echo.MIMEApplicationJSON, body); werr != nil {
+		s.log.Debug("writing error answer", "error", werr)
+	}
+}
+
+// componentLogger returns l (or slog.Default) with the component set.
+func componentLogger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		l = slog.Default()
+	}
+	return l.With("component", "httpapi")
+}
+
+// setErrorHeaders adds the headers an error status calls for.
+func setErrorHeaders(h http.Header, status int) {
+	switch status {
+	case http.StatusUnauthorized:
+		h.Set("WWW-Authenticate", `Bearer realm="campaign-orchestrator"`)
+	case http.StatusTooManyRequests:
+		h.Set("Retry-After", "1")
+	}
+}
