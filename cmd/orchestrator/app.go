@@ -58,6 +58,7 @@ type Options struct {
 // returns, so a port conflict fails here.
 func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options) (a *App, err error) {
 	a = &App{cfg: cfg, log: log}
+	store.RouteRedisLogs(log)
 	defer func() {
 		if err != nil {
 			_ = a.Close()

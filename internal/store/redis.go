@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -687,3 +688,15 @@ func (r *Redis) Close() error {
 	}
 	return nil
 }
+
+// slogPrintf adapts a slog.Logger to go-redis's internal logger.
+type slogPrintf struct{ l *slog.Logger }
+
+func (s slogPrintf) Printf(ctx context.Context, format string, v ...any) {
+	s.l.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
+}
+
+// RouteRedisLogs sends go-redis's own messages (dial failures, pool
+// warnings; its logger is process-wide) to l at debug level instead of
+// stderr: the store's callers see and log the errors themselves.
+func RouteRedisLogs(l *slog.Logger) { redis.SetLogger(slogPrintf{l}) }

@@ -53,6 +53,11 @@ type harness struct {
 	ws    []*worker.Worker
 }
 
+func TestMain(m *testing.M) {
+	store.RouteRedisLogs(slog.New(slog.DiscardHandler))
+	os.Exit(m.Run())
+}
+
 func newHarness(t *testing.T, o harnessOpts) *harness {
 	t.Helper()
 	srv := natstest.Start(t)
@@ -82,7 +87,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if o.memory {
 		h.store = store.NewMemory(store.Options{})
 	} else {
-		h.redis = redistest.Start(t)
+		h.redis = redistest.New(t)
 		rs, err := store.NewRedis(ctx, h.redis.URL(), store.Options{})
 		if err != nil {
 			t.Fatal(err)

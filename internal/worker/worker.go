@@ -83,7 +83,8 @@ type Deps struct {
 	// Fault, used only by tests, is called at each point of CONTRACT
 	// guarantee 5; a non-nil error makes the handler stop right there as if
 	// the process had crashed: no ack, no nak, no lock release. While it
-	// runs, the worker's heartbeats pause, so a hook that blocks is a stall.
+	// runs, the worker neither renews locks and messages nor pulls, so a
+	// hook that blocks is a stalled process.
 	Fault func(p FaultPoint, k store.Key) error
 }
 
@@ -189,7 +190,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer w.up.Store(false)
 	w.log.Info("pulling commands", "workers", w.cfg.Workers, "lock_ttl", w.cfg.LockTTL)
 	for ctx.Err() == nil {
-		if !w.ready.Load() {
+		if !w.ready.Load() || w.stalled.Load() > 0 {
 			sleep(ctx, w.cfg.HealthEvery/4)
 			continue
 		}
@@ -203,8 +204,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		for range n - 1 {
 			slots <- struct{}{}
 		}
-		batch, err := cons.Fetch(n, jetstream.FetchMaxWait(w.cfg.FetchWait), jetstream.FetchContext(ctx))
+		fctx, cancelFetch := context.WithTimeout(ctx, w.cfg.FetchWait)
+		batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
 		if err != nil {
+			cancelFetch()
 			for range n {
 				<-slots
 			}
@@ -222,6 +225,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				w.handle(work, ctx, msg)
 			})
 		}
+		cancelFetch()
 		for range n - got {
 			<-slots
 		}
