@@ -56,13 +56,12 @@ type Options struct {
 
 // NewApp opens everything the configuration asks for; it listens before it
 // returns, so a port conflict fails here.
-func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options) (a *App, err error) {
-	a = &App{cfg: cfg, log: log}
+func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Options) (_ *App, err error) {
+	a := &App{cfg: cfg, log: log}
 	store.RouteRedisLogs(log)
 	defer func() {
 		if err != nil {
-			_ = a.Close()
-			a = nil
+			_ = a.Close() // whatever was opened before the failure
 		}
 	}()
 	if err := a.openNATS(); err != nil {
