@@ -294,3 +294,20 @@ func checkKeys(t *testing.T, tenant, campaign string, calls []call) {
 }
 
 var errInjected = errors.New("injected")
+
+// noDeadLetters fails the test if CAMPAIGN_DLQ holds anything.
+func (h *harness) noDeadLetters() {
+	h.t.Helper()
+	ctx := context.Background()
+	dlq, err := h.js.Stream(ctx, events.StreamDLQ)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	info, err := dlq.Info(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if info.State.Msgs != 0 {
+		h.t.Fatalf("%d dead letters", info.State.Msgs)
+	}
+}

@@ -147,6 +147,7 @@ func TestOneWriterPerCampaign(t *testing.T) {
 	if ov := h.down.Overlaps(); len(ov) > 0 {
 		t.Fatalf("overlapping downstream calls: %v", ov)
 	}
+	h.noDeadLetters() // busy campaigns' commands waited; none was dead-lettered
 }
 
 // A worker stalled past its lock TTL cannot write; the other's result stands.
@@ -249,6 +250,7 @@ func TestControlBeatsAdvance(t *testing.T) {
 	if ov := h.down.Overlaps(); len(ov) > 0 {
 		t.Fatalf("overlaps: %v", ov)
 	}
+	h.noDeadLetters()
 }
 
 // A crash at each point of guarantee 5: the campaign completes, events are
@@ -428,11 +430,7 @@ func TestRedisOutage(t *testing.T) {
 		evs := h.waitEvent("acme", c, fsm.EvCompleted, 0, 40*time.Second)
 		checkSequence(t, evs)
 	}
-	ctx := context.Background()
-	dlq, _ := h.js.Stream(ctx, events.StreamDLQ)
-	if info, _ := dlq.Info(ctx); info.State.Msgs != 0 {
-		t.Fatalf("%d dead letters after the outage", info.State.Msgs)
-	}
+	h.noDeadLetters()
 }
 
 // An outbox published long after its state write (past the duplicate
