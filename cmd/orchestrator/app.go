@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/config"
+	"github.com/campaign-orchestrator/orchestrator/internal/deadletter"
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/httpapi"
 	"github.com/campaign-orchestrator/orchestrator/internal/stepclient"
@@ -38,8 +40,12 @@ type App struct {
 	js     jetstream.JetStream
 	store  store.Store
 	worker *worker.Worker
+	// reaper dead-letters poison messages (roles all and worker).
+	reaper *deadletter.Reaper
 	api    *httpapi.Server
 	ln     net.Listener
+	// ops serves /metrics, /healthz and /readyz on ln in role worker.
+	ops *http.Server
 	// WorkerConfig and Fault let tests tune the worker.
 	closers []func() error
 }
@@ -52,6 +58,8 @@ type Options struct {
 	Fault func(worker.FaultPoint, store.Key) error
 	// Steps replaces the step client.
 	Steps worker.StepCaller
+	// DeadLetter tunes the poison-message handler (tests: Observe).
+	DeadLetter deadletter.Config
 }
 
 // NewApp opens everything the configuration asks for; it listens before it
@@ -103,6 +111,10 @@ func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Option
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m, err := a.setupMetrics(actx, reg, wf)
+	if err != nil {
+		return nil, err
+	}
 
 	if cfg.Role != config.RoleIngress {
 		steps := opt.Steps
@@ -114,9 +126,12 @@ func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Option
 			steps = stepclient.New(stepclient.Config{MaxRetries: retries, BackoffBase: cfg.StepBackoffBase, Timeout: cfg.StepTimeout})
 		}
 		a.worker, err = worker.New(actx, worker.Config{Workers: cfg.Workers, LockTTL: cfg.LockTTL}, worker.Deps{
-			JS: a.js, Store: a.store, Steps: steps, Workflows: wf, Logger: log, Fault: opt.Fault,
+			JS: a.js, Store: a.store, Steps: steps, Workflows: wf, Logger: log, Fault: opt.Fault, Metrics: m,
 		})
 		if err != nil {
+			return nil, err
+		}
+		if a.reaper, err = deadletter.New(actx, countMaxDeliveries(opt.DeadLetter, m), deadletter.Deps{JS: a.js, Logger: log}); err != nil {
 			return nil, err
 		}
 	}
@@ -142,6 +157,11 @@ func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Option
 			return nil, fmt.Errorf("HTTP_ADDR: %w", err)
 		}
 		log.Info("HTTP ingress listening", "addr", a.ln.Addr().String())
+	}
+	if cfg.Role == config.RoleWorker {
+		if err := a.listenOps(reg); err != nil {
+			return nil, err
+		}
 	}
 	return a, nil
 }
@@ -217,7 +237,8 @@ func (a *App) openNATS() error {
 	return nil
 }
 
-// HTTPAddr is the address the ingress listens on ("" without ingress).
+// HTTPAddr is the address the ingress (role worker: metrics and health)
+// listens on.
 func (a *App) HTTPAddr() string {
 	if a.ln == nil {
 		return ""
@@ -253,6 +274,10 @@ func (a *App) Run(ctx context.Context) error {
 	if a.worker != nil {
 		g.Go(func() error { return a.worker.Run(gctx) })
 	}
+	if a.reaper != nil {
+		g.Go(func() error { return a.reaper.Run(gctx) })
+	}
+	a.runOps(g, gctx)
 	return g.Wait()
 }
 

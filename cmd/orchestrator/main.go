@@ -3,6 +3,9 @@
 //	orchestrator serve [--role all|ingress|worker] [flags]   run the service
 //	orchestrator streams apply [flags]                        create or update streams and consumer
 //	orchestrator token hash <token>                           print the hash to put in API_TOKENS_FILE
+//	orchestrator trace <tenant>/<campaign> [--follow]         a campaign's timeline from CAMPAIGN_EVENTS
+//	orchestrator dlq list [--json]                            the dead letters of CAMPAIGN_DLQ
+//	orchestrator dlq replay <seq>|--all [--purge]             send dead letters back with their command ids
 //
 // Every setting is an environment variable and a flag (`orchestrator serve -h`).
 package main
@@ -44,6 +47,10 @@ const usage = `usage:
   orchestrator serve [--role all|ingress|worker] [flags]   run the service (see serve -h)
   orchestrator streams apply [flags]                        create or update the streams and the consumer
   orchestrator token hash <token>                           print a token's hash for API_TOKENS_FILE
+  orchestrator trace <tenant>/<campaign> [--follow]         a campaign's timeline from CAMPAIGN_EVENTS
+  orchestrator dlq list [--json]                            the dead letters of CAMPAIGN_DLQ
+  orchestrator dlq replay <seq>|--all [--purge]             send dead letters back with their command ids
+  (trace and dlq talk to NATS only: --nats-url, default $NATS_URL or nats://127.0.0.1:4222)
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -67,6 +74,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		fmt.Fprintln(stdout, httpapi.HashToken(args[2]))
 		return nil
+	case "trace":
+		return trace(ctx, args[1:], getenv, stdout, stderr)
+	case "dlq":
+		return dlq(ctx, args[1:], getenv, stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -92,6 +103,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 		return err
 	}
 	log := newLogger(stderr, cfg.LogLevel)
+	stopTracing, err := setupTracing(ctx, getenv, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	app, err := NewApp(ctx, cfg, log, Options{})
 	if err != nil {
 		return err

@@ -171,33 +171,21 @@ func copyMsg(m *nats.Msg) *nats.Msg {
 // DeadLetter publishes a copy of an invalid command on DLQSubject(inv.Tenant,
 // inv.Campaign) and waits for its PubAck. The copy has the original body and
 // headers (except the reserved Nats-* ones), plus Reason (inv.Reason on one
-// line), Original-Subject, Original-Sequence (streamSeq, when not 0) and
-// Nats-Msg-Id = "dlq." + the command id, or "dlq.seq.<streamSeq>" when the id
-// is unknown, so that dead-lettering a redelivered command again within the
-// duplicate window stores one copy.
+// line), Original-Subject, Original-Sequence (streamSeq, when not 0),
+// Command-Id (see NewDeadLetterMsg) and Nats-Msg-Id = "dlq." + the command
+// id, or "dlq.seq.<streamSeq>" when the id is unknown, so that dead-lettering
+// a redelivered command again within the duplicate window stores one copy.
 func DeadLetter(ctx context.Context, js jetstream.JetStream, original *nats.Msg, inv *InvalidCommand, streamSeq uint64) error {
 	if original == nil || inv == nil {
 		return errors.New("dead letter: no message or no reason")
 	}
-	m := nats.NewMsg(DLQSubject(inv.Tenant, inv.Campaign))
-	for k, v := range original.Header {
-		if strings.HasPrefix(strings.ToLower(k), "nats-") {
-			continue // Nats-Msg-Id, Nats-Expected-*, stream metadata…: not for the copy
-		}
-		m.Header[k] = append([]string(nil), v...)
-	}
-	m.Header.Set(HdrReason, oneLine(inv.Reason, maxReasonLen))
-	m.Header.Set(HdrOriginalSubject, original.Subject)
-	if streamSeq > 0 {
-		m.Header.Set(HdrOriginalSequence, strconv.FormatUint(streamSeq, 10))
-	}
+	m := NewDeadLetterMsg(original, inv, streamSeq)
 	switch {
 	case inv.ID != "":
 		m.Header.Set(jetstream.MsgIDHeader, "dlq."+oneLine(inv.ID, maxCommandIDLen+64))
 	case streamSeq > 0:
 		m.Header.Set(jetstream.MsgIDHeader, "dlq.seq."+strconv.FormatUint(streamSeq, 10))
 	}
-	m.Data = original.Data
 	if _, err := js.PublishMsg(ctx, m, jetstream.WithExpectStream(StreamDLQ)); err != nil {
 		return fmt.Errorf("dead letter %s to %s: %w", orUnknown(inv.ID), m.Subject, err)
 	}

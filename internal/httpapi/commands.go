@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -19,6 +18,7 @@ import (
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
+	"github.com/campaign-orchestrator/orchestrator/internal/tracing"
 )
 
 // DefaultWorkflow is the workflow of a create request that names none.
@@ -52,8 +52,6 @@ type acceptedBody struct {
 // commandVerbs are the verbs of POST /api/v1/campaigns/{id}/{verb}; advance
 // is internal and create has its own endpoint.
 var commandVerbs = []fsm.Verb{fsm.Start, fsm.Pause, fsm.Resume, fsm.Cancel, fsm.Retry}
-
-var traceparentRE = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
 
 // exec is the part of a command request that runs under its Idempotency-Key,
 // if any: validation, store checks and the publish. Its answer (also an
@@ -224,13 +222,11 @@ func accepted(campaignID, commandID string) *answer {
 // NATS is disconnected nothing is sent. When the PubAck is late, JetStream
 // may still store the command after the 503: a retry with the same
 // Idempotency-Key carries the same command id, which is then dropped as a
-// duplicate, so the command takes effect once.
-func (s *Server) publish(ctx context.Context, c *echo.Context, tenant, campaign string, verb fsm.Verb, commandID string, payload json.RawMessage) error {
+// duplicate, so the command takes effect once. The command's traceparent is
+// the one of ctx's span, the request's server span.
+func (s *Server) publish(ctx context.Context, _ *echo.Context, tenant, campaign string, verb fsm.Verb, commandID string, payload json.RawMessage) error {
 	now := time.Now().UTC()
-	tp := c.Request().Header.Get("traceparent")
-	if !traceparentRE.MatchString(tp) {
-		tp = ""
-	}
+	tp := tracing.Traceparent(ctx)
 	msg := events.NewCommandMsg(events.CommandEnvelope{
 		ID: commandID, Type: string(verb), TenantID: tenant, CampaignID: campaign,
 		IssuedAt: &now, Payload: payload,

@@ -8,6 +8,8 @@ import (
 	"net/http"
 
 	"github.com/labstack/echo/v5"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/tracing"
 )
 
 // Code is the machine-readable kind of an API error. Every Code has exactly
@@ -156,6 +158,7 @@ func (s *Server) logAttrs(c *echo.Context, e *Error) []any {
 	if id, ok := c.Get(ctxCampaign).(string); ok && id != "" {
 		attrs = append(attrs, "campaign_id", id)
 	}
+	attrs = append(attrs, tracing.LogAttrs(c.Request().Context())...)
 	return attrs
 }
 

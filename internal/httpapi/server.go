@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/campaign-orchestrator/orchestrator/docs"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
@@ -83,6 +84,9 @@ type Deps struct {
 	// new registry.
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
+	// TracerProvider starts the requests' server spans (nil: the global
+	// provider).
+	TracerProvider trace.TracerProvider
 }
 
 // Route is one registered route, its path in OpenAPI form (/campaigns/{id}).
@@ -177,11 +181,13 @@ func orDefault[T int | int64 | time.Duration](v, def T) T {
 	return v
 }
 
-// routes builds the Echo instance. Middleware order: metrics (outermost, so
-// every answer is counted under its route pattern), panic recovery, CORS
-// (before any handler), then per-route authentication.
+// routes builds the Echo instance. Middleware order: tracing (outermost, so
+// the server span covers the whole request), metrics (so every answer is
+// counted under its route pattern), panic recovery, CORS (before any
+// handler), then per-route authentication.
 func (s *Server) routes() *echo.Echo {
 	e := echo.NewWithConfig(echo.Config{Logger: s.log, HTTPErrorHandler: s.handleError})
+	e.Use(s.traceRequests())
 	e.Use(s.metrics.middleware, middleware.Recover(), s.cors)
 
 	e.GET("/healthz", s.healthz)

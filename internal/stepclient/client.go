@@ -15,6 +15,9 @@
 // GetBody), so every request that reaches the wire is one of its attempts,
 // with its own attempt number in the body, and a failure is retried here,
 // after the back-off, with onRetry told.
+//
+// Each attempt is an OpenTelemetry client span (internal/tracing), and the
+// traceparent header it sends is that span's.
 package stepclient
 
 import (
@@ -30,8 +33,11 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+	"github.com/campaign-orchestrator/orchestrator/internal/tracing"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -71,6 +77,9 @@ type Config struct {
 	// redirects: a 3xx answer is a *StatusError). Default: a client on
 	// http.DefaultTransport.
 	HTTPClient *http.Client
+	// TracerProvider starts each attempt's client span, whose traceparent
+	// is the one sent (nil: the global provider).
+	TracerProvider trace.TracerProvider
 }
 
 // Request is one run of one step of one campaign.
@@ -90,7 +99,9 @@ type Request struct {
 	Outputs json.RawMessage
 	// Fence is the fencing token sent as Campaign-Fence.
 	Fence uint64
-	// Traceparent is sent as the traceparent header when not empty.
+	// Traceparent names the parent of the attempts' client spans when ctx
+	// carries no span. The traceparent header sent is the client span's
+	// (with no tracer provider installed: ctx's or this one, unchanged).
 	Traceparent string
 }
 
@@ -119,8 +130,9 @@ type RetryNotice struct {
 
 // Client calls steps. It is safe for concurrent use.
 type Client struct {
-	cfg  Config
-	http *http.Client
+	cfg    Config
+	http   *http.Client
+	tracer trace.Tracer
 }
 
 // New returns a Client with cfg's zero fields set to their defaults.
@@ -152,7 +164,7 @@ func New(cfg Config) *Client {
 	// 3xx as the answer.
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	cfg.HTTPClient = nil
-	return &Client{cfg: cfg, http: hc}
+	return &Client{cfg: cfg, http: hc, tracer: tracing.Tracer(cfg.TracerProvider)}
 }
 
 // policy is the effective retry policy of one step.
@@ -224,7 +236,9 @@ func (c *Client) Call(ctx context.Context, req Request, onRetry func(RetryNotice
 			return nil, backoff.Permanent(err)
 		}
 		attempt++
-		out, err := c.attempt(ctx, req, attempt, p, sched)
+		actx, span := c.startAttempt(ctx, req, attempt)
+		out, err := c.attempt(actx, req, attempt, p, sched)
+		endAttempt(span, err)
 		lastErr = err
 		if err != nil && !IsRetryable(err) {
 			return nil, backoff.Permanent(err)
@@ -347,8 +361,8 @@ func (c *Client) attempt(ctx context.Context, req Request, n int, p policy, sche
 	h.Set("User-Agent", "campaign-orchestrator-stepclient")
 	h.Set("Idempotency-Key", IdempotencyKey(req.Tenant, req.Campaign, req.Step.Name, req.Run))
 	h.Set("Campaign-Fence", strconv.FormatUint(req.Fence, 10))
-	if req.Traceparent != "" {
-		h.Set("traceparent", req.Traceparent)
+	if tp := tracing.Traceparent(ctx); tp != "" {
+		h.Set(tracing.Header, tp)
 	}
 
 	resp, err := c.http.Do(hreq)
@@ -356,6 +370,7 @@ func (c *Client) attempt(ctx context.Context, req Request, n int, p policy, sche
 		return nil, networkError(ctx, actx, p.timeout, err)
 	}
 	defer resp.Body.Close()
+	trace.SpanFromContext(ctx).SetAttributes(semconv.HTTPResponseStatusCode(resp.StatusCode))
 	data, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxResponseBytes+1))
 	if err != nil {
 		return nil, networkError(ctx, actx, p.timeout, fmt.Errorf("read %d answer: %w", resp.StatusCode, err))

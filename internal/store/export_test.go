@@ -36,3 +36,10 @@ func (r *Redis) CampaignKeys(k Key) []string {
 
 // IndexKey returns the Redis key of the tenant's campaign index.
 func (r *Redis) IndexKey(tenant string) string { return r.indexKey(tenant) }
+
+// StateIndexKeys returns the Redis keys of the state index: one set per
+// state in fsm.States order, then the stamp hash.
+func (r *Redis) StateIndexKeys() []string { return r.stateIndexKeys() }
+
+// RepairIndex runs the state index update for entry ix of k.
+func (r *Redis) RepairIndex(ctx context.Context, k Key, ix string) { r.repairIndex(ctx, k, ix) }

@@ -454,6 +454,24 @@ func (m *Memory) List(ctx context.Context, tenant string, state fsm.State, curso
 	return p, nil
 }
 
+// CountByState implements Store: one pass over the campaigns under the
+// store's mutex, exact.
+func (m *Memory) CountByState(ctx context.Context) (map[fsm.State]int64, error) {
+	out := make(map[fsm.State]int64, len(fsm.States))
+	for _, s := range fsm.States {
+		out[s] = 0
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	for k := range m.camps {
+		if c := m.get(k, now); c != nil && c.data != nil {
+			out[c.state]++
+		}
+	}
+	return out, nil
+}
+
 // ReserveIdem implements Store.
 func (m *Memory) ReserveIdem(ctx context.Context, tenant, key string, rec IdemRecord, ttl time.Duration) (IdemRecord, bool, error) {
 	if err := checkTTL("reserve idempotency key", ttl); err != nil {

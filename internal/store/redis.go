@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -23,7 +24,8 @@ var _ Store = (*Redis)(nil)
 // tag {<tenant>/<campaign>} so that one Lua script can touch them all, also
 // on Redis Cluster:
 //
-//	P:{t/c}:state      HASH data (JSON of fsm.Campaign), version, fence
+//	P:{t/c}:state      HASH data (JSON of fsm.Campaign), version, fence,
+//	                   st (state), ix and ixok (see "State index" below)
 //	P:{t/c}:ledger     ZSET applied command id -> Unix ms
 //	P:{t/c}:inbox      ZSET item id -> Seq
 //	P:{t/c}:inboxdata  HASH item id -> Data
@@ -32,9 +34,32 @@ var _ Store = (*Redis)(nil)
 //	P:{t/c}:fence      STRING fencing counter (INCR)
 //	P:tenant:{t}:campaigns  ZSET campaign id -> CreatedAt Unix ms (List)
 //	P:idem:{t}:<key>   STRING JSON IdemRecord, with its TTL
+//	P:{campaign-states}:<state>  ZSET "t/c" -> expiry Unix ms (+inf unless
+//	                   the state is terminal): the campaigns in that state
+//	P:{campaign-states}:stamp    HASH "t/c" -> stamp of the entry shown
 //
 // Every change of a campaign is one script; the scripts check the lock token
 // and the fence in the same step as the write.
+//
+// State index (CountByState). The per-state sets live in one slot of their
+// own, so the commit script cannot update them (a script's keys must share a
+// hash tag on Redis Cluster). Instead the commit script records in the
+// campaign's hash, when the state changes or a terminal write moves the
+// expiry, the entry the index must show: ix = "<state>|<expiry ms, 0:
+// none>|<stamp>", the stamp being the server's TIME in microseconds. Right
+// after the commit, the store moves the campaign to that state's set (a
+// script on the index slot that ignores an entry older than the one shown,
+// so a stale holder cannot undo a newer move) and then sets ixok = ix in the
+// campaign's hash. The enqueue and commit scripts return ix while it differs
+// from ixok, and the store repeats the move then: after a crash between a
+// commit and the move, the unacknowledged command's redelivery (an Enqueue)
+// repairs the index. Until then that campaign is counted in its previous
+// state. The cost is two extra round trips per state change (about three per
+// campaign), none per other write; every state change of every campaign goes
+// to the index's slot, one shard of a cluster. Terminal entries leave the
+// count when their campaign expires and are pruned by CountByState. A
+// campaign last written before the index existed is counted from its next
+// write.
 type Redis struct {
 	client    *redis.Client
 	prefix    string
@@ -55,6 +80,9 @@ type redisScripts struct {
 	unindex  *redis.Script
 	reserve  *redis.Script
 	complete *redis.Script
+	ixMove   *redis.Script
+	ixAck    *redis.Script
+	ixCount  *redis.Script
 }
 
 func newRedisScripts() redisScripts {
@@ -69,6 +97,9 @@ func newRedisScripts() redisScripts {
 		unindex:  redis.NewScript(unindexSrc),
 		reserve:  redis.NewScript(reserveSrc),
 		complete: redis.NewScript(completeSrc),
+		ixMove:   redis.NewScript(ixMoveSrc),
+		ixAck:    redis.NewScript(ixAckSrc),
+		ixCount:  redis.NewScript(ixCountSrc),
 	}
 }
 
@@ -113,8 +144,9 @@ func (r *Redis) idemKey(tenant, key string) string {
 }
 
 // enqueueSrc: KEYS state ledger inbox inboxdata lock fence; ARGV id seq
-// data token ttl_ms retention_ms. Returns {duplicate, acquired, fence}.
-const enqueueSrc = `
+// data token ttl_ms retention_ms. Returns {duplicate, acquired, fence,
+// state index entry to repair or an empty string}.
+const enqueueSrc = ixDirtyLua + `
 local dup = 0
 if redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   dup = 1
@@ -138,9 +170,9 @@ if redis.call('EXISTS', KEYS[3]) == 1 and redis.call('EXISTS', KEYS[5]) == 0 the
     redis.call('PERSIST', KEYS[6])
   end
   redis.call('SET', KEYS[5], ARGV[4], 'PX', ARGV[5])
-  return {dup, 1, f}
+  return {dup, 1, f, ixDirty(KEYS[1])}
 end
-return {dup, 0, 0}
+return {dup, 0, 0, ixDirty(KEYS[1])}
 `
 
 // Enqueue implements Store.
@@ -159,19 +191,23 @@ func (r *Redis) Enqueue(ctx context.Context, k Key, item Item, ttl time.Duration
 		return Enqueued{}, fmt.Errorf("enqueue %s: %w", k, err)
 	}
 	ks := r.keys(k)
-	res, err := r.scripts.enqueue.Run(ctx, r.client,
+	raw, err := r.scripts.enqueue.Run(ctx, r.client,
 		[]string{ks.state, ks.ledger, ks.inbox, ks.inboxData, ks.lock, ks.fence},
-		item.ID, item.Seq, item.Data, token, ttlMillis(ttl), ttlMillis(r.retention)).Int64Slice()
+		item.ID, item.Seq, item.Data, token, ttlMillis(ttl), ttlMillis(r.retention)).Slice()
 	if err != nil {
 		return Enqueued{}, fmt.Errorf("enqueue %s: %w", k, err)
 	}
-	if len(res) != 3 {
-		return Enqueued{}, fmt.Errorf("enqueue %s: unexpected script answer %v", k, res)
+	if len(raw) != 4 {
+		return Enqueued{}, fmt.Errorf("enqueue %s: unexpected script answer %v", k, raw)
 	}
-	out := Enqueued{Duplicate: res[0] == 1}
-	if res[1] == 1 {
-		out.Lease = &Lease{Key: k, Token: token, Fence: uint64(res[2])}
+	dup, _ := raw[0].(int64)
+	acquired, _ := raw[1].(int64)
+	fence, _ := raw[2].(int64)
+	out := Enqueued{Duplicate: dup == 1}
+	if acquired == 1 {
+		out.Lease = &Lease{Key: k, Token: token, Fence: uint64(fence)}
 	}
+	r.repairIndex(ctx, k, raw[3])
 	return out, nil
 }
 
@@ -314,22 +350,34 @@ func (r *Redis) Load(ctx context.Context, k Key) (fsm.Campaign, error) {
 
 // commitSrc: KEYS state ledger inbox inboxdata outbox lock fence; ARGV
 // token fence version(0: no campaign) data terminal(1/0) retention_ms now_ms
-// n_outbox outbox... n_applied applied... n_dequeue dequeue...
-// Returns 0 (written), 1 (lock lost) or 2 (version conflict).
+// n_outbox outbox... n_applied applied... n_dequeue dequeue... state.
+// Returns {0 (written), 1 (lock lost) or 2 (version conflict), state index
+// entry to repair or an empty string}.
 //
 // The state, ledger and fence keys expire together after a terminal write
 // and are made persistent by any other write of the campaign; the inbox and
-// outbox are never given a TTL (they delete themselves when empty).
-const commitSrc = `
-if redis.call('GET', KEYS[6]) ~= ARGV[1] then return 1 end
+// outbox are never given a TTL (they delete themselves when empty). A write
+// that changes the state, or writes a terminal one (which moves the expiry),
+// records the state index entry (ix) the campaign must now have.
+const commitSrc = ixDirtyLua + `
+if redis.call('GET', KEYS[6]) ~= ARGV[1] then return {1, ''} end
 local fence = tonumber(ARGV[2])
 local sf = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
-if sf > fence then return 1 end
+if sf > fence then return {1, ''} end
 local version = tonumber(ARGV[3])
 if version > 0 then
   local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-  if cur ~= version - 1 then return 2 end
+  if cur ~= version - 1 then return {2, ''} end
   redis.call('HSET', KEYS[1], 'data', ARGV[4], 'version', ARGV[3], 'fence', ARGV[2])
+  local state = ARGV[#ARGV]
+  if redis.call('HGET', KEYS[1], 'st') ~= state or ARGV[5] == '1' then
+    local t = redis.call('TIME')
+    local exp = '0'
+    if ARGV[5] == '1' then
+      exp = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[6]))
+    end
+    redis.call('HSET', KEYS[1], 'st', state, 'ix', state .. '|' .. exp .. '|' .. t[1] .. string.format('%06d', tonumber(t[2])))
+  end
 end
 local i = 8
 local n = tonumber(ARGV[i])
@@ -358,7 +406,7 @@ else
     redis.call('PEXPIRE', KEYS[7], pttl)
   end
 end
-return 0
+return {0, ixDirty(KEYS[1])}
 `
 
 // Commit implements Store. A campaign's first write (Version 1) also adds it
@@ -369,7 +417,7 @@ func (r *Redis) Commit(ctx context.Context, w Write) error {
 	if err := checkWrite(w); err != nil {
 		return fmt.Errorf("commit %s: %w", k, err)
 	}
-	args := make([]any, 0, 10+len(w.Outbox)+len(w.Applied)+len(w.Dequeue))
+	args := make([]any, 0, 11+len(w.Outbox)+len(w.Applied)+len(w.Dequeue))
 	args = append(args, w.Lease.Token, w.Lease.Fence)
 	if c := w.Campaign; c != nil {
 		cc := *c
@@ -402,6 +450,11 @@ func (r *Redis) Commit(ctx context.Context, w Write) error {
 	for _, id := range w.Dequeue {
 		args = append(args, id)
 	}
+	if c := w.Campaign; c != nil {
+		args = append(args, string(c.State))
+	} else {
+		args = append(args, "")
+	}
 
 	if c := w.Campaign; c != nil && c.Version == 1 {
 		err := r.client.ZAdd(ctx, r.indexKey(k.Tenant), redis.Z{Score: float64(c.CreatedAt.UnixMilli()), Member: k.Campaign}).Err()
@@ -410,13 +463,18 @@ func (r *Redis) Commit(ctx context.Context, w Write) error {
 		}
 	}
 	ks := r.keys(k)
-	n, err := r.scripts.commit.Run(ctx, r.client,
-		[]string{ks.state, ks.ledger, ks.inbox, ks.inboxData, ks.outbox, ks.lock, ks.fence}, args...).Int64()
+	raw, err := r.scripts.commit.Run(ctx, r.client,
+		[]string{ks.state, ks.ledger, ks.inbox, ks.inboxData, ks.outbox, ks.lock, ks.fence}, args...).Slice()
 	if err != nil {
 		return fmt.Errorf("commit %s: %w", k, err)
 	}
+	if len(raw) != 2 {
+		return fmt.Errorf("commit %s: unexpected script answer %v", k, raw)
+	}
+	n, _ := raw[0].(int64)
 	switch n {
 	case 0:
+		r.repairIndex(ctx, k, raw[1])
 		return nil
 	case 1:
 		return fmt.Errorf("commit %s: %w", k, ErrLockLost)
@@ -591,6 +649,108 @@ func (r *Redis) List(ctx context.Context, tenant string, state fsm.State, cursor
 		}
 	}
 	return p, nil
+}
+
+// ixDirtyLua defines ixDirty(state key): the campaign's state index entry
+// (ix) while it is not confirmed (ixok), else an empty string.
+const ixDirtyLua = `
+local function ixDirty(key)
+  local v = redis.call('HMGET', key, 'ix', 'ixok')
+  if v[1] and v[1] ~= v[2] then return v[1] end
+  return ''
+end
+`
+
+// ixMoveSrc: KEYS one set per state (fsm.States order), then the stamp
+// hash; ARGV member, position of the state's set in KEYS, score, stamp.
+// Moves member to that set unless the index shows an entry as recent.
+// Returns 1 if moved.
+const ixMoveSrc = `
+local cur = redis.call('HGET', KEYS[#KEYS], ARGV[1])
+if cur and tonumber(cur) >= tonumber(ARGV[4]) then return 0 end
+for i = 1, #KEYS - 1 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+redis.call('ZADD', KEYS[tonumber(ARGV[2])], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[#KEYS], ARGV[1], ARGV[4])
+return 1
+`
+
+// ixAckSrc: KEYS state; ARGV ix. Records that the index shows ix, if ix
+// is still the campaign's entry (the hash may have expired or moved on).
+const ixAckSrc = `
+if redis.call('HGET', KEYS[1], 'ix') == ARGV[1] then redis.call('HSET', KEYS[1], 'ixok', ARGV[1]) end
+return 0
+`
+
+// ixCountSrc: KEYS one set per state, then the stamp hash. Prunes up to
+// 1000 expired entries per set, then returns the number of live entries of
+// each set, in KEYS order.
+const ixCountSrc = `
+local t = redis.call('TIME')
+local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+local out = {}
+for i = 1, #KEYS - 1 do
+  local old = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', now, 'LIMIT', 0, 1000)
+  for _, m in ipairs(old) do
+    redis.call('ZREM', KEYS[i], m)
+    redis.call('HDEL', KEYS[#KEYS], m)
+  end
+  out[#out+1] = redis.call('ZCOUNT', KEYS[i], '(' .. now, '+inf')
+end
+return out
+`
+
+// stateIndexKeys are the keys of the state index: one set per state in
+// fsm.States order, then the stamp hash. They share one hash tag.
+func (r *Redis) stateIndexKeys() []string {
+	p := r.prefix + ":{campaign-states}:"
+	keys := make([]string, 0, len(fsm.States)+1)
+	for _, st := range fsm.States {
+		keys = append(keys, p+string(st))
+	}
+	return append(keys, p+"stamp")
+}
+
+// repairIndex brings the state index up to date with ix, an entry a script
+// returned ("<state>|<expiry ms>|<stamp>"; "" or nil: nothing to do), then
+// confirms it in the campaign's hash. Errors are dropped on purpose: the
+// write that returned ix succeeded, and the entry stays unconfirmed, so the
+// campaign's next Enqueue or Commit tries again.
+func (r *Redis) repairIndex(ctx context.Context, k Key, ix any) {
+	s, _ := ix.(string)
+	parts := strings.Split(s, "|")
+	if len(parts) != 3 {
+		return
+	}
+	pos := slices.Index(fsm.States, fsm.State(parts[0]))
+	if pos < 0 {
+		return
+	}
+	score := "+inf"
+	if parts[1] != "0" {
+		score = parts[1]
+	}
+	member := k.Tenant + "/" + k.Campaign
+	if err := r.scripts.ixMove.Run(ctx, r.client, r.stateIndexKeys(), member, pos+1, score, parts[2]).Err(); err != nil {
+		return
+	}
+	_ = r.scripts.ixAck.Run(ctx, r.client, []string{r.keys(k).state}, s).Err()
+}
+
+// CountByState implements Store: it reads the state index (see Redis), one
+// script on the index's slot that also prunes expired terminal entries.
+func (r *Redis) CountByState(ctx context.Context) (map[fsm.State]int64, error) {
+	counts, err := r.scripts.ixCount.Run(ctx, r.client, r.stateIndexKeys()).Int64Slice()
+	if err != nil {
+		return nil, fmt.Errorf("count by state: %w", err)
+	}
+	if len(counts) != len(fsm.States) {
+		return nil, fmt.Errorf("count by state: unexpected script answer %v", counts)
+	}
+	out := make(map[fsm.State]int64, len(fsm.States))
+	for i, st := range fsm.States {
+		out[st] = counts[i]
+	}
+	return out, nil
 }
 
 // reserveSrc: KEYS record; ARGV json ttl_ms. Returns the existing record

@@ -3,9 +3,13 @@ package store_test
 import (
 	"context"
 	"errors"
+	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
@@ -255,6 +259,119 @@ func TestRedisListDropsExpired(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("after %s: List shows %d campaigns, the index holds %d ids", 10*time.Second, len(p.Campaigns), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRedisStateIndexRepair: the state index lives in its own slot and is
+// updated after the commit; a crash between the two leaves it behind until
+// the campaign's next Enqueue (the redelivery) or Commit repairs it, and a
+// stale update (an older entry, from a holder that lost its lock) never
+// undoes a newer one. Expired terminal entries are pruned.
+func TestRedisStateIndexRepair(t *testing.T) {
+	url, _ := redistest.Start(t)
+	const retention = 300 * time.Millisecond
+	s := newRedis(t, url, retention)
+	ctx := t.Context()
+	rdb := s.Client()
+	ixKeys := s.StateIndexKeys()
+	for _, key := range ixKeys {
+		if !strings.Contains(key, ":{campaign-states}:") {
+			t.Fatalf("state index key %q lacks the hash tag {campaign-states}", key)
+		}
+	}
+	stampKey := ixKeys[len(ixKeys)-1]
+	k := store.Key{Tenant: "acme", Campaign: "ix"}
+	member := "acme/ix"
+	counts := func() map[fsm.State]int64 {
+		t.Helper()
+		got, err := s.CountByState(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	res, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, time.Minute)
+	if err != nil || res.Lease == nil {
+		t.Fatalf("Enqueue = %+v, %v", res, err)
+	}
+	l := *res.Lease
+	c := fsm.Campaign{Tenant: k.Tenant, ID: k.Campaign, State: fsm.Running, Version: 1}
+	if err := s.Commit(ctx, store.Write{Lease: l, Campaign: &c, Applied: []string{"a"}, Dequeue: []string{"a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := counts(); got[fsm.Running] != 1 {
+		t.Fatalf("after a running write: %v", got)
+	}
+	runningIx, err := rdb.HGet(ctx, s.CampaignKeys(k)[0], "ix").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The crash: the state changes, the index does not hear of it.
+	c.State, c.Version = fsm.Paused, 2
+	if err := s.Commit(ctx, store.Write{Lease: l, Campaign: &c}); err != nil {
+		t.Fatal(err)
+	}
+	undo := func() {
+		t.Helper()
+		for _, key := range ixKeys[:len(ixKeys)-1] {
+			rdb.ZRem(ctx, key, member)
+		}
+		rdb.ZAdd(ctx, ixKeys[slices.Index(fsm.States, fsm.Running)], redis.Z{Score: math.Inf(1), Member: member}) // back in running
+		rdb.HDel(ctx, stampKey, member)
+		rdb.HDel(ctx, s.CampaignKeys(k)[0], "ixok")
+	}
+	undo()
+	if got := counts(); got[fsm.Running] != 1 || got[fsm.Paused] != 0 {
+		t.Fatalf("after the simulated crash: %v", got)
+	}
+	// The redelivery's Enqueue repairs it.
+	if _, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got := counts(); got[fsm.Running] != 0 || got[fsm.Paused] != 1 {
+		t.Fatalf("after the redelivery: %v", got)
+	}
+	// So does any Commit, even one without a campaign.
+	undo()
+	if err := s.Commit(ctx, store.Write{Lease: l, Dequeue: []string{"a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := counts(); got[fsm.Running] != 0 || got[fsm.Paused] != 1 {
+		t.Fatalf("after a Commit: %v", got)
+	}
+	// A stale holder's late update of an older entry changes nothing.
+	s.RepairIndex(ctx, k, runningIx)
+	if got := counts(); got[fsm.Running] != 0 || got[fsm.Paused] != 1 {
+		t.Fatalf("after a stale update: %v", got)
+	}
+
+	// A terminal entry expires with its campaign and is pruned.
+	c.State, c.Version = fsm.Cancelled, 3
+	if err := s.Commit(ctx, store.Write{Lease: l, Campaign: &c}); err != nil {
+		t.Fatal(err)
+	}
+	if got := counts(); got[fsm.Cancelled] != 1 || got[fsm.Paused] != 0 {
+		t.Fatalf("after cancel: %v", got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := counts()
+		n, err := rdb.ZCard(ctx, ixKeys[slices.Index(fsm.States, fsm.Cancelled)]).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stamps, err := rdb.HLen(ctx, stampKey).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[fsm.Cancelled] == 0 && n == 0 && stamps == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: counts %v, %d entries in the cancelled set, %d stamps", 10*time.Second, got, n, stamps)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

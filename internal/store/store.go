@@ -158,6 +158,14 @@ type Store interface {
 	// than limit campaigns while Next is not empty: follow Next until "".
 	// ErrInvalid for a cursor List did not make or an unknown state.
 	List(ctx context.Context, tenant string, state fsm.State, cursor string, limit int) (Page, error)
+	// CountByState returns how many campaigns exist in each state, across
+	// all tenants: every fsm.States entry is a key (zero included). A
+	// campaign stops counting when it expires. It is meant for a metrics
+	// gauge, not for decisions: Memory counts exactly (one pass over its
+	// campaigns); Redis reads a global index kept beside the campaigns
+	// (see Redis), exact except after a crash between a state write and the
+	// index update, until the campaign's next Enqueue or Commit.
+	CountByState(ctx context.Context) (map[fsm.State]int64, error)
 
 	// ReserveIdem stores rec (Status 0: in progress) under (tenant, key) for
 	// ttl unless a record exists, and returns the existing record and true

@@ -12,8 +12,10 @@ import (
 
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+	"github.com/campaign-orchestrator/orchestrator/internal/metrics"
 	"github.com/campaign-orchestrator/orchestrator/internal/stepclient"
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
+	"github.com/campaign-orchestrator/orchestrator/internal/tracing"
 )
 
 // errStopping: the worker is shutting down; the lock was abandoned and the
@@ -119,15 +121,17 @@ func queued(items []store.Item, id string) bool {
 	return false
 }
 
-// process applies one inbox item.
-func (d *drainer) process(ctx context.Context, si store.Item) error {
+// process applies one inbox item, in its own span (startApply).
+func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 	w := d.w
 	var it item
 	if err := json.Unmarshal(si.Data, &it); err != nil {
-		w.log.Error("undecodable inbox item dropped", "tenant_id", d.k.Tenant, "campaign_id", d.k.Campaign, "item", si.ID, "err", err)
+		w.campaignLog(ctx, d.k, si.ID).Error("undecodable inbox item dropped", "err", err)
 		return d.write(ctx, it, store.Write{Dequeue: []string{si.ID}})
 	}
-	log := w.campaignLog(d.k, it.ID)
+	ctx, span := w.startApply(ctx, d.k, it)
+	defer func() { failSpan(span, err); span.End() }()
+	log := w.campaignLog(ctx, d.k, it.ID)
 	var cur *fsm.Campaign
 	if err := retry(ctx, func() error {
 		c, err := w.d.Store.Load(ctx, d.k)
@@ -158,6 +162,7 @@ func (d *drainer) process(ctx context.Context, si store.Item) error {
 		if err := retry(ctx, func() error { return events.DeadLetter(ctx, w.d.JS, it.natsMsg(), inv, si.Seq) }); err != nil {
 			return err
 		}
+		w.d.Metrics.CommandDeadLettered(inv.Verb, metrics.DLQInvalid)
 		it.Verb = inv.Verb
 		return reject(inv.Reason)
 	} else if err != nil {
@@ -172,17 +177,18 @@ func (d *drainer) process(ctx context.Context, si store.Item) error {
 		if err := retry(ctx, func() error { return events.DeadLetter(ctx, w.d.JS, it.natsMsg(), inv, si.Seq) }); err != nil {
 			return err
 		}
+		w.d.Metrics.CommandDeadLettered(string(cmd.Verb), metrics.DLQUnknownCampaign)
 		return d.write(ctx, it, store.Write{Dequeue: []string{si.ID}})
 	case errors.Is(err, fsm.ErrStale):
 		return d.write(ctx, it, store.Write{Dequeue: []string{si.ID}})
 	case errors.As(err, &rej):
 		log.Info("command rejected", "verb", cmd.Verb, "reason", rej.Reason)
-		return d.commit(ctx, it, r, true, si.ID)
+		return w.countRejected(d.commit(ctx, it, r, true, si.ID), cmd.Verb)
 	case err != nil:
 		return fmt.Errorf("apply %s to %s: %w", cmd.Verb, d.k, err)
 	}
 	if !r.RunStep {
-		return d.commit(ctx, it, r, cmd.Verb != fsm.Advance, si.ID)
+		return w.countApplied(d.commit(ctx, it, r, cmd.Verb != fsm.Advance, si.ID), cmd.Verb)
 	}
 	if len(r.Events) > 0 {
 		// step.started: written before the call; the advance stays in the
@@ -191,7 +197,7 @@ func (d *drainer) process(ctx context.Context, si store.Item) error {
 			return err
 		}
 	}
-	return d.runStep(ctx, r.Campaign, it, si.ID)
+	return w.countApplied(d.runStep(ctx, r.Campaign, it, si.ID), cmd.Verb)
 }
 
 // runStep calls the campaign's current step and writes its result.
@@ -205,8 +211,12 @@ func (d *drainer) runStep(ctx context.Context, c fsm.Campaign, it item, itemID s
 	if err != nil {
 		return err
 	}
+	sctx, span := w.startStep(ctx, d.k, it.ID, step.Name, c.Run(step.Name), max(c.Attempt, 1))
+	log := w.campaignLog(sctx, d.k, it.ID).With("step", step.Name, "run", c.Run(step.Name))
 	cur := c
 	onRetry := func(n stepclient.RetryNotice) error {
+		log.Warn("step attempt failed: retrying", "attempt", n.Attempt, "delay", n.Delay, "err", n.Err)
+		w.d.Metrics.StepRetrying(step.Name, retryReason(n.Err))
 		r := fsm.StepRetrying(cur, it.ID, n.Attempt, n.Err.Error(), n.Delay, w.d.Now())
 		if err := d.commit(ctx, it, r, false, ""); err != nil {
 			return err
@@ -214,12 +224,13 @@ func (d *drainer) runStep(ctx context.Context, c fsm.Campaign, it item, itemID s
 		cur = r.Campaign
 		return nil
 	}
-	log := w.campaignLog(d.k, it.ID).With("step", step.Name, "run", c.Run(step.Name), "attempt", c.Attempt)
 	started := time.Now()
-	res, callErr := w.d.Steps.Call(ctx, stepclient.Request{
+	res, callErr := w.d.Steps.Call(sctx, stepclient.Request{
 		Tenant: d.k.Tenant, Campaign: d.k.Campaign, Step: step, Run: c.Run(step.Name), Attempt: max(c.Attempt, 1),
-		Params: c.Params, Outputs: outputs, Fence: d.l.Fence, Traceparent: it.Traceparent,
+		Params: c.Params, Outputs: outputs, Fence: d.l.Fence, Traceparent: tracing.Traceparent(sctx),
 	}, onRetry)
+	failSpan(span, callErr)
+	span.End()
 	if ctx.Err() != nil {
 		return fmt.Errorf("step %s of %s interrupted: %w", step.Name, d.k, context.Cause(ctx))
 	}
@@ -236,28 +247,31 @@ func (d *drainer) runStep(ctx context.Context, c fsm.Campaign, it item, itemID s
 	attempt := max(res.Attempts, cur.Attempt, 1)
 	var r fsm.Result
 	if callErr != nil {
-		log.Warn("step failed", "err", callErr)
+		log.Warn("step failed", "attempt", attempt, "err", callErr)
 		r = fsm.StepFailed(cur, it.ID, attempt, callErr.Error(), took, w.d.Now())
 	} else {
-		log.Info("step succeeded", "duration", took)
+		log.Info("step succeeded", "attempt", attempt, "duration", took)
 		r = fsm.StepSucceeded(cur, it.ID, attempt, res.Output, took, w.d.Now())
 	}
+	w.noteStep(step.Name, callErr, took)
 	return d.commit(ctx, it, r, false, itemID)
 }
 
 // commit writes a transition with its events (and next advance) in the
-// outbox, then publishes the outbox.
+// outbox, then publishes the outbox. The messages carry the traceparent of
+// ctx's span (the item's apply span).
 func (d *drainer) commit(ctx context.Context, it item, r fsm.Result, applied bool, dequeue string) error {
+	tp := tracing.Traceparent(ctx)
 	out := make([]store.Message, 0, len(r.Events)+1)
 	for _, ev := range r.Events {
-		m, err := events.NewEventMsg(d.k.Tenant, d.k.Campaign, ev, it.Traceparent)
+		m, err := events.NewEventMsg(d.k.Tenant, d.k.Campaign, ev, tp)
 		if err != nil {
 			return err
 		}
 		out = append(out, toStore(m))
 	}
 	if r.ScheduleAdvance {
-		out = append(out, toStore(events.AdvanceMsg(r.Campaign, it.Traceparent)))
+		out = append(out, toStore(events.AdvanceMsg(r.Campaign, tp)))
 	}
 	wr := store.Write{Campaign: &r.Campaign, Outbox: out}
 	if applied {
@@ -276,7 +290,7 @@ func (d *drainer) write(ctx context.Context, _ item, wr store.Write) error {
 	if err := w.fault(BeforeWrite, d.k); err != nil {
 		return err
 	}
-	if err := retry(ctx, func() error { return w.d.Store.Commit(ctx, wr) }); err != nil {
+	if err := retry(ctx, func() error { return w.fenced(w.d.Store.Commit(ctx, wr)) }); err != nil {
 		return fmt.Errorf("commit %s: %w", d.k, err)
 	}
 	if err := w.fault(AfterWrite, d.k); err != nil {
@@ -326,7 +340,7 @@ func (d *drainer) flush(ctx context.Context) error {
 	if err := w.fault(AfterPublish, d.k); err != nil {
 		return err
 	}
-	if err := retry(ctx, func() error { return w.d.Store.TrimOutbox(ctx, d.l, len(msgs)) }); err != nil {
+	if err := retry(ctx, func() error { return w.fenced(w.d.Store.TrimOutbox(ctx, d.l, len(msgs))) }); err != nil {
 		return fmt.Errorf("trim outbox of %s: %w", d.k, err)
 	}
 	return nil

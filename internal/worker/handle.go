@@ -13,7 +13,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
+	"github.com/campaign-orchestrator/orchestrator/internal/metrics"
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
+	"github.com/campaign-orchestrator/orchestrator/internal/tracing"
 )
 
 // item is what the inbox keeps of a command: enough to decode it again.
@@ -100,22 +102,26 @@ func (w *Worker) handle(work, run context.Context, msg jetstream.Msg) {
 		_ = msg.TermWithReason("no metadata")
 		return
 	}
+	work, span := w.startHandle(work, msg, meta)
+	defer span.End()
 	hb := w.startHeartbeat(work, msg)
 	defer hb.stop()
 
+	w.d.Metrics.CommandReceived(subjectVerb(msg.Subject()))
 	cmd, derr := events.DecodeCommand(msg.Subject(), msg.Headers(), msg.Data(), w.d.Workflows)
-	it := item{Subject: msg.Subject(), Body: msg.Data(), Traceparent: msg.Headers().Get(events.HdrTraceparent)}
+	it := item{Subject: msg.Subject(), Body: msg.Data(), Traceparent: tracing.Traceparent(work)}
 	k := store.Key{Tenant: cmd.Tenant, Campaign: cmd.Campaign}
 	var inv *events.InvalidCommand
 	switch {
 	case errors.As(derr, &inv):
-		w.log.Warn("invalid command: dead-lettered", "tenant_id", inv.Tenant, "campaign_id", inv.Campaign,
+		w.log.With(tracing.LogAttrs(work)...).Warn("invalid command: dead-lettered", "tenant_id", inv.Tenant, "campaign_id", inv.Campaign,
 			"command_id", inv.ID, "subject", msg.Subject(), "reason", inv.Reason)
 		orig := &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
 		if err := retry(work, func() error { return events.DeadLetter(work, w.d.JS, orig, inv, meta.Sequence.Stream) }); err != nil {
 			w.log.Error("dead letter failed: left for redelivery", "subject", msg.Subject(), "err", err)
 			return
 		}
+		w.d.Metrics.CommandDeadLettered(subjectVerb(msg.Subject()), metrics.DLQInvalid)
 		if inv.Tenant == "" || inv.Campaign == "" || inv.ID == "" {
 			_ = msg.TermWithReason(inv.Reason)
 			return
@@ -125,6 +131,7 @@ func (w *Worker) handle(work, run context.Context, msg jetstream.Msg) {
 		k = store.Key{Tenant: inv.Tenant, Campaign: inv.Campaign}
 	case derr != nil:
 		w.log.Error("decode command: left for redelivery", "subject", msg.Subject(), "err", derr)
+		failSpan(span, derr)
 		return
 	default:
 		it.ID = cmd.ID
@@ -134,23 +141,29 @@ func (w *Worker) handle(work, run context.Context, msg jetstream.Msg) {
 		w.log.Error("encode inbox item", "err", err)
 		return
 	}
-	log := w.campaignLog(k, it.ID)
+	log := w.campaignLog(work, k, it.ID)
+	if span.IsRecording() {
+		span.SetAttributes(tracing.Campaign(k.Tenant, k.Campaign, it.ID)...)
+	}
 	si := store.Item{ID: it.ID, Seq: meta.Sequence.Stream, Data: data}
 	for {
 		err := w.park(work, run, hb, k, si)
 		if errors.Is(err, store.ErrLockLost) && work.Err() == nil {
 			log.Warn("campaign lock lost while draining: taking it again")
+			w.d.Metrics.LockLost()
 			continue
 		}
 		switch {
 		case errors.Is(err, errCrash):
 			log.Warn("injected crash", "err", err)
+			failSpan(span, err)
 			return
 		case errors.Is(err, errStopping):
 			_ = msg.NakWithDelay(time.Second)
 			return
 		case err != nil:
 			log.Warn("left for redelivery", "err", err)
+			failSpan(span, err)
 			return
 		}
 		break
@@ -175,6 +188,7 @@ func (w *Worker) park(work, run context.Context, hb *heartbeat, k store.Key, si 
 	}); err != nil {
 		return err
 	}
+	w.noteEnqueued(res, si)
 	if res.Lease == nil {
 		return nil // duplicate, or the lock holder will find it
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/events/natstest"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+	"github.com/campaign-orchestrator/orchestrator/internal/metrics"
 	"github.com/campaign-orchestrator/orchestrator/internal/stepclient"
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
 	"github.com/campaign-orchestrator/orchestrator/internal/store/redistest"
@@ -40,6 +41,7 @@ type harnessOpts struct {
 	perWorker  int           // handlers per instance; 0: 4
 	memory     bool          // in-process store instead of redis
 	fault      func(i int) func(worker.FaultPoint, store.Key) error
+	metrics    *metrics.Metrics // every worker's metrics; nil: none
 }
 
 type harness struct {
@@ -106,7 +108,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 			fault = o.fault(i)
 		}
 		w, err := worker.New(ctx, worker.Config{Workers: max(o.perWorker, 4), LockTTL: lockTTL, Grace: 2 * time.Second, HealthEvery: 100 * time.Millisecond, FetchWait: 200 * time.Millisecond},
-			worker.Deps{JS: js, Store: h.store, Steps: steps, Workflows: h.wf, Logger: testLogger(t, i), Fault: fault})
+			worker.Deps{JS: js, Store: h.store, Steps: steps, Workflows: h.wf, Logger: testLogger(t, i), Fault: fault, Metrics: o.metrics})
 		if err != nil {
 			t.Fatal(err)
 		}

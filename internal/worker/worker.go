@@ -25,10 +25,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
+	"github.com/campaign-orchestrator/orchestrator/internal/metrics"
 	"github.com/campaign-orchestrator/orchestrator/internal/stepclient"
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
+	"github.com/campaign-orchestrator/orchestrator/internal/tracing"
 )
 
 // StepCaller runs one attempt series of a step (internal/stepclient).
@@ -86,6 +89,10 @@ type Deps struct {
 	// runs, the worker neither renews locks and messages nor pulls, so a
 	// hook that blocks is a stalled process.
 	Fault func(p FaultPoint, k store.Key) error
+	// TracerProvider starts the worker's spans (nil: the global provider).
+	TracerProvider trace.TracerProvider
+	// Metrics records commands, steps, locks and fencing (nil: none).
+	Metrics *metrics.Metrics
 }
 
 // FaultPoint names a point of CONTRACT guarantee 5.
@@ -118,6 +125,7 @@ type Worker struct {
 	ready    atomic.Bool      // store reachable
 	stalled  atomic.Int32     // fault hooks running: heartbeats pause
 	up       atomic.Bool      // Run is pulling
+	tracer   trace.Tracer
 }
 
 // New checks the configuration against the consumer: the ack wait must be
@@ -151,6 +159,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
 		return nil, fmt.Errorf("worker: stream %s: %w", events.StreamCommands, err)
 	}
 	w := &Worker{cfg: cfg, d: d, log: d.Logger.With("component", "worker"), hb: hb, commands: commands}
+	w.tracer = tracing.Tracer(d.TracerProvider)
 	w.ready.Store(d.Store.Ping(ctx) == nil)
 	return w, nil
 }
@@ -288,7 +297,9 @@ func (w *Worker) fault(p FaultPoint, k store.Key) error {
 	return nil
 }
 
-// campaignLog returns a logger with the campaign's fields.
-func (w *Worker) campaignLog(k store.Key, cmdID string) *slog.Logger {
-	return w.log.With("tenant_id", k.Tenant, "campaign_id", k.Campaign, "command_id", cmdID)
+// campaignLog returns a logger with the campaign's fields and the trace_id
+// and span_id of ctx's span, if any.
+func (w *Worker) campaignLog(ctx context.Context, k store.Key, cmdID string) *slog.Logger {
+	attrs := append([]any{"tenant_id", k.Tenant, "campaign_id", k.Campaign, "command_id", cmdID}, tracing.LogAttrs(ctx)...)
+	return w.log.With(attrs...)
 }

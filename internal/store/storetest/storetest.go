@@ -64,6 +64,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Idempotency", testIdempotency},
 		{"IdempotencyTTL", testIdempotencyTTL},
 		{"ConcurrentHolders", testConcurrentHolders},
+		{"CountByState", testCountByState},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1013,4 +1014,84 @@ func testConcurrentHolders(t *testing.T, s store.Store) {
 		}
 	}
 	t.Logf("%d items, %d leases, %d commits", len(enqueued), leases.Load(), len(versions))
+}
+
+// testCountByState: every state is counted, a campaign moves between counts
+// with its state changes (retry out of failed included), refused writes and
+// writes without a campaign change nothing, and an ended campaign stops
+// counting when it expires, then counts again once re-created.
+func testCountByState(t *testing.T, s store.Store) {
+	count := func() map[fsm.State]int64 {
+		t.Helper()
+		got, err := s.CountByState(t.Context())
+		if err != nil {
+			t.Fatalf("CountByState: %v", err)
+		}
+		return got
+	}
+	want := func(what string, w map[fsm.State]int64) {
+		t.Helper()
+		got := count()
+		if len(got) != len(fsm.States) {
+			t.Fatalf("%s: CountByState = %v, want a count for each of %v", what, got, fsm.States)
+		}
+		for _, st := range fsm.States {
+			if got[st] != w[st] {
+				t.Fatalf("%s: CountByState = %v, want %v", what, got, w)
+			}
+		}
+	}
+	want("empty store", nil)
+
+	// Each campaign: a lease, then its states in order, one version each.
+	leases := map[string]store.Lease{}
+	versions := map[string]uint64{}
+	write := func(id string, st fsm.State) {
+		t.Helper()
+		k := store.Key{Tenant: "acme", Campaign: id}
+		if _, ok := leases[id]; !ok {
+			leases[id] = mustLease(t, s, k, item(id+"-cmd", 1), longTTL)
+		}
+		versions[id]++
+		mustCommit(t, s, store.Write{Lease: leases[id], Campaign: newCampaign(k, versions[id], st)})
+	}
+	write("a", fsm.Pending)
+	write("b", fsm.Running)
+	write("c", fsm.Running)
+	write("c", fsm.Running) // a step succeeded: same state
+	write("c", fsm.Paused)
+	write("d", fsm.Running)
+	write("d", fsm.Failed)
+	write("d", fsm.Running) // retry
+	write("e", fsm.Running)
+	write("e", fsm.Cancelled)
+	write("e", fsm.Cancelled) // a command rejected on an ended campaign
+	// Other tenants count too.
+	leases["z"] = mustLease(t, s, store.Key{Tenant: "other", Campaign: "z"}, item("z-cmd", 1), longTTL)
+	mustCommit(t, s, store.Write{Lease: leases["z"], Campaign: newCampaign(store.Key{Tenant: "other", Campaign: "z"}, 1, fsm.Pending)})
+	want("after the writes", map[fsm.State]int64{fsm.Pending: 2, fsm.Running: 2, fsm.Paused: 1, fsm.Cancelled: 1})
+
+	// Refused writes and writes without a campaign change nothing.
+	ka := store.Key{Tenant: "acme", Campaign: "a"}
+	wantErr(t, "Commit of a stale version", s.Commit(t.Context(), store.Write{Lease: leases["a"], Campaign: newCampaign(ka, 1, fsm.Completed)}), store.ErrConflict)
+	stale := leases["a"]
+	stale.Token = "not-the-token"
+	wantErr(t, "Commit with a wrong token", s.Commit(t.Context(), store.Write{Lease: stale, Campaign: newCampaign(ka, 2, fsm.Completed)}), store.ErrLockLost)
+	mustCommit(t, s, store.Write{Lease: leases["a"], Dequeue: []string{"a-cmd"}})
+	want("after refused writes", map[fsm.State]int64{fsm.Pending: 2, fsm.Running: 2, fsm.Paused: 1, fsm.Cancelled: 1})
+
+	write("b", fsm.Completed)
+	want("b completed", map[fsm.State]int64{fsm.Pending: 2, fsm.Running: 1, fsm.Paused: 1, fsm.Completed: 1, fsm.Cancelled: 1})
+
+	// Ended campaigns stop counting when they expire.
+	eventually(t, "ended campaigns leave the count", func() bool {
+		got := count()
+		return got[fsm.Completed] == 0 && got[fsm.Cancelled] == 0
+	})
+	want("after expiry", map[fsm.State]int64{fsm.Pending: 2, fsm.Running: 1, fsm.Paused: 1})
+
+	// Re-created after expiry: counted again, from version 1.
+	kb := store.Key{Tenant: "acme", Campaign: "b"}
+	mustCommit(t, s, store.Write{Lease: leases["b"], Campaign: newCampaign(kb, 1, fsm.Pending)})
+	want("b re-created", map[fsm.State]int64{fsm.Pending: 3, fsm.Running: 1, fsm.Paused: 1})
 }

@@ -1,0 +1,336 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/config"
+	"github.com/campaign-orchestrator/orchestrator/internal/deadletter"
+	"github.com/campaign-orchestrator/orchestrator/internal/metrics"
+	"github.com/campaign-orchestrator/orchestrator/internal/metrics/metricstest"
+	"github.com/campaign-orchestrator/orchestrator/internal/store/redistest"
+)
+
+// dashboardFile is the Grafana dashboard built on the metrics.
+const dashboardFile = "../../deploy/grafana/campaign-orchestrator.json"
+
+// metricsApp runs NewApp with args (flags of serve) and env on loopback ports
+// until the test ends, and returns it.
+func metricsApp(t *testing.T, args []string, env map[string]string) *App {
+	t.Helper()
+	base := map[string]string{"HTTP_ADDR": "127.0.0.1:0", "EMBEDDED_NATS_ADDR": "127.0.0.1:0", "LOG_LEVEL": "error"}
+	for k, v := range env {
+		base[k] = v
+	}
+	cfg, err := config.Load(args, func(k string) string { return base[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	app, err := NewApp(ctx, cfg, slog.New(slog.DiscardHandler), Options{})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("Run did not return")
+		}
+		if err := app.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return app
+}
+
+// metricsRequest sends a request as tenant acme and returns the status.
+func metricsRequest(t *testing.T, method, url, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("X-Tenant-ID", "acme")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res.StatusCode
+}
+
+// metricsEventually polls cond every 20 ms until it holds or 20 s pass.
+func metricsEventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 20 s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestMetricsEndpoint runs two campaigns through the whole process (HTTP in,
+// embedded NATS, in-process store, a downstream that fails one step) and
+// checks the values GET /metrics serves.
+func TestMetricsEndpoint(t *testing.T) {
+	down := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Campaign string `json:"campaign_id"`
+			Step     string `json:"step"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&body)
+		if body.Campaign == "bad" && body.Step == "segment" {
+			http.Error(w, "segment service broken", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"ok":true}`)
+	}))
+	t.Cleanup(down.Close)
+	app := metricsApp(t, nil, map[string]string{"STEPS_BASE_URL": down.URL})
+	base := "http://" + app.HTTPAddr()
+
+	for _, id := range []string{"spring", "bad"} {
+		if code := metricsRequest(t, http.MethodPost, base+"/api/v1/campaigns", `{"campaign_id":"`+id+`","name":"x","start":true}`); code != http.StatusAccepted {
+			t.Fatalf("create %s: %d", id, code)
+		}
+	}
+	var s *metricstest.Scrape
+	metricsEventually(t, "both campaigns ended, as /metrics says", func() bool {
+		s = metricstest.Get(t, base+"/metrics")
+		return s.Sum("orchestrator_campaigns", "state", "completed") == 1 && s.Sum("orchestrator_campaigns", "state", "failed") == 1
+	})
+	for _, c := range []struct {
+		name string
+		kv   []string
+		want float64
+	}{
+		{"orchestrator_commands_received_total", []string{"verb", "create"}, 2},
+		{"orchestrator_commands_applied_total", []string{"verb", "create"}, 2},
+		{"orchestrator_commands_applied_total", []string{"verb", "advance"}, 6 + 2},
+		{"orchestrator_step_duration_seconds_count", []string{"outcome", "succeeded"}, 5 + 1},
+		{"orchestrator_step_duration_seconds_count", []string{"step", "segment", "outcome", "failed"}, 1},
+		{"orchestrator_steps_total", []string{"step", "segment", "outcome", "failed"}, 1},
+		{"orchestrator_steps_total", []string{"step", "render", "outcome", "succeeded"}, 1},
+		{"orchestrator_campaigns", []string{"state", "running"}, 0},
+		{"orchestrator_commands_dead_lettered_total", nil, 0},
+		{"http_requests_total", []string{"route", "/api/v1/campaigns", "method", "POST", "code", "202"}, 2},
+		{"http_request_duration_seconds_count", []string{"route", "/api/v1/campaigns", "method", "POST"}, 2},
+		{"orchestrator_collector_errors_total", nil, 0},
+	} {
+		if !s.Has(c.name, c.kv...) {
+			t.Errorf("%s%v not exposed", c.name, c.kv)
+		} else if got := s.Sum(c.name, c.kv...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.kv, got, c.want)
+		}
+	}
+	for _, name := range []string{"orchestrator_consumer_pending_messages", "orchestrator_consumer_ack_pending_messages",
+		"orchestrator_consumer_redelivered_messages", "orchestrator_consumer_waiting_pulls", "go_goroutines", "process_cpu_seconds_total"} {
+		if !s.Has(name) {
+			t.Errorf("%s not exposed", name)
+		}
+	}
+	// The HTTP metrics' labels: route patterns, never raw paths or ids.
+	for _, route := range s.LabelValues("http_requests_total", "route") {
+		if strings.Contains(route, "spring") || strings.Contains(route, "bad") {
+			t.Errorf("route label %q holds a campaign id", route)
+		}
+	}
+}
+
+// TestWorkerRoleServesMetrics: a process without the ingress still serves
+// /metrics (and health) on HTTP_ADDR, and nothing else.
+func TestWorkerRoleServesMetrics(t *testing.T) {
+	url, _ := redistest.Start(t)
+	app := metricsApp(t, []string{"--role", "worker"}, map[string]string{"REDIS_URL": url})
+	base := "http://" + app.HTTPAddr()
+	s := metricstest.Get(t, base+"/metrics")
+	for _, name := range []string{"orchestrator_campaigns", "orchestrator_consumer_pending_messages", "orchestrator_commands_received_total", "go_goroutines"} {
+		if !s.Has(name) {
+			t.Errorf("%s not exposed by role worker", name)
+		}
+	}
+	if s.Has("http_requests_total") {
+		t.Error("role worker exposes the ingress's HTTP metrics")
+	}
+	if code := metricsRequest(t, http.MethodGet, base+"/healthz", ""); code != http.StatusOK {
+		t.Errorf("/healthz: %d", code)
+	}
+	metricsEventually(t, "/readyz 200 once the workers pull", func() bool { return metricsRequest(t, http.MethodGet, base+"/readyz", "") == http.StatusOK })
+	if code := metricsRequest(t, http.MethodGet, base+"/api/v1/campaigns", ""); code != http.StatusNotFound {
+		t.Errorf("role worker answers the API: %d", code)
+	}
+}
+
+// TestMaxDeliveriesCounted: the poison-message handler's stored copies are
+// counted once each, by verb, and the Observe hook already set still runs.
+func TestMaxDeliveriesCounted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.New(reg)
+	var seen []deadletter.Result
+	cfg := countMaxDeliveries(deadletter.Config{Observe: func(o deadletter.Outcome) { seen = append(seen, o.Result) }}, m)
+	cfg.Observe(deadletter.Outcome{Result: deadletter.Stored, Subject: "campaign.cmd.acme.spring.start"})
+	cfg.Observe(deadletter.Outcome{Result: deadletter.AlreadyStored, Subject: "campaign.cmd.acme.spring.start"})
+	cfg.Observe(deadletter.Outcome{Result: deadletter.Stored, Subject: "campaign.cmd.acme.spring.bogus"})
+	s := metricstest.Gather(t, reg)
+	if got := s.Sum("orchestrator_commands_dead_lettered_total", "verb", "start", "reason", "max_deliveries"); got != 1 {
+		t.Errorf("dead_lettered{start,max_deliveries} = %v, want 1", got)
+	}
+	if got := s.Sum("orchestrator_commands_dead_lettered_total", "verb", "invalid", "reason", "max_deliveries"); got != 1 {
+		t.Errorf("dead_lettered{invalid,max_deliveries} = %v, want 1", got)
+	}
+	if len(seen) != 3 {
+		t.Errorf("the original Observe saw %v", seen)
+	}
+	countMaxDeliveries(deadletter.Config{}, nil).Observe(deadletter.Outcome{Result: deadletter.Stored}) // no metrics, no hook: no panic
+}
+
+// grafanaDashboard is the part of a Grafana dashboard the test reads.
+type grafanaDashboard struct {
+	SchemaVersion int `json:"schemaVersion"`
+	Templating    struct {
+		List []struct {
+			Name, Type string
+			Query      any `json:"query"`
+		} `json:"list"`
+	} `json:"templating"`
+	Panels []grafanaPanel `json:"panels"`
+}
+
+type grafanaPanel struct {
+	ID         int    `json:"id"`
+	Type       string `json:"type"`
+	Title      string `json:"title"`
+	Datasource *struct {
+		Type string `json:"type"`
+		UID  string `json:"uid"`
+	} `json:"datasource"`
+	GridPos struct{ X, Y, W, H int } `json:"gridPos"`
+	Targets []struct {
+		RefID string `json:"refId"`
+		Expr  string `json:"expr"`
+	} `json:"targets"`
+	Panels []grafanaPanel `json:"panels"` // collapsed rows
+}
+
+// metricName matches the metric names of a PromQL expression: ours all
+// start with one of these prefixes; label names, functions and keywords do
+// not.
+var metricName = regexp.MustCompile(`\b(?:orchestrator|http|go|process)_[a-zA-Z0-9_]+\b`)
+
+// TestDashboardUsesExposedMetrics: every metric name a panel of the Grafana
+// dashboard queries is one the process actually exposes (so renaming a
+// metric without the dashboard fails here), every orchestrator_ family is
+// on the dashboard, and the dashboard is well-formed.
+func TestDashboardUsesExposedMetrics(t *testing.T) {
+	raw, err := os.ReadFile(dashboardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d grafanaDashboard
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatalf("%s: %v", dashboardFile, err)
+	}
+	if d.SchemaVersion < 36 {
+		t.Errorf("schemaVersion %d", d.SchemaVersion)
+	}
+	hasDS := false
+	for _, v := range d.Templating.List {
+		if v.Name == "datasource" && v.Type == "datasource" && v.Query == "prometheus" {
+			hasDS = true
+		}
+	}
+	if !hasDS {
+		t.Error("no Prometheus datasource variable named datasource")
+	}
+
+	// What a process running everything exposes, with one HTTP request
+	// answered so that the HTTP series exist.
+	app := metricsApp(t, nil, nil)
+	base := "http://" + app.HTTPAddr()
+	if code := metricsRequest(t, http.MethodGet, base+"/healthz", ""); code != http.StatusOK {
+		t.Fatalf("/healthz: %d", code)
+	}
+	s := metricstest.Get(t, base+"/metrics")
+	exposed := s.Names()
+
+	used := map[string]bool{}
+	ids := map[int]bool{}
+	var walk func(ps []grafanaPanel)
+	walk = func(ps []grafanaPanel) {
+		for _, p := range ps {
+			if ids[p.ID] {
+				t.Errorf("panel id %d used twice", p.ID)
+			}
+			ids[p.ID] = true
+			if p.GridPos.X < 0 || p.GridPos.W <= 0 || p.GridPos.X+p.GridPos.W > 24 || p.GridPos.H <= 0 {
+				t.Errorf("panel %q: gridPos %+v", p.Title, p.GridPos)
+			}
+			walk(p.Panels)
+			if p.Type == "row" {
+				continue
+			}
+			if p.Datasource == nil || p.Datasource.UID != "${datasource}" {
+				t.Errorf("panel %q does not use the datasource variable", p.Title)
+			}
+			if len(p.Targets) == 0 {
+				t.Errorf("panel %q has no query", p.Title)
+			}
+			for _, tg := range p.Targets {
+				names := metricName.FindAllString(tg.Expr, -1)
+				if len(names) == 0 {
+					t.Errorf("panel %q, query %s: no metric in %q", p.Title, tg.RefID, tg.Expr)
+				}
+				for _, n := range names {
+					used[n] = true
+					if !slices.Contains(exposed, n) {
+						t.Errorf("panel %q queries %s, which /metrics does not expose", p.Title, n)
+					}
+				}
+			}
+		}
+	}
+	walk(d.Panels)
+	if len(used) == 0 {
+		t.Fatal("the dashboard queries no metric")
+	}
+	// Every family of ours is on the dashboard (histograms by any series).
+	for family, typ := range s.Types {
+		if !strings.HasPrefix(family, "orchestrator_") {
+			continue
+		}
+		found := used[family]
+		if typ == "histogram" {
+			found = used[family+"_bucket"] || used[family+"_sum"] || used[family+"_count"]
+		}
+		if !found {
+			t.Errorf("%s (%s) is on no panel of the dashboard", family, typ)
+		}
+	}
+}
