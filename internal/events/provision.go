@@ -95,7 +95,8 @@ func LoadSpecs(fsys fs.FS) (Specs, error) {
 	return specs, nil
 }
 
-// decodeSpec decodes one JSON object strictly.
+// decodeSpec decodes one JSON object strictly: unknown fields and trailing
+// data are errors.
 func decodeSpec(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()

@@ -150,18 +150,9 @@ func (m *Memory) held(l Lease, now time.Time) *memCampaign {
 
 // Enqueue implements Store.
 func (m *Memory) Enqueue(ctx context.Context, k Key, item Item, ttl time.Duration) (Enqueued, error) {
-	if err := k.check(); err != nil {
-		return Enqueued{}, fmt.Errorf("enqueue %s: %w", k, err)
-	}
-	if err := checkTTL("enqueue "+k.String(), ttl); err != nil {
-		return Enqueued{}, err
-	}
-	if item.ID == "" {
-		return Enqueued{}, fmt.Errorf("enqueue %s: empty item id: %w", k, ErrInvalid)
-	}
-	token, err := newToken()
+	token, err := checkEnqueue(k, item, ttl)
 	if err != nil {
-		return Enqueued{}, fmt.Errorf("enqueue %s: %w", k, err)
+		return Enqueued{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -180,7 +171,7 @@ func (m *Memory) Enqueue(ctx context.Context, k Key, item Item, ttl time.Duratio
 		item.Data = slices.Clone(item.Data)
 		c.inbox[item.ID] = item
 	}
-	if len(c.inbox) > 0 && c.lockToken == "" {
+	if (len(c.inbox) > 0 || len(c.outbox) > 0) && c.lockToken == "" {
 		c.fenceCtr++
 		if c.fenceCtr <= c.fence {
 			c.fenceCtr = c.fence + 1

@@ -73,6 +73,25 @@ func checkTTL(op string, ttl time.Duration) error {
 	return nil
 }
 
+// checkEnqueue validates Enqueue's arguments and makes the lock token it may
+// hand out.
+func checkEnqueue(k Key, item Item, ttl time.Duration) (token string, err error) {
+	if err := k.check(); err != nil {
+		return "", fmt.Errorf("enqueue %s: %w", k, err)
+	}
+	if err := checkTTL("enqueue "+k.String(), ttl); err != nil {
+		return "", err
+	}
+	if item.ID == "" {
+		return "", fmt.Errorf("enqueue %s: empty item id: %w", k, ErrInvalid)
+	}
+	token, err = newToken()
+	if err != nil {
+		return "", fmt.Errorf("enqueue %s: %w", k, err)
+	}
+	return token, nil
+}
+
 // checkWrite rejects a Write whose campaign is not the lease's.
 func checkWrite(w Write) error {
 	if err := w.Lease.Key.check(); err != nil {

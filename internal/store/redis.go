@@ -143,7 +143,7 @@ func (r *Redis) idemKey(tenant, key string) string {
 	return r.prefix + ":idem:{" + tenant + "}:" + key
 }
 
-// enqueueSrc: KEYS state ledger inbox inboxdata lock fence; ARGV id seq
+// enqueueSrc: KEYS state ledger inbox inboxdata lock fence outbox; ARGV id seq
 // data token ttl_ms retention_ms. Returns {duplicate, acquired, fence,
 // state index entry to repair or an empty string}.
 const enqueueSrc = ixDirtyLua + `
@@ -154,7 +154,7 @@ else
   redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
   redis.call('HSETNX', KEYS[4], ARGV[1], ARGV[3])
 end
-if redis.call('EXISTS', KEYS[3]) == 1 and redis.call('EXISTS', KEYS[5]) == 0 then
+if (redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[7]) == 1) and redis.call('EXISTS', KEYS[5]) == 0 then
   local f = redis.call('INCR', KEYS[6])
   local sf = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
   if f <= sf then
@@ -177,22 +177,13 @@ return {dup, 0, 0, ixDirty(KEYS[1])}
 
 // Enqueue implements Store.
 func (r *Redis) Enqueue(ctx context.Context, k Key, item Item, ttl time.Duration) (Enqueued, error) {
-	if err := k.check(); err != nil {
-		return Enqueued{}, fmt.Errorf("enqueue %s: %w", k, err)
-	}
-	if err := checkTTL("enqueue "+k.String(), ttl); err != nil {
-		return Enqueued{}, err
-	}
-	if item.ID == "" {
-		return Enqueued{}, fmt.Errorf("enqueue %s: empty item id: %w", k, ErrInvalid)
-	}
-	token, err := newToken()
+	token, err := checkEnqueue(k, item, ttl)
 	if err != nil {
-		return Enqueued{}, fmt.Errorf("enqueue %s: %w", k, err)
+		return Enqueued{}, err
 	}
 	ks := r.keys(k)
 	raw, err := r.scripts.enqueue.Run(ctx, r.client,
-		[]string{ks.state, ks.ledger, ks.inbox, ks.inboxData, ks.lock, ks.fence},
+		[]string{ks.state, ks.ledger, ks.inbox, ks.inboxData, ks.lock, ks.fence, ks.outbox},
 		item.ID, item.Seq, item.Data, token, ttlMillis(ttl), ttlMillis(r.retention)).Slice()
 	if err != nil {
 		return Enqueued{}, fmt.Errorf("enqueue %s: %w", k, err)

@@ -114,9 +114,10 @@ type Store interface {
 	// Enqueue adds item to the campaign's inbox unless its ID is in the
 	// campaign's ledger (Duplicate). An ID already in the inbox is not added
 	// again: the first Seq and Data stay. Then, in the same atomic step, if
-	// the inbox is not empty and the lock is free, it takes the lock for ttl
-	// with a new random token and fencing token and returns the Lease (also
-	// for a Duplicate: whoever finds the lock free drains the inbox).
+	// the inbox or the outbox is not empty and the lock is free, it takes the
+	// lock for ttl with a new random token and fencing token and returns the
+	// Lease (also for a Duplicate: whoever finds the lock free publishes what
+	// a lost holder left in the outbox and drains the inbox).
 	Enqueue(ctx context.Context, k Key, item Item, ttl time.Duration) (Enqueued, error)
 	// Inbox returns up to limit items in Seq order (ties by ID); limit <= 0
 	// returns them all.

@@ -44,12 +44,12 @@ func (w *Worker) drain(ctx, run context.Context, l store.Lease) error {
 	}
 	for {
 		var items []store.Item
-		if err := retry(ctx, func() (err error) { items, err = w.d.Store.Inbox(ctx, d.k, inboxBatch); return err }); err != nil {
+		if err := w.retry(ctx, "read inbox", func() (err error) { items, err = w.d.Store.Inbox(ctx, d.k, inboxBatch); return err }); err != nil {
 			return err
 		}
 		if len(items) == 0 {
 			var released bool
-			if err := retry(ctx, func() (err error) { released, err = w.d.Store.Release(ctx, l); return err }); err != nil {
+			if err := w.retry(ctx, "release lock", func() (err error) { released, err = w.d.Store.Release(ctx, l); return err }); err != nil {
 				return err
 			}
 			if released {
@@ -64,7 +64,7 @@ func (w *Worker) drain(ctx, run context.Context, l store.Lease) error {
 				return errStopping
 			}
 			var pulled bool
-			if err := retry(ctx, func() (err error) { pulled, err = d.readAhead(ctx, items, si.Seq); return err }); err != nil {
+			if err := w.retry(ctx, "read ahead", func() (err error) { pulled, err = d.readAhead(ctx, items, si.Seq); return err }); err != nil {
 				return err
 			}
 			if pulled {
@@ -133,7 +133,7 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 	defer func() { failSpan(span, err); span.End() }()
 	log := w.campaignLog(ctx, d.k, it.ID)
 	var cur *fsm.Campaign
-	if err := retry(ctx, func() error {
+	if err := w.retry(ctx, "load campaign", func() error {
 		c, err := w.d.Store.Load(ctx, d.k)
 		if errors.Is(err, store.ErrNotFound) {
 			cur = nil
@@ -159,7 +159,7 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 	var inv *events.InvalidCommand
 	if errors.As(err, &inv) {
 		// Valid when received, no longer (a workflow removed since, say).
-		if err := retry(ctx, func() error { return events.DeadLetter(ctx, w.d.JS, it.natsMsg(), inv, si.Seq) }); err != nil {
+		if err := w.retry(ctx, "dead letter", func() error { return events.DeadLetter(ctx, w.d.JS, it.natsMsg(), inv, si.Seq) }); err != nil {
 			return err
 		}
 		w.d.Metrics.CommandDeadLettered(inv.Verb, metrics.DLQInvalid)
@@ -174,7 +174,7 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 	case errors.Is(err, fsm.ErrUnknownCampaign):
 		log.Warn("command for an unknown campaign: dead-lettered", "verb", cmd.Verb)
 		inv := &events.InvalidCommand{ID: cmd.ID, Tenant: cmd.Tenant, Campaign: cmd.Campaign, Verb: string(cmd.Verb), Reason: "unknown campaign"}
-		if err := retry(ctx, func() error { return events.DeadLetter(ctx, w.d.JS, it.natsMsg(), inv, si.Seq) }); err != nil {
+		if err := w.retry(ctx, "dead letter", func() error { return events.DeadLetter(ctx, w.d.JS, it.natsMsg(), inv, si.Seq) }); err != nil {
 			return err
 		}
 		w.d.Metrics.CommandDeadLettered(string(cmd.Verb), metrics.DLQUnknownCampaign)
@@ -290,7 +290,7 @@ func (d *drainer) write(ctx context.Context, _ item, wr store.Write) error {
 	if err := w.fault(BeforeWrite, d.k); err != nil {
 		return err
 	}
-	if err := retry(ctx, func() error { return w.fenced(w.d.Store.Commit(ctx, wr)) }); err != nil {
+	if err := w.retry(ctx, "commit", func() error { return w.fenced(w.d.Store.Commit(ctx, wr)) }); err != nil {
 		return fmt.Errorf("commit %s: %w", d.k, err)
 	}
 	if err := w.fault(AfterWrite, d.k); err != nil {
@@ -309,7 +309,7 @@ func (d *drainer) write(ctx context.Context, _ item, wr store.Write) error {
 func (d *drainer) flush(ctx context.Context) error {
 	w := d.w
 	var msgs []store.Message
-	if err := retry(ctx, func() (err error) { msgs, err = w.d.Store.Outbox(ctx, d.k); return err }); err != nil {
+	if err := w.retry(ctx, "read outbox", func() (err error) { msgs, err = w.d.Store.Outbox(ctx, d.k); return err }); err != nil {
 		return err
 	}
 	if len(msgs) == 0 {
@@ -328,19 +328,19 @@ func (d *drainer) flush(ctx context.Context) error {
 		}
 	}
 	if len(evs) > 0 {
-		if err := retry(ctx, func() error { _, err := events.PublishEvents(ctx, w.d.JS, d.k.Tenant, d.k.Campaign, evs); return err }); err != nil {
+		if err := w.retry(ctx, "publish events", func() error { _, err := events.PublishEvents(ctx, w.d.JS, d.k.Tenant, d.k.Campaign, evs); return err }); err != nil {
 			return fmt.Errorf("publish events of %s: %w", d.k, err)
 		}
 	}
 	for _, m := range cmds {
-		if err := retry(ctx, func() error { _, err := w.d.JS.PublishMsg(ctx, m); return err }); err != nil {
+		if err := w.retry(ctx, "publish command", func() error { _, err := w.d.JS.PublishMsg(ctx, m); return err }); err != nil {
 			return fmt.Errorf("publish %s: %w", m.Subject, err)
 		}
 	}
 	if err := w.fault(AfterPublish, d.k); err != nil {
 		return err
 	}
-	if err := retry(ctx, func() error { return w.fenced(w.d.Store.TrimOutbox(ctx, d.l, len(msgs))) }); err != nil {
+	if err := w.retry(ctx, "trim outbox", func() error { return w.fenced(w.d.Store.TrimOutbox(ctx, d.l, len(msgs))) }); err != nil {
 		return fmt.Errorf("trim outbox of %s: %w", d.k, err)
 	}
 	return nil

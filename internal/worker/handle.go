@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
+	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 	"github.com/campaign-orchestrator/orchestrator/internal/metrics"
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
 	"github.com/campaign-orchestrator/orchestrator/internal/tracing"
@@ -41,6 +43,13 @@ func (it item) header() nats.Header {
 
 func (it item) natsMsg() *nats.Msg {
 	return &nats.Msg{Subject: it.Subject, Header: it.header(), Data: it.Body}
+}
+
+// subjectVerb is the last token of a command subject and whether it is
+// one of fsm.Verbs.
+func subjectVerb(subject string) (fsm.Verb, bool) {
+	v := fsm.Verb(subject[strings.LastIndexByte(subject, '.')+1:])
+	return v, v.Valid()
 }
 
 // heartbeat keeps a message from being redelivered (InProgress) and the held
@@ -107,7 +116,7 @@ func (w *Worker) handle(work, run context.Context, msg jetstream.Msg) {
 	hb := w.startHeartbeat(work, msg)
 	defer hb.stop()
 
-	w.d.Metrics.CommandReceived(subjectVerb(msg.Subject()))
+	w.d.Metrics.CommandReceived(verbLabel(msg.Subject()))
 	cmd, derr := events.DecodeCommand(msg.Subject(), msg.Headers(), msg.Data(), w.d.Workflows)
 	it := item{Subject: msg.Subject(), Body: msg.Data(), Traceparent: tracing.Traceparent(work)}
 	k := store.Key{Tenant: cmd.Tenant, Campaign: cmd.Campaign}
@@ -117,11 +126,11 @@ func (w *Worker) handle(work, run context.Context, msg jetstream.Msg) {
 		w.log.With(tracing.LogAttrs(work)...).Warn("invalid command: dead-lettered", "tenant_id", inv.Tenant, "campaign_id", inv.Campaign,
 			"command_id", inv.ID, "subject", msg.Subject(), "reason", inv.Reason)
 		orig := &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
-		if err := retry(work, func() error { return events.DeadLetter(work, w.d.JS, orig, inv, meta.Sequence.Stream) }); err != nil {
+		if err := w.retry(work, "dead letter", func() error { return events.DeadLetter(work, w.d.JS, orig, inv, meta.Sequence.Stream) }); err != nil {
 			w.log.Error("dead letter failed: left for redelivery", "subject", msg.Subject(), "err", err)
 			return
 		}
-		w.d.Metrics.CommandDeadLettered(subjectVerb(msg.Subject()), metrics.DLQInvalid)
+		w.d.Metrics.CommandDeadLettered(verbLabel(msg.Subject()), metrics.DLQInvalid)
 		if inv.Tenant == "" || inv.Campaign == "" || inv.ID == "" {
 			_ = msg.TermWithReason(inv.Reason)
 			return
@@ -182,7 +191,7 @@ func (w *Worker) handle(work, run context.Context, msg jetstream.Msg) {
 // the lock holder, drains the inbox.
 func (w *Worker) park(work, run context.Context, hb *heartbeat, k store.Key, si store.Item) error {
 	var res store.Enqueued
-	if err := retry(work, func() (err error) {
+	if err := w.retry(work, "enqueue", func() (err error) {
 		res, err = w.d.Store.Enqueue(work, k, si, w.cfg.LockTTL)
 		return err
 	}); err != nil {
@@ -205,21 +214,30 @@ func (w *Worker) park(work, run context.Context, hb *heartbeat, k store.Key, si 
 
 // retry runs op until it succeeds, ctx ends, or it fails with an error that
 // retrying cannot fix (lock lost, conflict, injected crash). Transient
-// failures (the store or NATS unreachable) back off up to 2 s.
-func retry(ctx context.Context, op func() error) error {
+// failures (the store or NATS unreachable) back off up to 2 s; they are
+// logged once, then every 10 s while they last, naming what was tried.
+func (w *Worker) retry(ctx context.Context, what string, op func() error) error {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 50 * time.Millisecond
 	b.MaxInterval = 2 * time.Second
-	for {
+	var logged time.Time
+	for n := 1; ; n++ {
 		err := op()
 		if err == nil {
+			if !logged.IsZero() {
+				w.log.Info("recovered", "op", what, "attempts", n)
+			}
 			return nil
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("%w (last error: %v)", context.Cause(ctx), err)
+			return fmt.Errorf("%s: %w (last error: %v)", what, context.Cause(ctx), err)
 		}
 		if permanent(err) {
 			return err
+		}
+		if time.Since(logged) > 10*time.Second {
+			w.log.Warn("retrying", "op", what, "attempt", n, "err", err)
+			logged = time.Now()
 		}
 		sleep(ctx, b.NextBackOff())
 	}

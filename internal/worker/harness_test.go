@@ -309,7 +309,14 @@ func (h *harness) noDeadLetters() {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	if info.State.Msgs != 0 {
-		h.t.Fatalf("%d dead letters", info.State.Msgs)
+	if info.State.Msgs == 0 {
+		return
 	}
+	var what []string
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		if m, err := dlq.GetMsg(ctx, seq); err == nil {
+			what = append(what, fmt.Sprintf("%s (command %s): %s", m.Subject, m.Header.Get(events.HdrCommandID), m.Header.Get(events.HdrReason)))
+		}
+	}
+	h.t.Fatalf("%d dead letters: %s", info.State.Msgs, strings.Join(what, "; "))
 }

@@ -3,7 +3,6 @@ package worker
 import (
 	"encoding/json"
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
@@ -15,10 +14,11 @@ import (
 // The helpers below feed Deps.Metrics (nil: they record nothing). Labels
 // stay bounded: verbs go through metrics.VerbLabel, reasons are constants.
 
-// subjectVerb is the metrics verb of a command subject: its last token if
-// that is a known verb, else "invalid".
-func subjectVerb(subject string) string {
-	return metrics.VerbLabel(subject[strings.LastIndexByte(subject, '.')+1:])
+// verbLabel is the metrics verb of a command subject: its verb if known,
+// else "invalid".
+func verbLabel(subject string) string {
+	v, _ := subjectVerb(subject)
+	return metrics.VerbLabel(string(v))
 }
 
 // noteEnqueued records what parking a delivered command found: its id in
@@ -39,7 +39,7 @@ func (w *Worker) noteEnqueued(res store.Enqueued, si store.Item) {
 	if res.Duplicate {
 		var it item
 		_ = json.Unmarshal(si.Data, &it) // only for the label; rare
-		m.CommandDuplicated(subjectVerb(it.Subject))
+		m.CommandDuplicated(verbLabel(it.Subject))
 	}
 }
 

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
@@ -11,7 +10,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
-	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
 	"github.com/campaign-orchestrator/orchestrator/internal/tracing"
 )
@@ -29,11 +27,10 @@ import (
 // verbOf is the verb of a command subject, or "command" when it is none of
 // fsm.Verbs (span names stay few).
 func verbOf(subject string) string {
-	v := fsm.Verb(subject[strings.LastIndexByte(subject, '.')+1:])
-	if !v.Valid() {
-		return "command"
+	if v, ok := subjectVerb(subject); ok {
+		return string(v)
 	}
-	return string(v)
+	return "command"
 }
 
 // The spans' attributes and links are set only when the span records: with

@@ -56,6 +56,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"FenceAfterCounterReset", testFenceAfterCounterReset},
 		{"VersionConflict", testVersionConflict},
 		{"Outbox", testOutbox},
+		{"LeftoverOutboxTakesLock", testLeftoverOutboxTakesLock},
 		{"WriteWithoutCampaign", testWriteWithoutCampaign},
 		{"Abandon", testAbandon},
 		{"TerminalExpires", testTerminalExpires},
@@ -568,6 +569,38 @@ func testOutbox(t *testing.T, s store.Store) {
 	}
 	if got := outbox(t, s, store.Key{Tenant: "other", Campaign: "outbox"}); len(got) != 0 {
 		t.Fatalf("another tenant's outbox = %+v", got)
+	}
+}
+
+// A holder that lost its lock between a write and the publish of its outbox
+// leaves messages behind with an empty inbox: the next Enqueue, even of a
+// duplicate, must take the free lock so that someone publishes them.
+func testLeftoverOutboxTakesLock(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	k := store.Key{Tenant: "acme", Campaign: "leftover"}
+	l := mustLease(t, s, k, item("create", 1), shortTTL)
+	m := store.Message{Subject: "campaign.evt.acme.leftover.created", Data: []byte("{}")}
+	mustCommit(t, s, store.Write{Lease: l, Campaign: newCampaign(k, 1, fsm.Pending), Outbox: []store.Message{m}, Applied: []string{"create"}, Dequeue: []string{"create"}})
+	if in, err := s.Inbox(ctx, k, 0); err != nil || len(in) != 0 {
+		t.Fatalf("inbox %v %v, want empty", in, err)
+	}
+	// The holder dies: its lock expires with the outbox still full.
+	deadline := time.Now().Add(waitFor)
+	for {
+		res := mustEnqueue(t, s, k, item("create", 1), longTTL)
+		if !res.Duplicate {
+			t.Fatal("the applied create is not a duplicate")
+		}
+		if res.Lease != nil {
+			if res.Lease.Fence <= l.Fence {
+				t.Fatalf("fence %d after %d", res.Lease.Fence, l.Fence)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an outbox left by an expired holder never handed out the lock")
+		}
+		time.Sleep(shortTTL / 4)
 	}
 }
 
