@@ -70,6 +70,15 @@ func (w *Worker) drain(ctx, run context.Context, l store.Lease) error {
 			if pulled {
 				break items // an earlier command was still in transit: start again from the head
 			}
+			// A command parked (and acknowledged, so gone from the stream)
+			// after the inbox was read sorts before si too: look again.
+			var head []store.Item
+			if err := w.retry(ctx, "read inbox", func() (err error) { head, err = w.d.Store.Inbox(ctx, d.k, 1); return err }); err != nil {
+				return err
+			}
+			if len(head) == 0 || head[0].ID != si.ID {
+				break items
+			}
 			if err := d.process(ctx, si); err != nil {
 				return err
 			}
