@@ -136,7 +136,7 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 	var it item
 	if err := json.Unmarshal(si.Data, &it); err != nil {
 		w.campaignLog(ctx, d.k, si.ID).Error("undecodable inbox item dropped", "err", err)
-		return d.write(ctx, it, store.Write{Dequeue: []string{si.ID}})
+		return d.dequeue(ctx, si.ID)
 	}
 	ctx, span := w.startApply(ctx, d.k, it)
 	defer func() { failSpan(span, err); span.End() }()
@@ -156,7 +156,7 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 	now := w.d.Now()
 	reject := func(reason string) error {
 		if cur == nil {
-			return d.write(ctx, it, store.Write{Dequeue: []string{si.ID}})
+			return d.dequeue(ctx, si.ID)
 		}
 		r := fsm.Reject(*cur, it.ID, it.Verb, reason, now)
 		return d.commit(ctx, it, r, true, si.ID)
@@ -187,9 +187,9 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 			return err
 		}
 		w.d.Metrics.CommandDeadLettered(string(cmd.Verb), metrics.DLQUnknownCampaign)
-		return d.write(ctx, it, store.Write{Dequeue: []string{si.ID}})
+		return d.dequeue(ctx, si.ID)
 	case errors.Is(err, fsm.ErrStale):
-		return d.write(ctx, it, store.Write{Dequeue: []string{si.ID}})
+		return d.dequeue(ctx, si.ID)
 	case errors.As(err, &rej):
 		log.Info("command rejected", "verb", cmd.Verb, "reason", rej.Reason)
 		return w.countRejected(d.commit(ctx, it, r, true, si.ID), cmd.Verb)
@@ -289,11 +289,17 @@ func (d *drainer) commit(ctx context.Context, it item, r fsm.Result, applied boo
 	if dequeue != "" {
 		wr.Dequeue = []string{dequeue}
 	}
-	return d.write(ctx, it, wr)
+	return d.write(ctx, wr)
+}
+
+// dequeue drops an inbox item that changes nothing (a stale advance, a
+// dead-lettered command).
+func (d *drainer) dequeue(ctx context.Context, id string) error {
+	return d.write(ctx, store.Write{Dequeue: []string{id}})
 }
 
 // write commits wr under the lease and flushes the outbox.
-func (d *drainer) write(ctx context.Context, _ item, wr store.Write) error {
+func (d *drainer) write(ctx context.Context, wr store.Write) error {
 	w := d.w
 	wr.Lease = d.l
 	if err := w.fault(BeforeWrite, d.k); err != nil {
