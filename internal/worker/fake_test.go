@@ -33,7 +33,8 @@ type downstream struct {
 	srv *httptest.Server
 
 	mu       sync.Mutex
-	calls    []call
+	calls    []call // ended calls, in the order they ended
+	begun    []call // every call, in the order it began
 	inFlight map[string]int // campaign → calls in progress
 	overlaps []string
 	rules    map[string][]behaviour // "campaign/step" → behaviours for successive calls
@@ -82,6 +83,7 @@ func (d *downstream) serve(w http.ResponseWriter, r *http.Request) {
 		Key: r.Header.Get("Idempotency-Key"), Fence: r.Header.Get("Campaign-Fence"), Start: time.Now()}
 	k := body.Campaign + "/" + body.Step
 	d.mu.Lock()
+	d.begun = append(d.begun, c)
 	d.inFlight[body.Tenant+"/"+body.Campaign]++
 	if n := d.inFlight[body.Tenant+"/"+body.Campaign]; n > 1 {
 		d.overlaps = append(d.overlaps, fmt.Sprintf("%s/%s: %d calls at once (step %s)", body.Tenant, body.Campaign, n, body.Step))
@@ -142,6 +144,19 @@ func (d *downstream) Calls(campaign string) []call {
 	defer d.mu.Unlock()
 	var out []call
 	for _, c := range d.calls {
+		if c.Campaign == campaign {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Begun is every call of campaign, finished or not, in the order it began.
+func (d *downstream) Begun(campaign string) []call {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []call
+	for _, c := range d.begun {
 		if c.Campaign == campaign {
 			out = append(out, c)
 		}

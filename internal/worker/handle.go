@@ -209,6 +209,15 @@ func (w *Worker) park(work, run context.Context, hb *heartbeat, k store.Key, si 
 	if cause := context.Cause(ctx); errors.Is(cause, store.ErrLockLost) {
 		return cause
 	}
+	if err != nil && run.Err() != nil && !errors.Is(err, errCrash) && !errors.Is(err, errStopping) {
+		// Shutting down past the grace period (a step still running, say):
+		// hand the campaign over now rather than after the lock's TTL. A
+		// step call cut short is repeated with the same Idempotency-Key.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		_ = w.d.Store.Abandon(actx, *res.Lease)
+		return fmt.Errorf("%w: %v", errStopping, err)
+	}
 	return err
 }
 

@@ -53,6 +53,7 @@ type harness struct {
 	down  *downstream
 	wf    *workflow.Registry
 	ws    []*worker.Worker
+	stops []context.CancelFunc // stop one worker (as SIGTERM does)
 }
 
 func TestMain(m *testing.M) {
@@ -100,7 +101,6 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	h.wf = workflow.Default(h.down.URL())
 	steps := stepclient.New(stepclient.Config{MaxRetries: 2, BackoffBase: 20 * time.Millisecond, Timeout: 2 * time.Second})
 	n := max(o.workers, 1)
-	runCtx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for i := range n {
 		var fault func(worker.FaultPoint, store.Key) error
@@ -113,13 +113,20 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 			t.Fatal(err)
 		}
 		h.ws = append(h.ws, w)
+		runCtx, stop := context.WithCancel(context.Background())
+		h.stops = append(h.stops, stop)
 		wg.Go(func() {
 			if err := w.Run(runCtx); err != nil {
 				t.Errorf("worker %d: %v", i, err)
 			}
 		})
 	}
-	t.Cleanup(func() { stop(); wg.Wait() })
+	t.Cleanup(func() {
+		for _, stop := range h.stops {
+			stop()
+		}
+		wg.Wait()
+	})
 	return h
 }
 

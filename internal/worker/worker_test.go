@@ -461,3 +461,57 @@ func TestLateOutboxNoRepeat(t *testing.T) {
 }
 
 var _ = jetstream.ErrMsgNotFound
+
+// A worker stopped (SIGTERM) while a step runs past its grace period hands
+// the campaign over: another worker re-runs the step with the same
+// Idempotency-Key and the campaign completes, gap-free.
+func TestShutdownMidStepHandsOver(t *testing.T) {
+	var mu sync.Mutex
+	calls := 0
+	runner := -1
+	stepping := make(chan struct{})
+	h := newHarness(t, harnessOpts{workers: 2, fault: func(i int) func(worker.FaultPoint, store.Key) error {
+		return func(p worker.FaultPoint, k store.Key) error {
+			if p != worker.BeforeStepCall || k.Campaign != "handover" {
+				return nil
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if calls++; calls == 2 { // segment
+				runner = i
+				close(stepping)
+			}
+			return nil
+		}
+	}})
+	block := make(chan struct{})
+	t.Cleanup(func() { close(block) })
+	h.down.on("handover", "segment", behaviour{Block: block})
+	h.create("acme", "handover", true)
+	select {
+	case <-stepping:
+	case <-time.After(10 * time.Second):
+		t.Fatal("segment never started")
+	}
+	<-h.down.startedCh("handover", "segment")
+	mu.Lock()
+	h.stops[runner]() // SIGTERM to the worker running the step
+	mu.Unlock()
+	evs := h.waitEvent("acme", "handover", fsm.EvCompleted, 0, 30*time.Second)
+	h.waitIdle("acme", "handover")
+	evs = h.history("acme", "handover")
+	checkSequence(t, evs)
+	if n := count(evs, fsm.EvStepStarted); n != len(standard) {
+		t.Fatalf("%d step.started (a re-run must not start the step again): %s", n, types(evs))
+	}
+	var segment []call
+	for _, c := range h.down.Begun("handover") {
+		if c.Step == "segment" {
+			segment = append(segment, c)
+		}
+	}
+	if len(segment) != 2 || segment[0].Key != "acme.handover.segment.1" || segment[1].Key != segment[0].Key || segment[0].Fence == segment[1].Fence {
+		t.Fatalf("segment calls: %+v (want the cut call and its re-run: same key, new fence)", segment)
+	}
+	h.noDeadLetters()
+}
