@@ -33,8 +33,8 @@ type downstream struct {
 	srv *httptest.Server
 
 	mu       sync.Mutex
-	calls    []call // ended calls, in the order they ended
-	begun    []call // every call, in the order it began
+	calls    []call         // ended calls, in the order they ended
+	begun    []call         // every call, in the order it began
 	inFlight map[string]int // campaign → calls in progress
 	overlaps []string
 	rules    map[string][]behaviour // "campaign/step" → behaviours for successive calls
