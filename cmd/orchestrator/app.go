@@ -46,8 +46,10 @@ type App struct {
 	ln     net.Listener
 	// ops serves /metrics, /healthz and /readyz on ln in role worker.
 	ops *http.Server
-	// WorkerConfig and Fault let tests tune the worker.
+	// closers run in reverse order at Close (the store).
 	closers []func() error
+	// ncClosed is closed when the NATS connection is (after Drain).
+	ncClosed chan struct{}
 }
 
 // Options are what tests may change beyond the configuration.
@@ -222,7 +224,9 @@ func (a *App) openNATS() error {
 		url = ns.ClientURL()
 		a.log.Info("embedded NATS server with JetStream", "url", url, "store_dir", dir)
 	}
+	a.ncClosed = make(chan struct{})
 	nc, err := nats.Connect(url, nats.Name("campaign-orchestrator"), nats.MaxReconnects(-1),
+		nats.ClosedHandler(func(*nats.Conn) { close(a.ncClosed) }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { a.log.Warn("NATS disconnected", "err", err) }),
 		nats.ReconnectHandler(func(c *nats.Conn) { a.log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }))
 	if err != nil {
@@ -289,8 +293,11 @@ func (a *App) Close() error {
 		if err := a.nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 			errs = append(errs, err)
 		}
-		for deadline := time.Now().Add(5 * time.Second); !a.nc.IsClosed() && time.Now().Before(deadline); {
-			time.Sleep(10 * time.Millisecond)
+		select { // Drain returns at once; the connection closes when drained
+		case <-a.ncClosed:
+		case <-time.After(10 * time.Second):
+			errs = append(errs, errors.New("NATS connection not drained within 10s"))
+			a.nc.Close()
 		}
 	}
 	for i := len(a.closers) - 1; i >= 0; i-- {
