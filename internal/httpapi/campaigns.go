@@ -110,20 +110,29 @@ func summaryOf(c fsm.Campaign) campaignSummary {
 	}
 }
 
-// getCampaign handles GET /api/v1/campaigns/{id}.
-func (s *Server) getCampaign(c *echo.Context) error {
+// campaignKey is the request's tenant and the campaign of its path.
+func campaignKey(c *echo.Context) (store.Key, error) {
 	tenant, err := requestTenant(c)
 	if err != nil {
-		return err
+		return store.Key{}, err
 	}
 	id, err := campaignParam(c)
 	if err != nil {
+		return store.Key{}, err
+	}
+	return store.Key{Tenant: tenant, Campaign: id}, nil
+}
+
+// getCampaign handles GET /api/v1/campaigns/{id}.
+func (s *Server) getCampaign(c *echo.Context) error {
+	k, err := campaignKey(c)
+	if err != nil {
 		return err
 	}
-	camp, err := s.deps.Store.Load(c.Request().Context(), store.Key{Tenant: tenant, Campaign: id})
+	camp, err := s.deps.Store.Load(c.Request().Context(), k)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return errorf(CodeNotFound, "campaign_id", "campaign %q not found", id)
+		return errorf(CodeNotFound, "campaign_id", "campaign %q not found", k.Campaign)
 	case err != nil:
 		return unavailable("the store", err)
 	}

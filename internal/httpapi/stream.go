@@ -27,14 +27,11 @@ const historyTimeout = 10 * time.Second
 // from CAMPAIGN_EVENTS as a JSON array of CloudEvents or, with
 // Accept: text/event-stream, as server-sent events followed by live ones.
 func (s *Server) getEvents(c *echo.Context) error {
-	tenant, err := requestTenant(c)
+	k, err := campaignKey(c)
 	if err != nil {
 		return err
 	}
-	id, err := campaignParam(c)
-	if err != nil {
-		return err
-	}
+	tenant, id := k.Tenant, k.Campaign
 	if wantsEventStream(c.Request()) {
 		return s.streamEvents(c, tenant, id)
 	}
