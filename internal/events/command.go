@@ -2,6 +2,8 @@ package events
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -236,17 +238,28 @@ func NewCommandMsg(env CommandEnvelope, traceparent string) *nats.Msg {
 }
 
 // AdvanceID is the command id of the advance scheduled for a campaign's
-// version: <tenant>.<campaign>.advance.<version>. It is unique per schedule,
-// so an advance published again after a pause is not taken for the old one.
-func AdvanceID(tenant, campaign string, version uint64) string {
-	return tenant + "." + campaign + ".advance." + strconv.FormatUint(version, 10)
+// version: <tenant>.<campaign>.advance.<version>.<nonce>. It is unique per
+// schedule, so an advance published again after a pause is not taken for the
+// old one; the nonce (random, kept with the message in the outbox, so a
+// re-publish reuses it) keeps anyone who may publish on another tenant's
+// subjects from guessing it and having JetStream's stream-wide
+// deduplication drop the real advance.
+func AdvanceID(tenant, campaign string, version uint64, nonce string) string {
+	return tenant + "." + campaign + ".advance." + strconv.FormatUint(version, 10) + "." + nonce
+}
+
+// newNonce returns 16 random hex characters.
+func newNonce() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b[:])
 }
 
 // AdvanceMsg builds the internal advance command for campaign c: its payload
 // holds c.Step, the run of the current step (1 if it never ran) and
-// c.AdvanceVersion; its id is AdvanceID(c.Tenant, c.ID, c.AdvanceVersion).
-// The message is deterministic (no issued_at), so publishing it again is
-// deduplicated by JetStream.
+// c.AdvanceVersion; its id is AdvanceID(c.Tenant, c.ID, c.AdvanceVersion,
+// <a new nonce>). Its body has no issued_at: publishing the same message
+// again is deduplicated by JetStream.
 func AdvanceMsg(c fsm.Campaign, traceparent string) *nats.Msg {
 	name := ""
 	if s, ok := c.CurrentStep(); ok {
@@ -258,7 +271,7 @@ func AdvanceMsg(c fsm.Campaign, traceparent string) *nats.Msg {
 	}
 	payload, _ := json.Marshal(fsm.AdvancePayload{Step: c.Step, Run: run, Version: c.AdvanceVersion}) // plain struct: cannot fail
 	return NewCommandMsg(CommandEnvelope{
-		ID:         AdvanceID(c.Tenant, c.ID, c.AdvanceVersion),
+		ID:         AdvanceID(c.Tenant, c.ID, c.AdvanceVersion, newNonce()),
 		Type:       string(fsm.Advance),
 		TenantID:   c.Tenant,
 		CampaignID: c.ID,

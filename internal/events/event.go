@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -106,14 +107,14 @@ func NewEventMsg(tenant, campaign string, ev fsm.Event, traceparent string) (*na
 	}
 	var data json.RawMessage
 	if ev.Data != nil {
-		b, err := json.Marshal(ev.Data)
+		b, err := marshalRaw(ev.Data)
 		if err != nil {
 			return nil, fmt.Errorf("event %s of %s/%s: encode data: %w", ev.Type, tenant, campaign, err)
 		}
 		data = b
 	}
 	id := EventID(tenant, campaign, ev.Seq)
-	body, err := json.Marshal(CloudEvent{
+	body, err := marshalRaw(CloudEvent{
 		SpecVersion:     SpecVersion,
 		ID:              id,
 		Source:          Source,
@@ -131,6 +132,9 @@ func NewEventMsg(tenant, campaign string, ev fsm.Event, traceparent string) (*na
 	if err != nil {
 		return nil, fmt.Errorf("event %s: encode: %w", id, err)
 	}
+	if len(body) > MaxEventBytes {
+		return nil, fmt.Errorf("event %s is %d bytes, more than %d: %w", id, len(body), MaxEventBytes, ErrEventTooLarge)
+	}
 	msg := nats.NewMsg(EventSubject(tenant, campaign, ev.Type))
 	msg.Header.Set(jetstream.MsgIDHeader, id)
 	msg.Header.Set(HdrCampaignID, campaign)
@@ -141,6 +145,27 @@ func NewEventMsg(tenant, campaign string, ev fsm.Event, traceparent string) (*na
 	}
 	msg.Data = body
 	return msg, nil
+}
+
+// MaxEventBytes bounds an event's body: CAMPAIGN_EVENTS and NATS take at most
+// 1 MiB per message, headers included.
+const MaxEventBytes = 1<<20 - 16<<10
+
+// ErrEventTooLarge: an event (a step's output, usually) would not fit in a
+// NATS message. Nothing can publish it; the caller must record something
+// smaller (the step failing, say).
+var ErrEventTooLarge = errors.New("event too large")
+
+// marshalRaw encodes v as JSON without escaping <, > and & (a step's HTML
+// output would grow up to six times and no longer fit in a message).
+func marshalRaw(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // validEventType reports whether typ is "campaign." followed by dot-separated

@@ -63,7 +63,7 @@ func TestSubjects(t *testing.T) {
 		{"event id", events.EventID("acme", "spring-sale", 7), "acme.spring-sale.7"},
 		{"sequence", events.FormatSequence(7), "00000000000000000007"},
 		{"sequence max", events.FormatSequence(^uint64(0)), "18446744073709551615"},
-		{"advance id", events.AdvanceID("acme", "c1", 12), "acme.c1.advance.12"},
+		{"advance id", events.AdvanceID("acme", "c1", 12, "n0"), "acme.c1.advance.12.n0"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

@@ -143,7 +143,15 @@ func (s *Server) campaignVerb(c *echo.Context) error {
 		}
 		switch _, err := s.deps.Store.Load(ctx, store.Key{Tenant: tenant, Campaign: id}); {
 		case errors.Is(err, store.ErrNotFound):
-			return nil, errorf(CodeNotFound, "campaign_id", "campaign %q not found", id)
+			// Accepted a moment ago, not applied yet: the stream applies
+			// the create first, so the verb may follow it.
+			pending, perr := s.createPending(ctx, tenant, id)
+			if perr != nil {
+				return nil, unavailable("NATS", perr)
+			}
+			if !pending {
+				return nil, errorf(CodeNotFound, "campaign_id", "campaign %q not found", id)
+			}
 		case err != nil:
 			return nil, unavailable("the store", err)
 		}

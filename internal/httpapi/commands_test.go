@@ -217,6 +217,12 @@ func TestVerbs(t *testing.T) {
 		if n := len(e.commands()); n != len(want) {
 			t.Fatalf("%d commands stored, want %d", n, len(want))
 		}
+
+		// A campaign accepted a moment ago, its create not applied yet (no
+		// worker here): the verb is accepted too, for its tenant only.
+		accepted(t, e.create("acme", "fresh"))
+		accepted(t, e.do("POST", "/api/v1/campaigns/fresh/start", nil, "X-Tenant-ID", "acme"))
+		wantError(t, e.do("POST", "/api/v1/campaigns/fresh/start", nil, "X-Tenant-ID", "other"), 404, "campaign_id")
 	})
 }
 

@@ -38,6 +38,7 @@ type drainer struct {
 // lock is then abandoned); a store.ErrLockLost or errCrash error otherwise.
 func (w *Worker) drain(ctx, run context.Context, l store.Lease) error {
 	d := &drainer{w: w, l: l, k: l.Key, scanFrom: 1}
+	empty := 0 // consecutive empty inbox reads the store would not release on
 	// A previous holder may have crashed between a write and its publish.
 	if err := d.flush(ctx); err != nil {
 		return err
@@ -55,13 +56,21 @@ func (w *Worker) drain(ctx, run context.Context, l store.Lease) error {
 			if released {
 				return nil
 			}
+			// Items arrived between the two reads; should the store ever
+			// keep saying so with nothing to read, do not spin on it.
+			if empty++; empty > 3 {
+				if empty == 4 {
+					w.campaignLog(ctx, d.k, "").Warn("inbox reads empty but the lock cannot be released")
+				}
+				sleep(ctx, 100*time.Millisecond)
+			}
 			continue
 		}
+		empty = 0
 	items:
 		for _, si := range items {
 			if run.Err() != nil {
-				_ = w.d.Store.Abandon(context.WithoutCancel(ctx), l)
-				return errStopping
+				return w.abandon(ctx, l, nil)
 			}
 			var pulled bool
 			if err := w.retry(ctx, "read ahead", func() (err error) { pulled, err = d.readAhead(ctx, items, si.Seq); return err }); err != nil {
@@ -116,6 +125,12 @@ func (d *drainer) readAhead(ctx context.Context, items []store.Item, before uint
 			d.scanFrom = raw.Sequence
 			return pulled, err
 		}
+		if res.Lease != nil {
+			// The lock was free: ours had expired. Give back the one this
+			// took (nobody would hold it) and stop as the lost holder.
+			_ = d.w.d.Store.Abandon(ctx, *res.Lease)
+			return pulled, fmt.Errorf("read ahead %s: %w", d.k, store.ErrLockLost)
+		}
 		pulled = pulled || !res.Duplicate
 	}
 	return pulled, nil
@@ -168,25 +183,40 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 	var inv *events.InvalidCommand
 	if errors.As(err, &inv) {
 		// Valid when received, no longer (a workflow removed since, say).
-		if err := w.retry(ctx, "dead letter", func() error { return events.DeadLetter(ctx, w.d.JS, it.natsMsg(), inv, si.Seq) }); err != nil {
+		if err := d.deadLetter(ctx, it, si.Seq, inv, metrics.DLQInvalid); err != nil {
 			return err
 		}
-		w.d.Metrics.CommandDeadLettered(inv.Verb, metrics.DLQInvalid)
 		it.Verb = inv.Verb
 		return reject(inv.Reason)
 	} else if err != nil {
 		return err
+	}
+	if cur == nil && cmd.Verb == fsm.Create {
+		// A campaign that ended and expired from the store keeps its events
+		// for the stream's max age: reusing its id would mix two histories.
+		var used bool
+		if err := w.retry(ctx, "read last event", func() (err error) {
+			_, _, used, err = events.LastEvent(ctx, w.d.JS, d.k.Tenant, d.k.Campaign)
+			return err
+		}); err != nil {
+			return err
+		}
+		if used {
+			log.Warn("create of a campaign id whose history is still kept: dead-lettered")
+			if err := d.deadLetter(ctx, it, si.Seq, invalid(cmd, "campaign id already used: its history is still in "+events.StreamEvents), metrics.DLQInvalid); err != nil {
+				return err
+			}
+			return d.dequeue(ctx, si.ID)
+		}
 	}
 	r, err := fsm.Apply(cur, cmd, now)
 	var rej *fsm.RejectedError
 	switch {
 	case errors.Is(err, fsm.ErrUnknownCampaign):
 		log.Warn("command for an unknown campaign: dead-lettered", "verb", cmd.Verb)
-		inv := &events.InvalidCommand{ID: cmd.ID, Tenant: cmd.Tenant, Campaign: cmd.Campaign, Verb: string(cmd.Verb), Reason: "unknown campaign"}
-		if err := w.retry(ctx, "dead letter", func() error { return events.DeadLetter(ctx, w.d.JS, it.natsMsg(), inv, si.Seq) }); err != nil {
+		if err := d.deadLetter(ctx, it, si.Seq, invalid(cmd, "unknown campaign"), metrics.DLQUnknownCampaign); err != nil {
 			return err
 		}
-		w.d.Metrics.CommandDeadLettered(string(cmd.Verb), metrics.DLQUnknownCampaign)
 		return d.dequeue(ctx, si.ID)
 	case errors.Is(err, fsm.ErrStale):
 		return d.dequeue(ctx, si.ID)
@@ -207,6 +237,20 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 		}
 	}
 	return w.countApplied(d.runStep(ctx, r.Campaign, it, si.ID), cmd.Verb)
+}
+
+// invalid describes a valid-looking command that cannot be applied.
+func invalid(cmd fsm.Command, reason string) *events.InvalidCommand {
+	return &events.InvalidCommand{ID: cmd.ID, Tenant: cmd.Tenant, Campaign: cmd.Campaign, Verb: string(cmd.Verb), Reason: reason}
+}
+
+// deadLetter copies an inbox item's command to the DLQ with inv's reason.
+func (d *drainer) deadLetter(ctx context.Context, it item, seq uint64, inv *events.InvalidCommand, class string) error {
+	if err := d.w.retry(ctx, "dead letter", func() error { return events.DeadLetter(ctx, d.w.d.JS, it.natsMsg(), inv, seq) }); err != nil {
+		return err
+	}
+	d.w.d.Metrics.CommandDeadLettered(inv.Verb, class)
+	return nil
 }
 
 // runStep calls the campaign's current step and writes its result.
@@ -262,8 +306,15 @@ func (d *drainer) runStep(ctx context.Context, c fsm.Campaign, it item, itemID s
 		log.Info("step succeeded", "attempt", attempt, "duration", took)
 		r = fsm.StepSucceeded(cur, it.ID, attempt, res.Output, took, w.d.Now())
 	}
+	err = d.commit(ctx, it, r, false, itemID)
+	if callErr == nil && errors.Is(err, events.ErrEventTooLarge) {
+		// Nothing was written: record the step as failed instead.
+		callErr = fmt.Errorf("output of %d bytes does not fit in an event (at most %d bytes)", len(res.Output), events.MaxEventBytes)
+		log.Warn("step failed", "err", callErr)
+		err = d.commit(ctx, it, fsm.StepFailed(cur, it.ID, attempt, callErr.Error(), took, w.d.Now()), false, itemID)
+	}
 	w.noteStep(step.Name, callErr, took)
-	return d.commit(ctx, it, r, false, itemID)
+	return err
 }
 
 // commit writes a transition with its events (and next advance) in the

@@ -24,6 +24,7 @@ type behaviour struct {
 	Reset  bool          // close the connection without an answer
 	Delay  time.Duration // sleep before answering (a timeout for the client)
 	Block  chan struct{} // wait until closed
+	Body   []byte        // 200 answer body instead of the default
 }
 
 // downstream is the fake step service: it records every call, counts
@@ -133,6 +134,9 @@ func (d *downstream) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	case b.Status != 0:
 		http.Error(w, "fake failure", b.Status)
+	case b.Body != nil:
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(b.Body)
 	default:
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"step":%q,"ok":true}`, body.Step)

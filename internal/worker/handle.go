@@ -206,19 +206,36 @@ func (w *Worker) park(work, run context.Context, hb *heartbeat, k store.Key, si 
 	hb.hold(res.Lease, lost)
 	defer hb.hold(nil, nil)
 	err := w.drain(ctx, run, *res.Lease)
+	if err == nil {
+		return nil // released: a heartbeat that raced the release changes nothing
+	}
 	if cause := context.Cause(ctx); errors.Is(cause, store.ErrLockLost) {
 		return cause
 	}
-	if err != nil && run.Err() != nil && !errors.Is(err, errCrash) && !errors.Is(err, errStopping) {
+	if run.Err() != nil && !errors.Is(err, errCrash) && !errors.Is(err, errStopping) {
 		// Shutting down past the grace period (a step still running, say):
 		// hand the campaign over now rather than after the lock's TTL. A
 		// step call cut short is repeated with the same Idempotency-Key.
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer cancel()
-		_ = w.d.Store.Abandon(actx, *res.Lease)
-		return fmt.Errorf("%w: %v", errStopping, err)
+		return w.abandon(ctx, *res.Lease, err)
 	}
 	return err
+}
+
+// abandon gives the campaign's lock up at shutdown and returns errStopping
+// (nak: another instance takes over at once). If the lock cannot be given up
+// it returns a plain error instead: the message must then come back only
+// after its ack wait, when the lock has expired, or the redelivery would find
+// the lock held, leave the inbox to a holder that is gone, and be acked.
+func (w *Worker) abandon(ctx context.Context, l store.Lease, cause error) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	if err := w.d.Store.Abandon(actx, l); err != nil {
+		return fmt.Errorf("stopping, lock of %s not given up (%v): left to expire", l.Key, err)
+	}
+	if cause == nil {
+		return errStopping
+	}
+	return fmt.Errorf("%w: %v", errStopping, cause)
 }
 
 // retry runs op until it succeeds, ctx ends, or it fails with an error that

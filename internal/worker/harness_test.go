@@ -40,6 +40,7 @@ type harnessOpts struct {
 	workers    int           // worker instances; 0: 1
 	perWorker  int           // handlers per instance; 0: 4
 	memory     bool          // in-process store instead of redis
+	retention  time.Duration // CAMPAIGN_RETENTION of the store; 0: default
 	fault      func(i int) func(worker.FaultPoint, store.Key) error
 	metrics    *metrics.Metrics // every worker's metrics; nil: none
 }
@@ -88,10 +89,10 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		t.Fatal(err)
 	}
 	if o.memory {
-		h.store = store.NewMemory(store.Options{})
+		h.store = store.NewMemory(store.Options{Retention: o.retention})
 	} else {
 		h.redis = redistest.New(t)
-		rs, err := store.NewRedis(ctx, h.redis.URL(), store.Options{})
+		rs, err := store.NewRedis(ctx, h.redis.URL(), store.Options{Retention: o.retention})
 		if err != nil {
 			t.Fatal(err)
 		}

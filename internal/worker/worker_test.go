@@ -1,8 +1,12 @@
 package worker_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -514,4 +518,61 @@ func TestShutdownMidStepHandsOver(t *testing.T) {
 		t.Fatalf("segment calls: %+v (want the cut call and its re-run: same key, new fence)", segment)
 	}
 	h.noDeadLetters()
+}
+
+// A step whose output cannot fit in an event fails the step (and the
+// campaign) instead of blocking the campaign on a publish that can never
+// succeed; the worker goes on.
+func TestOversizedOutputFailsStep(t *testing.T) {
+	h := newHarness(t, harnessOpts{memory: true})
+	big := append(append([]byte(`{"html":"`), bytes.Repeat([]byte("<b>x</b>"), 130_000)...), `"}`...) // about 1 MB
+	h.down.on("big", "render", behaviour{Body: big})
+	h.create("acme", "big", true)
+	evs := h.waitEvent("acme", "big", fsm.EvFailed, 0, 20*time.Second)
+	h.waitIdle("acme", "big")
+	evs = h.history("acme", "big")
+	checkSequence(t, evs)
+	var failed struct {
+		Step  string `json:"step"`
+		Error string `json:"error"`
+	}
+	for _, e := range evs {
+		if e.Type == fsm.EvStepFailed {
+			_ = json.Unmarshal(e.Data, &failed)
+		}
+	}
+	if failed.Step != "render" || !strings.Contains(failed.Error, "does not fit in an event") {
+		t.Fatalf("step.failed %+v; events %s", failed, types(evs))
+	}
+	h.create("acme", "after-big", true)
+	h.waitEvent("acme", "after-big", fsm.EvCompleted, 0, 20*time.Second)
+}
+
+// A campaign that ended and expired from the store (CAMPAIGN_RETENTION)
+// keeps its events in CAMPAIGN_EVENTS: creating its id again is dead-lettered
+// rather than mixing a second history into the first.
+func TestReusedIDAfterRetentionRefused(t *testing.T) {
+	h := newHarness(t, harnessOpts{retention: 300 * time.Millisecond})
+	h.create("acme", "reuse", true)
+	evs := h.waitEvent("acme", "reuse", fsm.EvCompleted, 0, 20*time.Second)
+	waitFor(t, 10*time.Second, "the ended campaign to expire from the store", func() bool {
+		_, err := h.store.Load(context.Background(), store.Key{Tenant: "acme", Campaign: "reuse"})
+		return errors.Is(err, store.ErrNotFound)
+	})
+	id := newID()
+	h.publish("acme", "reuse", fsm.Create, id, fsm.CreatePayload{Name: "again", Start: true})
+	ctx := context.Background()
+	dlq, _ := h.js.Stream(ctx, events.StreamDLQ)
+	var m *jetstream.RawStreamMsg
+	waitFor(t, 10*time.Second, "the dead letter", func() bool {
+		var err error
+		m, err = dlq.GetLastMsgForSubject(ctx, "campaign.dlq.acme.reuse")
+		return err == nil
+	})
+	if m.Header.Get(events.HdrCommandID) != id || !strings.Contains(m.Header.Get(events.HdrReason), "already used") {
+		t.Fatalf("dead letter %v", m.Header)
+	}
+	if got := h.history("acme", "reuse"); len(got) != len(evs) {
+		t.Fatalf("history changed: %s", types(got))
+	}
 }
