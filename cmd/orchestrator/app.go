@@ -185,6 +185,9 @@ func loadTokens(cfg config.Config) (map[string]string, error) {
 			return nil, fmt.Errorf("API_TOKENS: %w", err)
 		}
 		for k, v := range t {
+			if was, ok := tokens[k]; ok && was != v {
+				return nil, fmt.Errorf("API_TOKENS: a token of tenant %q is also in API_TOKENS_FILE for tenant %q", v, was)
+			}
 			tokens[k] = v
 		}
 	}
@@ -227,6 +230,10 @@ func (a *App) openNATS() error {
 	a.ncClosed = make(chan struct{})
 	nc, err := nats.Connect(url, nats.Name("campaign-orchestrator"), nats.MaxReconnects(-1),
 		nats.ClosedHandler(func(*nats.Conn) { close(a.ncClosed) }),
+		// No reconnect buffer: a publish while reconnecting fails at once
+		// instead of being sent after the ingress answered 503 (nothing
+		// half-done); the workers retry theirs.
+		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { a.log.Warn("NATS disconnected", "err", err) }),
 		nats.ReconnectHandler(func(c *nats.Conn) { a.log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }))
 	if err != nil {
@@ -270,9 +277,15 @@ func (a *App) Run(ctx context.Context) error {
 		})
 		g.Go(func() error {
 			<-gctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			// Longer than the longest request (an Idempotency-Key wait plus
+			// a publish, about 20 s); what is still running then is cut,
+			// which is logged, not an exit failure.
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			return a.api.Shutdown(sctx)
+			if err := a.api.Shutdown(sctx); err != nil {
+				a.log.Warn("HTTP requests cut at shutdown", "err", err)
+			}
+			return nil
 		})
 	}
 	if a.worker != nil {

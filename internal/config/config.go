@@ -132,6 +132,9 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	default:
 		p.errs = append(p.errs, fmt.Errorf("--role: %q is not all, ingress or worker", *role))
 	}
+	if c.NATSURL != "" && c.NATSStoreDir != "" {
+		p.fail("NATS_STORE_DIR", "is set but NATS_URL is too: the storage directory is only for the embedded server (leave one of them empty)")
+	}
 	if c.LockTTL > 0 && c.LockTTL < time.Second {
 		p.fail("LOCK_TTL", "%s is too short (at least 1s)", c.LockTTL)
 	}
@@ -262,6 +265,10 @@ func (p *parser) origins(env string) []string {
 		u, err := url.Parse(o)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
 			p.fail(env, "%q is not an origin (scheme://host[:port])", o)
+			continue
+		}
+		if port := u.Port(); (u.Scheme == "https" && port == "443") || (u.Scheme == "http" && port == "80") {
+			p.fail(env, "%q: browsers send the origin without its default port: list %s://%s", o, u.Scheme, u.Hostname())
 			continue
 		}
 		out = append(out, strings.TrimSuffix(o, "/"))

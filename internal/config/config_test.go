@@ -46,6 +46,8 @@ func TestBadSettingsAreNamed(t *testing.T) {
 		{map[string]string{"CORS_ALLOWED_ORIGINS": "*"}, nil, "CORS_ALLOWED_ORIGINS"},
 		{map[string]string{"CORS_ALLOWED_ORIGINS": "http://a.com,https://*.b.com"}, nil, "CORS_ALLOWED_ORIGINS"},
 		{map[string]string{"CORS_ALLOWED_ORIGINS": "a.com"}, nil, "CORS_ALLOWED_ORIGINS"},
+		{map[string]string{"CORS_ALLOWED_ORIGINS": "https://dash.example.com:443"}, nil, "CORS_ALLOWED_ORIGINS"},
+		{map[string]string{"NATS_URL": "nats://127.0.0.1:4222", "NATS_STORE_DIR": "/tmp/x"}, nil, "NATS_STORE_DIR"},
 		{map[string]string{"LOCK_TTL": "-1s"}, nil, "LOCK_TTL"},
 		{map[string]string{"STEP_TIMEOUT": "ten"}, nil, "STEP_TIMEOUT"},
 		{map[string]string{"DUPLICATE_WINDOW": "0s"}, nil, "DUPLICATE_WINDOW"},

@@ -102,6 +102,10 @@ func (r *Replayer) ReplayEntry(ctx context.Context, e Entry, opt ReplayOptions) 
 		return res, fmt.Errorf("replay dead letter %d: no %s header: %w", e.Seq, events.HdrOriginalSubject, ErrNotReplayable)
 	case e.CommandID == "":
 		return res, fmt.Errorf("replay dead letter %d: no command id (replaying would make a new command): %w", e.Seq, ErrNotReplayable)
+	case !sameCampaign(e.Subject, e.OriginalSubject):
+		// An entry whose headers point at another tenant's or campaign's
+		// commands was not written by the orchestrator: never replay it.
+		return res, fmt.Errorf("replay dead letter %d: original subject %s is not the campaign of %s: %w", e.Seq, e.OriginalSubject, e.Subject, ErrNotReplayable)
 	}
 	m := nats.NewMsg(e.OriginalSubject)
 	for k, v := range e.Header {
@@ -128,4 +132,15 @@ func (r *Replayer) ReplayEntry(ctx context.Context, e Entry, opt ReplayOptions) 
 		res.Purged = true
 	}
 	return res, nil
+}
+
+// sameCampaign reports whether a command subject campaign.cmd.<t>.<c>.<verb>
+// belongs to the dead-letter subject campaign.dlq.<t>.<c>. A dead letter of
+// an unusable subject (tokens "_unknown") never does: replaying it could only
+// dead-letter it again.
+func sameCampaign(dlqSubject, cmdSubject string) bool {
+	d := strings.Split(dlqSubject, ".")
+	c := strings.Split(cmdSubject, ".")
+	return len(d) == 4 && len(c) == 5 && d[0] == "campaign" && d[1] == "dlq" && c[0] == "campaign" && c[1] == "cmd" &&
+		d[2] != events.Unknown && d[3] != events.Unknown && c[2] == d[2] && c[3] == d[3]
 }

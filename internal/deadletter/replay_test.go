@@ -134,3 +134,34 @@ func TestReplay(t *testing.T) {
 		t.Fatalf("legacy replay stored %v, %v", lmsg, err)
 	}
 }
+
+// An entry whose headers point at another tenant's commands was not written
+// by the orchestrator (anyone allowed to publish on the DLQ could forge one):
+// it is never replayed.
+func TestReplayRefusesForeignSubject(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	forged := nats.NewMsg("campaign.dlq.evil.c1")
+	forged.Header.Set(events.HdrCommandID, "forged-1")
+	forged.Header.Set(events.HdrOriginalSubject, "campaign.cmd.acme.spring.cancel")
+	forged.Header.Set(events.HdrReason, "forged")
+	forged.Data = []byte(`{"type":"cancel","tenant_id":"acme","campaign_id":"spring"}`)
+	ack, err := e.js.PublishMsg(ctx, forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := deadletter.NewReplayer(ctx, e.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Replay(ctx, ack.Sequence, deadletter.ReplayOptions{}); !errors.Is(err, deadletter.ErrNotReplayable) {
+		t.Fatalf("replay of a forged entry: %v, want ErrNotReplayable", err)
+	}
+	cmds, err := e.js.Stream(ctx, events.StreamCommands)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := cmds.Info(ctx); err != nil || info.State.Msgs != 0 {
+		t.Fatalf("commands stream after a refused replay: %+v %v", info.State, err)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
@@ -247,9 +248,22 @@ func (s *Server) publish(ctx context.Context, _ *echo.Context, tenant, campaign 
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
 	if _, err := s.deps.JS.PublishMsg(pctx, msg, jetstream.WithExpectStream(events.StreamCommands)); err != nil {
+		if tooLarge(err) {
+			// Under the body limit but over what the command stream takes
+			// once wrapped in its envelope: retrying cannot help.
+			return errorf(CodeTooLarge, "body", "the command (%d bytes with its envelope) is larger than the command stream accepts", len(msg.Data))
+		}
 		return unavailable("NATS JetStream", err)
 	}
 	return nil
+}
+
+// tooLarge reports whether a publish failed because the message exceeds the
+// server's payload limit or the stream's max_msg_size.
+func tooLarge(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrMaxPayload) ||
+		(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum)
 }
 
 // campaignParam returns the {id} path parameter, validated.

@@ -162,6 +162,12 @@ func TestBodyLimit(t *testing.T) {
 		b := []byte(`{"campaign_id":"c","name":"` + name + `"}`)
 		wantError(t, e.do("POST", "/api/v1/campaigns", b, "X-Tenant-ID", "acme"), 400, "name") // too long a name, but read
 	})
+	t.Run("under the limit but over the command stream's message size", func(t *testing.T) {
+		// params of 600 kB: read, valid, but the command stream takes 512 KiB
+		// messages: 413 (a retry cannot help), not 503.
+		b := []byte(`{"campaign_id":"c-params","name":"n","params":{"blob":"` + strings.Repeat("x", 600_000) + `"}}`)
+		wantError(t, e.do("POST", "/api/v1/campaigns", b, "X-Tenant-ID", "acme"), 413, "body")
+	})
 	if n := len(e.commands()); n != 0 {
 		t.Fatalf("%d commands published", n)
 	}

@@ -134,6 +134,10 @@ func (s *Server) reserve(ctx, reqCtx context.Context, ir *idemRequest) (*answer,
 // key (5xx, and 429, which says "later", not "no"). Failures are logged: the
 // answer itself still goes out.
 func (s *Server) complete(ctx context.Context, ir *idemRequest, a *answer) {
+	// The request's own context may have run out (a slow store is how a
+	// 503 comes about): the key must not stay reserved because of it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
 	var err error
 	if a.status >= 500 || a.status == http.StatusTooManyRequests {
 		err = s.deps.Store.DeleteIdem(ctx, ir.tenant, ir.key)

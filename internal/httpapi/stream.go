@@ -208,14 +208,28 @@ func (s *Server) streamEvents(c *echo.Context, tenant, id string) error {
 			}
 			batch := []events.CloudEvent{ev}
 			if seq > last+1 {
-				// A live event is missing: take the events in between from the history.
+				// A live event is missing: take the events in between from
+				// the history, then this one (the history may not hold it yet).
 				hist, err := s.history(ctx, tenant, id)
 				if err != nil {
 					return nil // the client reconnects with Last-Event-ID
 				}
-				batch = hist
+				batch = batch[:0]
+				next := last + 1
+				for _, h := range append(hist, ev) {
+					if h.Seq() == next { // only an unbroken run after last
+						batch = append(batch, h)
+						next++
+					}
+				}
 			}
 			if send(batch) != nil {
+				return nil
+			}
+			if last < seq {
+				// The history still lacks events before seq: end the stream
+				// so the client resumes with Last-Event-ID, rather than wait
+				// for an event that may be the campaign's last.
 				return nil
 			}
 		}
