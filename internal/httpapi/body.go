@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v5"
 )
@@ -32,7 +33,17 @@ func (s *Server) readBody(c *echo.Context) ([]byte, error) {
 	if resp, err := echo.UnwrapResponse(w); err == nil {
 		w = resp.ResponseWriter // net/http's own writer: it closes the connection after a too-large body
 	}
+	// A body trickled in slowly holds a goroutine: bound its reading (only
+	// here, not with the server's ReadTimeout, which would also end SSE
+	// streams through the request's context).
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(s.cfg.BodyReadTimeout))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.BodyLimit))
+	if err == nil {
+		// On a failure the deadline stays: net/http then gives up on the
+		// rest of the body at once and closes the connection.
+		_ = rc.SetReadDeadline(time.Time{})
+	}
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):

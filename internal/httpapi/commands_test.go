@@ -1,19 +1,25 @@
 package httpapi_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+	"github.com/campaign-orchestrator/orchestrator/internal/httpapi"
+	"github.com/campaign-orchestrator/orchestrator/internal/store"
 )
 
 func TestCreateStoresCommandBefore202(t *testing.T) {
@@ -335,4 +341,29 @@ func TestIdempotentRetryAfterApplied(t *testing.T) {
 			t.Fatalf("%d commands stored, want 1", n)
 		}
 	})
+}
+
+// A client that sends part of its body and stalls is cut after
+// BodyReadTimeout: the request gets an answer (400, nothing published) and
+// the connection does not stay held.
+func TestTrickledBodyCut(t *testing.T) {
+	e := newEnv(t, store.NewMemory(store.Options{}), withConfig(func(c *httpapi.Config) { c.BodyReadTimeout = 200 * time.Millisecond }))
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.ts.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /api/v1/campaigns HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Tenant-ID: acme\r\nContent-Length: 100\r\n\r\n{\"name\":")
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a stalled body: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusBadRequest {
+		t.Fatalf("stalled body: %d, want 400", res.StatusCode)
+	}
+	if n := len(e.commands()); n != 0 {
+		t.Fatalf("%d commands published", n)
+	}
 }

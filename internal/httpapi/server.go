@@ -33,6 +33,7 @@ const (
 	DefaultHeartbeat          = 15 * time.Second
 	DefaultStreamBuffer       = 256
 	DefaultStreamWriteTimeout = 10 * time.Second
+	DefaultBodyReadTimeout    = 30 * time.Second
 )
 
 // Config is the ingress's configuration. The zero value of every field but
@@ -55,6 +56,9 @@ type Config struct {
 	IdempotencyTTL time.Duration
 	// Heartbeat is the interval of comment lines on event streams (default 15s).
 	Heartbeat time.Duration
+	// BodyReadTimeout bounds the reading of a request body (default 30s): a
+	// client trickling its body holds a goroutine no longer than that.
+	BodyReadTimeout time.Duration
 	// StreamBuffer is how many live events an event stream holds for a slow
 	// client before dropping it (default 256).
 	StreamBuffer int
@@ -123,7 +127,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		"body limit": cfg.BodyLimit, "publish timeout": int64(cfg.PublishTimeout),
 		"idempotency TTL": int64(cfg.IdempotencyTTL), "heartbeat": int64(cfg.Heartbeat),
 		"stream buffer": int64(cfg.StreamBuffer), "stream write timeout": int64(cfg.StreamWriteTimeout),
-		"command burst": int64(cfg.CommandBurst),
+		"command burst": int64(cfg.CommandBurst), "body read timeout": int64(cfg.BodyReadTimeout),
 	} {
 		if v < 0 {
 			return nil, fmt.Errorf("httpapi: %s must not be negative", name)
@@ -144,6 +148,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	cfg.PublishTimeout = orDefault(cfg.PublishTimeout, DefaultPublishTimeout)
 	cfg.IdempotencyTTL = orDefault(cfg.IdempotencyTTL, DefaultIdempotencyTTL)
 	cfg.Heartbeat = orDefault(cfg.Heartbeat, DefaultHeartbeat)
+	cfg.BodyReadTimeout = orDefault(cfg.BodyReadTimeout, DefaultBodyReadTimeout)
 	cfg.StreamBuffer = orDefault(cfg.StreamBuffer, DefaultStreamBuffer)
 	cfg.StreamWriteTimeout = orDefault(cfg.StreamWriteTimeout, DefaultStreamWriteTimeout)
 	if deps.Registry == nil {
