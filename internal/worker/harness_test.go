@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -327,4 +328,57 @@ func (h *harness) noDeadLetters() {
 		}
 	}
 	h.t.Fatalf("%d dead letters: %s", info.State.Msgs, strings.Join(what, "; "))
+}
+
+// stall is a stop-the-world pause of whichever worker first finishes a
+// step call of one campaign: it blocks there (and so pulls nothing and
+// renews nothing) until wake.
+type stall struct {
+	campaign string
+	release  chan struct{}
+	woke     chan struct{} // closed when the stalled handler finished its message
+	stalls   atomic.Int32
+	worker   atomic.Int32 // index of the stalled worker; -1 before
+	released atomic.Bool
+	wokeOnce sync.Once
+}
+
+func newStall(campaign string) *stall {
+	s := &stall{campaign: campaign, release: make(chan struct{}), woke: make(chan struct{})}
+	s.worker.Store(-1)
+	return s
+}
+
+// fault is harnessOpts.fault.
+func (s *stall) fault(i int) func(worker.FaultPoint, store.Key) error {
+	return func(p worker.FaultPoint, k store.Key) error {
+		if k.Campaign != s.campaign {
+			return nil
+		}
+		if p == worker.AfterStepCall && s.stalls.Add(1) == 1 {
+			s.worker.Store(int32(i))
+			select { // far past the lock's TTL
+			case <-s.release:
+			case <-time.After(20 * time.Second):
+			}
+			return nil
+		}
+		if p == worker.BeforeAck && int32(i) == s.worker.Load() && s.released.Load() {
+			s.wokeOnce.Do(func() { close(s.woke) })
+		}
+		return nil
+	}
+}
+
+// wake ends the stall and waits until the stalled handler finished its
+// message (its stale write refused).
+func (s *stall) wake(t *testing.T) {
+	t.Helper()
+	s.released.Store(true)
+	close(s.release)
+	select {
+	case <-s.woke:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stalled worker never finished its message")
+	}
 }

@@ -3,7 +3,6 @@ package worker_test
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,8 +13,6 @@ import (
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 	"github.com/campaign-orchestrator/orchestrator/internal/metrics"
 	"github.com/campaign-orchestrator/orchestrator/internal/metrics/metricstest"
-	"github.com/campaign-orchestrator/orchestrator/internal/store"
-	"github.com/campaign-orchestrator/orchestrator/internal/worker"
 )
 
 // metricsHarness is a harness whose workers record into reg, with the
@@ -248,38 +245,12 @@ func TestMetricsEndToEnd(t *testing.T) {
 // TestMetricsFencing: a worker stalled past its lock's TTL finds its lock
 // lost and its write refused by the fencing check; both are counted.
 func TestMetricsFencing(t *testing.T) {
-	release, woke := make(chan struct{}), make(chan struct{})
-	var stalls atomic.Int32
-	var released atomic.Bool
-	var wokeOnce sync.Once
-	stalled := atomic.Int32{}
-	stalled.Store(-1)
-	h, reg := metricsHarness(t, harnessOpts{workers: 2, fault: func(i int) func(worker.FaultPoint, store.Key) error {
-		return func(p worker.FaultPoint, k store.Key) error {
-			if p == worker.AfterStepCall && stalls.Add(1) == 1 {
-				stalled.Store(int32(i))
-				select { // a stop-the-world pause far past the lock's TTL
-				case <-release:
-				case <-time.After(20 * time.Second):
-				}
-				return nil
-			}
-			if p == worker.BeforeAck && int32(i) == stalled.Load() && released.Load() {
-				wokeOnce.Do(func() { close(woke) })
-			}
-			return nil
-		}
-	}})
+	st := newStall("stall")
+	h, reg := metricsHarness(t, harnessOpts{workers: 2, fault: st.fault})
 	h.create("acme", "stall", true)
 	h.waitEvent("acme", "stall", fsm.EvCompleted, 0, 20*time.Second)
 	h.waitIdle("acme", "stall")
-	released.Store(true)
-	close(release)
-	select {
-	case <-woke:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the stalled worker never finished its message")
-	}
+	st.wake(t)
 	s := metricstest.Gather(t, reg)
 	if got := s.Sum("orchestrator_fencing_rejections_total", "reason", "lock_lost"); got < 1 {
 		t.Errorf("fencing_rejections{lock_lost} = %v, want at least 1", got)

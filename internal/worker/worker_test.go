@@ -156,44 +156,15 @@ func TestOneWriterPerCampaign(t *testing.T) {
 
 // A worker stalled past its lock TTL cannot write; the other's result stands.
 func TestStalledWorkerIsFenced(t *testing.T) {
-	release, woke := make(chan struct{}), make(chan struct{})
-	var stalls atomic.Int32
-	var released atomic.Bool
-	var wokeOnce sync.Once
-	stalledWorker := atomic.Int32{}
-	stalledWorker.Store(-1)
-	h := newHarness(t, harnessOpts{workers: 2, fault: func(i int) func(worker.FaultPoint, store.Key) error {
-		return func(p worker.FaultPoint, k store.Key) error {
-			if k.Campaign != "stall" {
-				return nil
-			}
-			if p == worker.AfterStepCall && stalls.Add(1) == 1 {
-				stalledWorker.Store(int32(i))
-				select { // a stop-the-world pause far past the lock's TTL
-				case <-release:
-				case <-time.After(20 * time.Second):
-				}
-				return nil
-			}
-			if p == worker.BeforeAck && int32(i) == stalledWorker.Load() && released.Load() {
-				wokeOnce.Do(func() { close(woke) }) // the stalled handler is done
-			}
-			return nil
-		}
-	}})
+	st := newStall("stall")
+	h := newHarness(t, harnessOpts{workers: 2, fault: st.fault})
 	h.create("acme", "stall", true)
 	h.waitEvent("acme", "stall", fsm.EvCompleted, 0, 20*time.Second)
 	c := h.waitIdle("acme", "stall")
 	before := h.history("acme", "stall")
-	released.Store(true)
-	close(release)
 	// The stalled worker now tries to write its stale step result, fails,
 	// and finishes its message.
-	select {
-	case <-woke:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the stalled worker never finished its message")
-	}
+	st.wake(t)
 	evs := h.history("acme", "stall")
 	checkSequence(t, evs)
 	if len(evs) != len(before) {
