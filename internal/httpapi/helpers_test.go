@@ -299,7 +299,7 @@ func seed(t testing.TB, s store.Store, tenant, id string, state fsm.State, appli
 			c.Outputs = map[string]json.RawMessage{"validate": json.RawMessage(`{"ok":true}`)}
 		}
 	}
-	enq, err := s.Enqueue(ctx, k, store.Item{ID: "seed-" + id, Seq: 1, Data: []byte("{}")}, time.Minute)
+	enq, err := s.Enqueue(ctx, k, store.Item{ID: "seed-" + id, Seq: 1, Data: []byte("{}")}, store.Claim{Token: store.NewToken(), TTL: time.Minute})
 	if err != nil || enq.Lease == nil {
 		t.Fatalf("seed %s: enqueue: %+v %v", k, enq, err)
 	}

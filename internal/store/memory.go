@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,8 +29,9 @@ type Memory struct {
 	now       func() time.Time
 
 	mu    sync.Mutex
-	camps map[Key]*memCampaign
-	idem  map[idemKey]memIdem
+	camps   map[Key]*memCampaign
+	idem    map[idemKey]memIdem
+	secrets map[string][]byte
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -42,6 +44,7 @@ type memCampaign struct {
 	data    []byte
 	version uint64
 	fence   uint64 // the fence that last wrote data
+	wid     string // the Write.ID that last wrote data
 	state   fsm.State
 	created int64 // CreatedAt in Unix ms, for List
 
@@ -53,7 +56,7 @@ type memCampaign struct {
 	inbox  map[string]Item
 	outbox []Message
 
-	lockToken   string
+	lockToken   string // lockValue of the holder
 	lockExpires time.Time
 }
 
@@ -72,6 +75,7 @@ func NewMemory(opts Options) *Memory {
 		now:       opts.Now,
 		camps:     map[Key]*memCampaign{},
 		idem:      map[idemKey]memIdem{},
+		secrets:   map[string][]byte{},
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
@@ -116,7 +120,7 @@ func (m *Memory) get(k Key, now time.Time) *memCampaign {
 		return nil
 	}
 	if !c.expires.IsZero() && !now.Before(c.expires) {
-		c.data, c.version, c.fence, c.state, c.created = nil, 0, 0, "", 0
+		c.data, c.version, c.fence, c.wid, c.state, c.created = nil, 0, 0, "", "", 0
 		c.ledger, c.fenceCtr, c.expires = nil, 0, time.Time{}
 	}
 	if c.lockToken != "" && !now.Before(c.lockExpires) {
@@ -142,17 +146,20 @@ func (m *Memory) getOrNew(k Key, now time.Time) *memCampaign {
 // held returns k's record if l holds its lock, else nil.
 func (m *Memory) held(l Lease, now time.Time) *memCampaign {
 	c := m.get(l.Key, now)
-	if c == nil || c.lockToken == "" || c.lockToken != l.Token {
+	if c == nil || c.lockToken == "" || c.lockToken != lockValue(l.Token, l.Seq) {
 		return nil
 	}
 	return c
 }
 
 // Enqueue implements Store.
-func (m *Memory) Enqueue(ctx context.Context, k Key, item Item, ttl time.Duration) (Enqueued, error) {
-	token, err := checkEnqueue(k, item, ttl)
-	if err != nil {
+func (m *Memory) Enqueue(ctx context.Context, k Key, item Item, claim Claim) (Enqueued, error) {
+	if err := checkEnqueue(k, item, claim); err != nil {
 		return Enqueued{}, err
+	}
+	var lock string
+	if claim.Token != "" {
+		lock = lockValue(claim.Token, item.Seq)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -171,7 +178,12 @@ func (m *Memory) Enqueue(ctx context.Context, k Key, item Item, ttl time.Duratio
 		item.Data = slices.Clone(item.Data)
 		c.inbox[item.ID] = item
 	}
-	if (len(c.inbox) > 0 || len(c.outbox) > 0) && c.lockToken == "" {
+	switch {
+	case c.lockToken != "" && c.lockToken == lock:
+		res.Lease = &Lease{Key: k, Token: claim.Token, Fence: c.fenceCtr, Seq: item.Seq}
+	case c.lockToken != "":
+		res.HolderSeq = lockSeq(c.lockToken)
+	case lock != "" && (len(c.inbox) > 0 || len(c.outbox) > 0):
 		c.fenceCtr++
 		if c.fenceCtr <= c.fence {
 			c.fenceCtr = c.fence + 1
@@ -179,8 +191,8 @@ func (m *Memory) Enqueue(ctx context.Context, k Key, item Item, ttl time.Duratio
 		if c.data == nil {
 			c.expires = now.Add(m.retention)
 		}
-		c.lockToken, c.lockExpires = token, now.Add(time.Duration(ttlMillis(ttl))*time.Millisecond)
-		res.Lease = &Lease{Key: k, Token: token, Fence: c.fenceCtr}
+		c.lockToken, c.lockExpires = lock, now.Add(time.Duration(ttlMillis(claim.TTL))*time.Millisecond)
+		res.Lease = &Lease{Key: k, Token: claim.Token, Fence: c.fenceCtr, Seq: item.Seq}
 	}
 	m.get(k, now) // drop the record if a duplicate left nothing in it
 	return res, nil
@@ -238,7 +250,10 @@ func (m *Memory) Release(ctx context.Context, l Lease) (bool, error) {
 	now := m.now()
 	c := m.held(l, now)
 	if c == nil {
-		return false, fmt.Errorf("release %s: %w", l.Key, ErrLockLost)
+		if o := m.get(l.Key, now); o != nil && (o.lockToken != "" || len(o.inbox) > 0) {
+			return false, fmt.Errorf("release %s: %w", l.Key, ErrLockLost)
+		}
+		return true, nil
 	}
 	if len(c.inbox) > 0 {
 		return false, nil
@@ -302,6 +317,9 @@ func (m *Memory) Commit(ctx context.Context, w Write) error {
 	defer m.mu.Unlock()
 	now := m.now()
 	c := m.held(w.Lease, now)
+	if c != nil && w.Campaign != nil && w.ID != "" && c.wid == w.ID {
+		return nil // this write, retried
+	}
 	if c == nil || c.fence > w.Lease.Fence {
 		return fmt.Errorf("commit %s: %w", k, ErrLockLost)
 	}
@@ -309,7 +327,7 @@ func (m *Memory) Commit(ctx context.Context, w Write) error {
 		return fmt.Errorf("commit %s: version %d stored, %d written: %w", k, c.version, w.Campaign.Version, ErrConflict)
 	}
 	if w.Campaign != nil {
-		c.data, c.version, c.fence = data, w.Campaign.Version, w.Lease.Fence
+		c.data, c.version, c.fence, c.wid = data, w.Campaign.Version, w.Lease.Fence, w.ID
 		c.state, c.created = w.Campaign.State, w.Campaign.CreatedAt.UnixMilli()
 	}
 	c.outbox = append(c.outbox, outbox...)
@@ -349,15 +367,14 @@ func (m *Memory) Outbox(ctx context.Context, k Key) ([]Message, error) {
 }
 
 // TrimOutbox implements Store.
-func (m *Memory) TrimOutbox(ctx context.Context, l Lease, n int) error {
+func (m *Memory) TrimOutbox(ctx context.Context, l Lease, published []Message) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	c := m.held(l, m.now())
 	if c == nil {
 		return fmt.Errorf("trim outbox %s: %w", l.Key, ErrLockLost)
 	}
-	if n > 0 {
-		n = min(n, len(c.outbox))
+	if n := len(published); n > 0 && n <= len(c.outbox) && sameMessage(c.outbox[n-1], published[n-1]) {
 		clear(c.outbox[:n])
 		c.outbox = c.outbox[n:]
 		if len(c.outbox) == 0 {
@@ -365,6 +382,10 @@ func (m *Memory) TrimOutbox(ctx context.Context, l Lease, n int) error {
 		}
 	}
 	return nil
+}
+
+func sameMessage(a, b Message) bool {
+	return a.Subject == b.Subject && bytes.Equal(a.Data, b.Data) && maps.Equal(a.Header, b.Header)
 }
 
 // Applied implements Store.
@@ -473,6 +494,9 @@ func (m *Memory) ReserveIdem(ctx context.Context, tenant, key string, rec IdemRe
 	now := m.now()
 	ik := idemKey{tenant, key}
 	if r, ok := m.idem[ik]; ok && now.Before(r.expires) {
+		if rec.Owner != "" && r.rec.Owner == rec.Owner && r.rec.Status == 0 {
+			return IdemRecord{}, false, nil // our own reservation
+		}
 		return cloneIdem(r.rec), true, nil
 	}
 	m.idem[ik] = memIdem{rec: cloneIdem(rec), expires: now.Add(time.Duration(ttlMillis(ttl)) * time.Millisecond)}
@@ -501,6 +525,20 @@ func (m *Memory) DeleteIdem(ctx context.Context, tenant, key string) error {
 	defer m.mu.Unlock()
 	delete(m.idem, idemKey{tenant, key})
 	return nil
+}
+
+// Secret implements Store.
+func (m *Memory) Secret(ctx context.Context, name string, candidate []byte) ([]byte, error) {
+	if name == "" || len(candidate) == 0 {
+		return nil, fmt.Errorf("secret %q: empty name or candidate: %w", name, ErrInvalid)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cur, ok := m.secrets[name]; ok {
+		return slices.Clone(cur), nil
+	}
+	m.secrets[name] = slices.Clone(candidate)
+	return slices.Clone(candidate), nil
 }
 
 func cloneIdem(r IdemRecord) IdemRecord {

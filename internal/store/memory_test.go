@@ -53,13 +53,13 @@ func TestMemoryClock(t *testing.T) {
 	k := store.Key{Tenant: "acme", Campaign: "clock"}
 
 	// The lock lasts exactly its TTL.
-	res, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, time.Second)
+	res, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, store.Claim{Token: store.NewToken(), TTL: time.Second})
 	if err != nil || res.Lease == nil {
 		t.Fatalf("Enqueue = %+v, %v", res, err)
 	}
 	l := *res.Lease
 	clock.Add(999 * time.Millisecond)
-	if res, err := s.Enqueue(ctx, k, store.Item{ID: "b", Seq: 2}, time.Second); err != nil || res.Lease != nil {
+	if res, err := s.Enqueue(ctx, k, store.Item{ID: "b", Seq: 2}, store.Claim{Token: store.NewToken(), TTL: time.Second}); err != nil || res.Lease != nil {
 		t.Fatalf("Enqueue before the TTL = %+v, %v; want no lease", res, err)
 	}
 	clock.Add(time.Millisecond)
@@ -67,7 +67,7 @@ func TestMemoryClock(t *testing.T) {
 	if err := s.Commit(ctx, store.Write{Lease: l, Campaign: &c}); !errors.Is(err, store.ErrLockLost) {
 		t.Fatalf("Commit at the TTL: %v, want ErrLockLost", err)
 	}
-	res, err = s.Enqueue(ctx, k, store.Item{ID: "b", Seq: 2}, time.Minute)
+	res, err = s.Enqueue(ctx, k, store.Item{ID: "b", Seq: 2}, store.Claim{Token: store.NewToken(), TTL: time.Minute})
 	if err != nil || res.Lease == nil {
 		t.Fatalf("Enqueue after the TTL = %+v, %v; want a lease", res, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -73,29 +74,48 @@ func checkTTL(op string, ttl time.Duration) error {
 	return nil
 }
 
-// checkEnqueue validates Enqueue's arguments and makes the lock token it may
-// hand out.
-func checkEnqueue(k Key, item Item, ttl time.Duration) (token string, err error) {
+// checkEnqueue validates Enqueue's arguments.
+func checkEnqueue(k Key, item Item, claim Claim) error {
 	if err := k.check(); err != nil {
-		return "", fmt.Errorf("enqueue %s: %w", k, err)
-	}
-	if err := checkTTL("enqueue "+k.String(), ttl); err != nil {
-		return "", err
+		return fmt.Errorf("enqueue %s: %w", k, err)
 	}
 	if item.ID == "" {
-		return "", fmt.Errorf("enqueue %s: empty item id: %w", k, ErrInvalid)
+		return fmt.Errorf("enqueue %s: empty item id: %w", k, ErrInvalid)
 	}
-	token, err = newToken()
-	if err != nil {
-		return "", fmt.Errorf("enqueue %s: %w", k, err)
+	if claim.Token == "" {
+		return nil
 	}
-	return token, nil
+	if strings.ContainsRune(claim.Token, '|') {
+		return fmt.Errorf("enqueue %s: lock token with '|': %w", k, ErrInvalid)
+	}
+	return checkTTL("enqueue "+k.String(), claim.TTL)
 }
 
-// checkWrite rejects a Write whose campaign is not the lease's.
+// lockValue is what the lock holds: the holder's token and the stream
+// sequence of the message backing it.
+func lockValue(token string, seq uint64) string {
+	return token + "|" + strconv.FormatUint(seq, 10)
+}
+
+// lockSeq reads the backing sequence of a lock value (0 if none).
+func lockSeq(v string) uint64 {
+	i := strings.LastIndexByte(v, '|')
+	if i < 0 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(v[i+1:], 10, 64)
+	return n
+}
+
+// checkWrite rejects a Write whose campaign is not the lease's, and an
+// outbox without a campaign (only a campaign write can recognise its own
+// retry, so only it may append).
 func checkWrite(w Write) error {
 	if err := w.Lease.Key.check(); err != nil {
 		return err
+	}
+	if w.Campaign == nil && len(w.Outbox) > 0 {
+		return fmt.Errorf("outbox without a campaign under key %s: %w", w.Lease.Key, ErrInvalid)
 	}
 	if c := w.Campaign; c != nil {
 		if c.Tenant != w.Lease.Key.Tenant || c.ID != w.Lease.Key.Campaign {
@@ -108,13 +128,12 @@ func checkWrite(w Write) error {
 	return nil
 }
 
-// newToken returns a random lock token.
-func newToken() (string, error) {
+// NewToken returns a random token (32 hex characters) for a Claim, a
+// Write.ID or an IdemRecord.Owner.
+func NewToken() string {
 	var b [16]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("lock token: %w", err)
-	}
-	return hex.EncodeToString(b[:]), nil
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b[:])
 }
 
 // listLimit applies List's default and cap.

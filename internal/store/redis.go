@@ -25,15 +25,18 @@ var _ Store = (*Redis)(nil)
 // on Redis Cluster:
 //
 //	P:{t/c}:state      HASH data (JSON of fsm.Campaign), version, fence,
-//	                   st (state), ix and ixok (see "State index" below)
+//	                   wid (id of the write that wrote them), st (state),
+//	                   ix and ixok (see "State index" below)
 //	P:{t/c}:ledger     ZSET applied command id -> Unix ms
 //	P:{t/c}:inbox      ZSET item id -> Seq
 //	P:{t/c}:inboxdata  HASH item id -> Data
 //	P:{t/c}:outbox     LIST of JSON Message
-//	P:{t/c}:lock       STRING lock token, with the lock's TTL
+//	P:{t/c}:lock       STRING "<token>|<backing stream sequence>", with the
+//	                   lock's TTL
 //	P:{t/c}:fence      STRING fencing counter (INCR)
 //	P:tenant:{t}:campaigns  ZSET campaign id -> CreatedAt Unix ms (List)
 //	P:idem:{t}:<key>   STRING JSON IdemRecord, with its TTL
+//	P:secret:<name>    STRING a secret shared by every process (Secret)
 //	P:{campaign-states}:<state>  ZSET "t/c" -> expiry Unix ms (+inf unless
 //	                   the state is terminal): the campaigns in that state
 //	P:{campaign-states}:stamp    HASH "t/c" -> stamp of the entry shown
@@ -83,6 +86,7 @@ type redisScripts struct {
 	ixMove   *redis.Script
 	ixAck    *redis.Script
 	ixCount  *redis.Script
+	secret   *redis.Script
 }
 
 func newRedisScripts() redisScripts {
@@ -100,6 +104,7 @@ func newRedisScripts() redisScripts {
 		ixMove:   redis.NewScript(ixMoveSrc),
 		ixAck:    redis.NewScript(ixAckSrc),
 		ixCount:  redis.NewScript(ixCountSrc),
+		secret:   redis.NewScript(secretSrc),
 	}
 }
 
@@ -144,8 +149,9 @@ func (r *Redis) idemKey(tenant, key string) string {
 }
 
 // enqueueSrc: KEYS state ledger inbox inboxdata lock fence outbox; ARGV id seq
-// data token ttl_ms retention_ms. Returns {duplicate, acquired, fence,
-// state index entry to repair or an empty string}.
+// data lock-value ("": park only) ttl_ms retention_ms. Returns {duplicate,
+// acquired, fence, state index entry to repair or an empty string, value of
+// the lock when held by someone else or an empty string}.
 const enqueueSrc = ixDirtyLua + `
 local dup = 0
 if redis.call('ZSCORE', KEYS[2], ARGV[1]) then
@@ -154,7 +160,12 @@ else
   redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
   redis.call('HSETNX', KEYS[4], ARGV[1], ARGV[3])
 end
-if (redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[7]) == 1) and redis.call('EXISTS', KEYS[5]) == 0 then
+local holder = redis.call('GET', KEYS[5])
+if holder and ARGV[4] ~= '' and holder == ARGV[4] then
+  return {dup, 1, tonumber(redis.call('GET', KEYS[6]) or '0'), ixDirty(KEYS[1]), ''}
+end
+if holder then return {dup, 0, 0, ixDirty(KEYS[1]), holder} end
+if ARGV[4] ~= '' and (redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[7]) == 1) then
   local f = redis.call('INCR', KEYS[6])
   local sf = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
   if f <= sf then
@@ -170,25 +181,28 @@ if (redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[7]) == 1) an
     redis.call('PERSIST', KEYS[6])
   end
   redis.call('SET', KEYS[5], ARGV[4], 'PX', ARGV[5])
-  return {dup, 1, f, ixDirty(KEYS[1])}
+  return {dup, 1, f, ixDirty(KEYS[1]), ''}
 end
-return {dup, 0, 0, ixDirty(KEYS[1])}
+return {dup, 0, 0, ixDirty(KEYS[1]), ''}
 `
 
 // Enqueue implements Store.
-func (r *Redis) Enqueue(ctx context.Context, k Key, item Item, ttl time.Duration) (Enqueued, error) {
-	token, err := checkEnqueue(k, item, ttl)
-	if err != nil {
+func (r *Redis) Enqueue(ctx context.Context, k Key, item Item, claim Claim) (Enqueued, error) {
+	if err := checkEnqueue(k, item, claim); err != nil {
 		return Enqueued{}, err
+	}
+	lock, ttl := "", int64(1)
+	if claim.Token != "" {
+		lock, ttl = lockValue(claim.Token, item.Seq), ttlMillis(claim.TTL)
 	}
 	ks := r.keys(k)
 	raw, err := r.scripts.enqueue.Run(ctx, r.client,
 		[]string{ks.state, ks.ledger, ks.inbox, ks.inboxData, ks.lock, ks.fence, ks.outbox},
-		item.ID, item.Seq, item.Data, token, ttlMillis(ttl), ttlMillis(r.retention)).Slice()
+		item.ID, item.Seq, item.Data, lock, ttl, ttlMillis(r.retention)).Slice()
 	if err != nil {
 		return Enqueued{}, fmt.Errorf("enqueue %s: %w", k, err)
 	}
-	if len(raw) != 4 {
+	if len(raw) != 5 {
 		return Enqueued{}, fmt.Errorf("enqueue %s: unexpected script answer %v", k, raw)
 	}
 	dup, _ := raw[0].(int64)
@@ -196,7 +210,9 @@ func (r *Redis) Enqueue(ctx context.Context, k Key, item Item, ttl time.Duration
 	fence, _ := raw[2].(int64)
 	out := Enqueued{Duplicate: dup == 1}
 	if acquired == 1 {
-		out.Lease = &Lease{Key: k, Token: token, Fence: uint64(fence)}
+		out.Lease = &Lease{Key: k, Token: claim.Token, Fence: uint64(fence), Seq: item.Seq}
+	} else if holder, _ := raw[4].(string); holder != "" {
+		out.HolderSeq = lockSeq(holder)
 	}
 	r.repairIndex(ctx, k, raw[3])
 	return out, nil
@@ -268,7 +284,7 @@ func (r *Redis) Extend(ctx context.Context, l Lease, ttl time.Duration) error {
 	if err := checkTTL("extend "+l.Key.String(), ttl); err != nil {
 		return err
 	}
-	n, err := r.scripts.extend.Run(ctx, r.client, []string{r.keys(l.Key).lock}, l.Token, ttlMillis(ttl)).Int64()
+	n, err := r.scripts.extend.Run(ctx, r.client, []string{r.keys(l.Key).lock}, lockValue(l.Token, l.Seq), ttlMillis(ttl)).Int64()
 	if err != nil {
 		return fmt.Errorf("extend %s: %w", l.Key, err)
 	}
@@ -278,10 +294,15 @@ func (r *Redis) Extend(ctx context.Context, l Lease, ttl time.Duration) error {
 	return nil
 }
 
-// releaseSrc: KEYS lock inbox; ARGV token. Returns -1 if not held, 0 if
-// the inbox is not empty, 1 if released.
+// releaseSrc: KEYS lock inbox; ARGV lock value. Returns -1 if held by
+// another or free with items waiting, 0 if the inbox is not empty, 1 if
+// released (or free with nothing waiting: a retry, or an expiry).
 const releaseSrc = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local v = redis.call('GET', KEYS[1])
+if v ~= ARGV[1] then
+  if v or redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+  return 1
+end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
@@ -293,7 +314,7 @@ func (r *Redis) Release(ctx context.Context, l Lease) (bool, error) {
 		return false, fmt.Errorf("release %s: %w", l.Key, err)
 	}
 	ks := r.keys(l.Key)
-	n, err := r.scripts.release.Run(ctx, r.client, []string{ks.lock, ks.inbox}, l.Token).Int64()
+	n, err := r.scripts.release.Run(ctx, r.client, []string{ks.lock, ks.inbox}, lockValue(l.Token, l.Seq)).Int64()
 	if err != nil {
 		return false, fmt.Errorf("release %s: %w", l.Key, err)
 	}
@@ -303,7 +324,7 @@ func (r *Redis) Release(ctx context.Context, l Lease) (bool, error) {
 	return n == 1, nil
 }
 
-// abandonSrc: KEYS lock; ARGV token. Compare and delete.
+// abandonSrc: KEYS lock; ARGV lock value. Compare and delete.
 const abandonSrc = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -314,7 +335,7 @@ func (r *Redis) Abandon(ctx context.Context, l Lease) error {
 	if err := l.Key.check(); err != nil {
 		return fmt.Errorf("abandon %s: %w", l.Key, err)
 	}
-	if err := r.scripts.abandon.Run(ctx, r.client, []string{r.keys(l.Key).lock}, l.Token).Err(); err != nil {
+	if err := r.scripts.abandon.Run(ctx, r.client, []string{r.keys(l.Key).lock}, lockValue(l.Token, l.Seq)).Err(); err != nil {
 		return fmt.Errorf("abandon %s: %w", l.Key, err)
 	}
 	return nil
@@ -340,10 +361,11 @@ func (r *Redis) Load(ctx context.Context, k Key) (fsm.Campaign, error) {
 }
 
 // commitSrc: KEYS state ledger inbox inboxdata outbox lock fence; ARGV
-// token fence version(0: no campaign) data terminal(1/0) retention_ms now_ms
-// n_outbox outbox... n_applied applied... n_dequeue dequeue... state.
-// Returns {0 (written), 1 (lock lost) or 2 (version conflict), state index
-// entry to repair or an empty string}.
+// lock-value fence version(0: no campaign) data terminal(1/0) retention_ms
+// now_ms n_outbox outbox... n_applied applied... n_dequeue dequeue... state
+// write-id. Returns {0 (written, or written already by this write id), 1
+// (lock lost) or 2 (version conflict), state index entry to repair or an
+// empty string}.
 //
 // The state, ledger and fence keys expire together after a terminal write
 // and are made persistent by any other write of the campaign; the inbox and
@@ -352,15 +374,16 @@ func (r *Redis) Load(ctx context.Context, k Key) (fsm.Campaign, error) {
 // records the state index entry (ix) the campaign must now have.
 const commitSrc = ixDirtyLua + `
 if redis.call('GET', KEYS[6]) ~= ARGV[1] then return {1, ''} end
+local version = tonumber(ARGV[3])
+if version > 0 and redis.call('HGET', KEYS[1], 'wid') == ARGV[#ARGV] then return {0, ixDirty(KEYS[1])} end
 local fence = tonumber(ARGV[2])
 local sf = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
 if sf > fence then return {1, ''} end
-local version = tonumber(ARGV[3])
 if version > 0 then
   local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
   if cur ~= version - 1 then return {2, ''} end
-  redis.call('HSET', KEYS[1], 'data', ARGV[4], 'version', ARGV[3], 'fence', ARGV[2])
-  local state = ARGV[#ARGV]
+  redis.call('HSET', KEYS[1], 'data', ARGV[4], 'version', ARGV[3], 'fence', ARGV[2], 'wid', ARGV[#ARGV])
+  local state = ARGV[#ARGV-1]
   if redis.call('HGET', KEYS[1], 'st') ~= state or ARGV[5] == '1' then
     local t = redis.call('TIME')
     local exp = '0'
@@ -408,8 +431,8 @@ func (r *Redis) Commit(ctx context.Context, w Write) error {
 	if err := checkWrite(w); err != nil {
 		return fmt.Errorf("commit %s: %w", k, err)
 	}
-	args := make([]any, 0, 11+len(w.Outbox)+len(w.Applied)+len(w.Dequeue))
-	args = append(args, w.Lease.Token, w.Lease.Fence)
+	args := make([]any, 0, 12+len(w.Outbox)+len(w.Applied)+len(w.Dequeue))
+	args = append(args, lockValue(w.Lease.Token, w.Lease.Seq), w.Lease.Fence)
 	if c := w.Campaign; c != nil {
 		cc := *c
 		cc.Fence = w.Lease.Fence
@@ -446,6 +469,10 @@ func (r *Redis) Commit(ctx context.Context, w Write) error {
 	} else {
 		args = append(args, "")
 	}
+	if w.ID == "" {
+		w.ID = NewToken()
+	}
+	args = append(args, w.ID)
 
 	if c := w.Campaign; c != nil && c.Version == 1 {
 		err := r.client.ZAdd(ctx, r.indexKey(k.Tenant), redis.Z{Score: float64(c.CreatedAt.UnixMilli()), Member: k.Campaign}).Err()
@@ -496,21 +523,31 @@ func (r *Redis) Outbox(ctx context.Context, k Key) ([]Message, error) {
 	return out, nil
 }
 
-// trimSrc: KEYS lock outbox; ARGV token n. Returns 1 if held.
+// trimSrc: KEYS lock outbox; ARGV lock-value n last. Trims the n oldest if
+// the n-th is last. Returns 1 if held.
 const trimSrc = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 local n = tonumber(ARGV[2])
-if n > 0 then redis.call('LTRIM', KEYS[2], n, -1) end
+if n > 0 and redis.call('LINDEX', KEYS[2], n - 1) == ARGV[3] then redis.call('LTRIM', KEYS[2], n, -1) end
 return 1
 `
 
 // TrimOutbox implements Store.
-func (r *Redis) TrimOutbox(ctx context.Context, l Lease, n int) error {
+func (r *Redis) TrimOutbox(ctx context.Context, l Lease, published []Message) error {
 	if err := l.Key.check(); err != nil {
 		return fmt.Errorf("trim outbox %s: %w", l.Key, err)
 	}
+	// The message's JSON is what Commit stored: encoding/json writes the
+	// same bytes for a Message decoded from them.
+	var last []byte
+	if n := len(published); n > 0 {
+		var err error
+		if last, err = json.Marshal(published[n-1]); err != nil {
+			return fmt.Errorf("trim outbox %s: encode: %w", l.Key, err)
+		}
+	}
 	ks := r.keys(l.Key)
-	held, err := r.scripts.trim.Run(ctx, r.client, []string{ks.lock, ks.outbox}, l.Token, n).Int64()
+	held, err := r.scripts.trim.Run(ctx, r.client, []string{ks.lock, ks.outbox}, lockValue(l.Token, l.Seq), len(published), last).Int64()
 	if err != nil {
 		return fmt.Errorf("trim outbox %s: %w", l.Key, err)
 	}
@@ -744,11 +781,18 @@ func (r *Redis) CountByState(ctx context.Context) (map[fsm.State]int64, error) {
 	return out, nil
 }
 
-// reserveSrc: KEYS record; ARGV json ttl_ms. Returns the existing record
-// or false after storing the new one.
+// reserveSrc: KEYS record; ARGV json ttl_ms owner. Returns the existing
+// record, or false after storing the new one or finding the caller's own
+// in-progress reservation (same owner).
 const reserveSrc = `
 local cur = redis.call('GET', KEYS[1])
-if cur then return cur end
+if cur then
+  if ARGV[3] ~= '' then
+    local ok, rec = pcall(cjson.decode, cur)
+    if ok and type(rec) == 'table' and rec['owner'] == ARGV[3] and (tonumber(rec['status']) or 0) == 0 then return false end
+  end
+  return cur
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 `
@@ -765,7 +809,7 @@ func (r *Redis) ReserveIdem(ctx context.Context, tenant, key string, rec IdemRec
 	if err != nil {
 		return IdemRecord{}, false, fmt.Errorf("reserve idempotency key %s/%s: encode: %w", tenant, key, err)
 	}
-	cur, err := r.scripts.reserve.Run(ctx, r.client, []string{r.idemKey(tenant, key)}, b, ttlMillis(ttl)).Text()
+	cur, err := r.scripts.reserve.Run(ctx, r.client, []string{r.idemKey(tenant, key)}, b, ttlMillis(ttl), rec.Owner).Text()
 	if errors.Is(err, redis.Nil) {
 		return IdemRecord{}, false, nil
 	}
@@ -822,6 +866,28 @@ func (r *Redis) DeleteIdem(ctx context.Context, tenant, key string) error {
 		return fmt.Errorf("delete idempotency key %s/%s: %w", tenant, key, err)
 	}
 	return nil
+}
+
+// secretSrc: KEYS secret; ARGV candidate. Stores candidate unless a secret
+// is stored, and returns the stored one.
+const secretSrc = `
+local cur = redis.call('GET', KEYS[1])
+if cur then return cur end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+`
+
+// Secret implements Store. The secret is kept under P:secret:<name>, with
+// no expiry.
+func (r *Redis) Secret(ctx context.Context, name string, candidate []byte) ([]byte, error) {
+	if name == "" || len(candidate) == 0 {
+		return nil, fmt.Errorf("secret %q: empty name or candidate: %w", name, ErrInvalid)
+	}
+	b, err := r.scripts.secret.Run(ctx, r.client, []string{r.prefix + ":secret:" + name}, candidate).Text()
+	if err != nil {
+		return nil, fmt.Errorf("secret %q: %w", name, err)
+	}
+	return []byte(b), nil
 }
 
 // Ping implements Store.

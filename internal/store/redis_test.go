@@ -92,7 +92,7 @@ func TestRedisKeys(t *testing.T) {
 		return d
 	}
 
-	res, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, time.Minute)
+	res, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, store.Claim{Token: store.NewToken(), TTL: time.Minute})
 	if err != nil || res.Lease == nil {
 		t.Fatalf("Enqueue = %+v, %v", res, err)
 	}
@@ -113,7 +113,7 @@ func TestRedisKeys(t *testing.T) {
 	if n, _ := rdb.Exists(ctx, inbox, inboxData).Result(); n != 0 {
 		t.Fatalf("empty inbox keys still exist (%d)", n)
 	}
-	if _, err := s.Enqueue(ctx, k, store.Item{ID: "b", Seq: 2}, time.Minute); err != nil {
+	if _, err := s.Enqueue(ctx, k, store.Item{ID: "b", Seq: 2}, store.Claim{Token: store.NewToken(), TTL: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	c.State, c.Version = fsm.Completed, 2
@@ -155,7 +155,7 @@ func TestRedisOutage(t *testing.T) {
 	s := newRedis(t, srv.URL(), time.Hour)
 	ctx := t.Context()
 	k := store.Key{Tenant: "acme", Campaign: "outage"}
-	res, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, time.Minute)
+	res, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, store.Claim{Token: store.NewToken(), TTL: time.Minute})
 	if err != nil || res.Lease == nil {
 		t.Fatalf("Enqueue = %+v, %v", res, err)
 	}
@@ -187,7 +187,7 @@ func TestRedisOutage(t *testing.T) {
 	if _, err := s.Load(ctx, k); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Load after a restart without data: %v, want ErrNotFound", err)
 	}
-	res, err = s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, time.Minute)
+	res, err = s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, store.Claim{Token: store.NewToken(), TTL: time.Minute})
 	if err != nil || res.Lease == nil || res.Duplicate {
 		t.Fatalf("Enqueue after data loss = %+v, %v", res, err)
 	}
@@ -218,7 +218,7 @@ func TestRedisScriptFlush(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := store.Key{Tenant: "acme", Campaign: "flush"}
-	if res, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, time.Minute); err != nil || res.Lease == nil {
+	if res, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, store.Claim{Token: store.NewToken(), TTL: time.Minute}); err != nil || res.Lease == nil {
 		t.Fatalf("Enqueue after SCRIPT FLUSH = %+v, %v", res, err)
 	}
 }
@@ -231,7 +231,7 @@ func TestRedisListDropsExpired(t *testing.T) {
 	s := newRedis(t, url, retention)
 	ctx := t.Context()
 	k := store.Key{Tenant: "acme", Campaign: "gone"}
-	res, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, time.Minute)
+	res, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, store.Claim{Token: store.NewToken(), TTL: time.Minute})
 	if err != nil || res.Lease == nil {
 		t.Fatalf("Enqueue = %+v, %v", res, err)
 	}
@@ -292,7 +292,7 @@ func TestRedisStateIndexRepair(t *testing.T) {
 		}
 		return got
 	}
-	res, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, time.Minute)
+	res, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, store.Claim{Token: store.NewToken(), TTL: time.Minute})
 	if err != nil || res.Lease == nil {
 		t.Fatalf("Enqueue = %+v, %v", res, err)
 	}
@@ -328,7 +328,7 @@ func TestRedisStateIndexRepair(t *testing.T) {
 		t.Fatalf("after the simulated crash: %v", got)
 	}
 	// The redelivery's Enqueue repairs it.
-	if _, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, time.Minute); err != nil {
+	if _, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, store.Claim{Token: store.NewToken(), TTL: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	if got := counts(); got[fsm.Running] != 0 || got[fsm.Paused] != 1 {

@@ -44,13 +44,27 @@ type Key struct{ Tenant, Campaign string }
 // String returns "<tenant>/<campaign>".
 func (k Key) String() string { return k.Tenant + "/" + k.Campaign }
 
-// Lease is a held campaign lock: a random token and the fencing token that
-// came with it. Fence grows with every acquisition of the campaign's lock and
-// is always above the Fence recorded in the campaign's stored state.
+// Lease is a held campaign lock: the token its holder chose (Claim.Token),
+// the fencing token that came with it, and the stream sequence of the
+// message that backs the holder (Item.Seq of the Enqueue that took it). Fence
+// grows with every acquisition of the campaign's lock and is always above the
+// Fence recorded in the campaign's stored state.
 type Lease struct {
 	Key   Key
 	Token string
 	Fence uint64
+	Seq   uint64
+}
+
+// Claim asks Enqueue to take the campaign's lock when it is free. Token is
+// chosen by the caller once per logical acquisition (NewToken) and passed
+// again unchanged on every retry of that Enqueue: a retry after a lost reply
+// then finds its own lock and gets its Lease back, instead of taking the
+// lock for someone else. The zero Claim parks the item and never takes the
+// lock.
+type Claim struct {
+	Token string
+	TTL   time.Duration
 }
 
 // Item is a command waiting in a campaign's inbox. Items are kept in Seq
@@ -77,10 +91,21 @@ type Enqueued struct {
 	// drain the inbox (then Release). It is nil when someone else holds it:
 	// that holder will find the item before it can release.
 	Lease *Lease
+	// HolderSeq, when Lease is nil and the lock is held, is the stream
+	// sequence of the message that backs the holder (its Lease.Seq). When it
+	// is the caller's own Item.Seq, the holder took over the caller's message
+	// (redelivered while the caller stalled): the caller must not acknowledge
+	// it, or nothing would bring the campaign back should that holder die.
+	HolderSeq uint64
 }
 
 // Write is one atomic, fenced change of a campaign.
 type Write struct {
+	// ID names this write, chosen by the caller once (NewToken) and kept
+	// for every retry of it: a Commit retried after a lost reply finds its
+	// own write and succeeds instead of reporting a version conflict. Empty:
+	// the store picks one (safe against its own client's retries only).
+	ID    string
 	Lease Lease
 	// Campaign, when not nil, replaces the stored campaign; the stored version
 	// must be Campaign.Version-1 (0: the campaign must not exist yet). Its
@@ -96,8 +121,9 @@ type Write struct {
 
 // IdemRecord is a stored HTTP answer for an Idempotency-Key.
 type IdemRecord struct {
-	Fingerprint string            `json:"fingerprint"` // method, path and body hash of the first request
-	Status      int               `json:"status"`      // 0 while the first request is still in progress
+	Fingerprint string            `json:"fingerprint"`     // method, path and body hash of the first request
+	Owner       string            `json:"owner,omitempty"` // nonce of the request that reserved it (see ReserveIdem)
+	Status      int               `json:"status"`          // 0 while the first request is still in progress
 	Header      map[string]string `json:"header,omitempty"`
 	Body        []byte            `json:"body,omitempty"`
 }
@@ -114,11 +140,15 @@ type Store interface {
 	// Enqueue adds item to the campaign's inbox unless its ID is in the
 	// campaign's ledger (Duplicate). An ID already in the inbox is not added
 	// again: the first Seq and Data stay. Then, in the same atomic step, if
-	// the inbox or the outbox is not empty and the lock is free, it takes the
-	// lock for ttl with a new random token and fencing token and returns the
-	// Lease (also for a Duplicate: whoever finds the lock free publishes what
-	// a lost holder left in the outbox and drains the inbox).
-	Enqueue(ctx context.Context, k Key, item Item, ttl time.Duration) (Enqueued, error)
+	// claim has a Token, the inbox or the outbox is not empty and the lock
+	// is free, it takes the lock for claim.TTL with claim.Token, a new
+	// fencing token and item.Seq as the backing message, and returns the
+	// Lease (also for a Duplicate: whoever finds the lock free publishes
+	// what a lost holder left in the outbox and drains the inbox). A lock
+	// already held with claim.Token is the caller's own from an earlier run
+	// of this call: its Lease is returned again. Otherwise HolderSeq tells
+	// which message backs the holder.
+	Enqueue(ctx context.Context, k Key, item Item, claim Claim) (Enqueued, error)
 	// Inbox returns up to limit items in Seq order (ties by ID); limit <= 0
 	// returns them all.
 	Inbox(ctx context.Context, k Key, limit int) ([]Item, error)
@@ -126,7 +156,10 @@ type Store interface {
 	Extend(ctx context.Context, l Lease, ttl time.Duration) error
 	// Release frees the lock if the inbox is empty and reports whether it
 	// did; false means items arrived meanwhile: drain them, then try again.
-	// ErrLockLost if not held by l.
+	// When l no longer holds the lock but it is free and the inbox is empty
+	// (a retry after the release's reply was lost, or an expiry with nothing
+	// left to do) it reports true as well. ErrLockLost if another holder has
+	// the lock, or it is free with items waiting.
 	Release(ctx context.Context, l Lease) (bool, error)
 	// Abandon frees the lock whatever the inbox holds (shutdown). It is not
 	// an error if the lock is no longer held by l.
@@ -146,9 +179,14 @@ type Store interface {
 	Commit(ctx context.Context, w Write) error
 	// Outbox returns the campaign's outbox, oldest first.
 	Outbox(ctx context.Context, k Key) ([]Message, error)
-	// TrimOutbox removes the n oldest outbox messages (n <= 0: none).
-	// ErrLockLost if l does not hold the lock.
-	TrimOutbox(ctx context.Context, l Lease, n int) error
+	// TrimOutbox removes published, the oldest messages of the outbox as
+	// Outbox returned them, if they are still there: it removes
+	// len(published) messages when the outbox's message at that position is
+	// the last of published, and nothing otherwise, so a retry after a lost
+	// reply does not remove messages never published. Outbox messages are
+	// distinct (each carries its own id). ErrLockLost if l does not hold the
+	// lock.
+	TrimOutbox(ctx context.Context, l Lease, published []Message) error
 	// Applied reports whether id is in the campaign's ledger.
 	Applied(ctx context.Context, k Key, id string) (bool, error)
 
@@ -171,7 +209,9 @@ type Store interface {
 	// ReserveIdem stores rec (Status 0: in progress) under (tenant, key) for
 	// ttl unless a record exists, and returns the existing record and true
 	// if one does (the caller compares fingerprints). An expired record does
-	// not exist.
+	// not exist. A stored in-progress record with the caller's rec.Owner
+	// (not empty) is the caller's own reservation from an earlier run of
+	// this call (a lost reply): it counts as reserved now (false).
 	ReserveIdem(ctx context.Context, tenant, key string, rec IdemRecord, ttl time.Duration) (IdemRecord, bool, error)
 	// CompleteIdem replaces the record with the final answer (ttl again).
 	// ErrIdempotencyMismatch, and nothing written, if the stored record has
@@ -180,6 +220,12 @@ type Store interface {
 	CompleteIdem(ctx context.Context, tenant, key string, rec IdemRecord, ttl time.Duration) error
 	// DeleteIdem removes the record (a 5xx answer is not kept).
 	DeleteIdem(ctx context.Context, tenant, key string) error
+
+	// Secret returns the secret stored under name, storing candidate first
+	// when there is none, so that every process sharing the store uses the
+	// one the first of them chose (IDEMPOTENCY_SECRET when unset). Safe to
+	// retry. ErrInvalid for an empty name or candidate.
+	Secret(ctx context.Context, name string, candidate []byte) ([]byte, error)
 
 	// Ping reports whether the store is reachable.
 	Ping(ctx context.Context) error

@@ -22,6 +22,12 @@ import (
 // message should come back to another instance.
 var errStopping = errors.New("worker stopping")
 
+// errBacksHolder: the campaign's lock is held by a handler that took over
+// this very message (redelivered while this one stalled). The message must
+// not be acknowledged: if that holder dies, only its redelivery brings the
+// campaign back. Its current delivery is the holder's to end.
+var errBacksHolder = errors.New("message backs another holder's lock")
+
 // inboxBatch is how many inbox items are read at once.
 const inboxBatch = 32
 
@@ -120,16 +126,12 @@ func (d *drainer) readAhead(ctx context.Context, items []store.Item, before uint
 		if err != nil {
 			return pulled, err
 		}
-		res, err := d.w.d.Store.Enqueue(ctx, d.k, store.Item{ID: cmd.ID, Seq: raw.Sequence, Data: data}, d.w.cfg.LockTTL)
+		// Park only: the message is delivered to another handler, which
+		// takes the lock itself should ours have expired.
+		res, err := d.w.d.Store.Enqueue(ctx, d.k, store.Item{ID: cmd.ID, Seq: raw.Sequence, Data: data}, store.Claim{})
 		if err != nil {
 			d.scanFrom = raw.Sequence
 			return pulled, err
-		}
-		if res.Lease != nil {
-			// The lock was free: ours had expired. Give back the one this
-			// took (nobody would hold it) and stop as the lost holder.
-			_ = d.w.d.Store.Abandon(ctx, *res.Lease)
-			return pulled, fmt.Errorf("read ahead %s: %w", d.k, store.ErrLockLost)
 		}
 		pulled = pulled || !res.Duplicate
 	}
@@ -173,8 +175,25 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 		if cur == nil {
 			return d.dequeue(ctx, si.ID)
 		}
-		r := fsm.Reject(*cur, it.ID, it.Verb, reason, now)
-		return d.commit(ctx, it, r, true, si.ID)
+		err := d.commit(ctx, it, fsm.Reject(*cur, it.ID, it.Verb, reason, now), true, si.ID)
+		if errors.Is(err, events.ErrEventTooLarge) {
+			// Never block the campaign on its own rejection: say less.
+			log.Warn("rejection does not fit in an event: recorded with a short reason", "err", err)
+			err = d.commit(ctx, it, fsm.Reject(*cur, it.ID, events.BoundReason(it.Verb), reasonTooLarge, now), true, si.ID)
+		}
+		return err
+	}
+	// tooLarge: a command whose events cannot be published (a create whose
+	// name or params fill an event, say) is invalid: dead-lettered once and
+	// rejected, so that the campaign's other commands go on.
+	tooLarge := func(cmd fsm.Command, cause error) error {
+		log.Warn("command's events do not fit: dead-lettered", "verb", cmd.Verb, "err", cause)
+		reason := "its events do not fit in a message: " + cause.Error()
+		if err := d.deadLetter(ctx, it, si.Seq, invalid(cmd, reason), metrics.DLQInvalid); err != nil {
+			return err
+		}
+		it.Verb = string(cmd.Verb)
+		return reject(reason)
 	}
 	if it.Invalid != "" {
 		return reject(it.Invalid)
@@ -227,17 +246,28 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 		return fmt.Errorf("apply %s to %s: %w", cmd.Verb, d.k, err)
 	}
 	if !r.RunStep {
-		return w.countApplied(d.commit(ctx, it, r, cmd.Verb != fsm.Advance, si.ID), cmd.Verb)
+		err := d.commit(ctx, it, r, cmd.Verb != fsm.Advance, si.ID)
+		if errors.Is(err, events.ErrEventTooLarge) {
+			return tooLarge(cmd, err)
+		}
+		return w.countApplied(err, cmd.Verb)
 	}
 	if len(r.Events) > 0 {
 		// step.started: written before the call; the advance stays in the
 		// inbox until the step's result is written.
-		if err := d.commit(ctx, it, r, false, ""); err != nil {
+		err := d.commit(ctx, it, r, false, "")
+		if errors.Is(err, events.ErrEventTooLarge) {
+			return tooLarge(cmd, err)
+		}
+		if err != nil {
 			return err
 		}
 	}
 	return w.countApplied(d.runStep(ctx, r.Campaign, it, si.ID), cmd.Verb)
 }
+
+// reasonTooLarge is the reason of a rejection whose own reason did not fit.
+const reasonTooLarge = "command rejected; its reason was too large to record"
 
 // invalid describes a valid-looking command that cannot be applied.
 func invalid(cmd fsm.Command, reason string) *events.InvalidCommand {
@@ -353,6 +383,7 @@ func (d *drainer) dequeue(ctx context.Context, id string) error {
 func (d *drainer) write(ctx context.Context, wr store.Write) error {
 	w := d.w
 	wr.Lease = d.l
+	wr.ID = store.NewToken() // the same for every retry: a retry after a lost reply finds its write
 	if err := w.fault(BeforeWrite, d.k); err != nil {
 		return err
 	}
@@ -406,7 +437,7 @@ func (d *drainer) flush(ctx context.Context) error {
 	if err := w.fault(AfterPublish, d.k); err != nil {
 		return err
 	}
-	if err := w.retry(ctx, "trim outbox", func() error { return w.fenced(w.d.Store.TrimOutbox(ctx, d.l, len(msgs))) }); err != nil {
+	if err := w.retry(ctx, "trim outbox", func() error { return w.fenced(w.d.Store.TrimOutbox(ctx, d.l, msgs)) }); err != nil {
 		return fmt.Errorf("trim outbox of %s: %w", d.k, err)
 	}
 	return nil

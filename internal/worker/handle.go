@@ -108,7 +108,7 @@ func (w *Worker) handle(work, run context.Context, msg jetstream.Msg) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		w.log.Error("message without metadata: terminated", "subject", msg.Subject(), "err", err)
-		_ = msg.TermWithReason("no metadata")
+		w.term(msg, "no metadata")
 		return
 	}
 	work, span := w.startHandle(work, msg, meta)
@@ -132,7 +132,7 @@ func (w *Worker) handle(work, run context.Context, msg jetstream.Msg) {
 		}
 		w.d.Metrics.CommandDeadLettered(verbLabel(msg.Subject()), metrics.DLQInvalid)
 		if inv.Tenant == "" || inv.Campaign == "" || inv.ID == "" {
-			_ = msg.TermWithReason(inv.Reason)
+			w.term(msg, inv.Reason)
 			return
 		}
 		// Parked too, so that an existing campaign records the rejection.
@@ -168,7 +168,12 @@ func (w *Worker) handle(work, run context.Context, msg jetstream.Msg) {
 			failSpan(span, err)
 			return
 		case errors.Is(err, errStopping):
-			_ = msg.NakWithDelay(time.Second)
+			if err := msg.NakWithDelay(time.Second); err != nil {
+				log.Warn("nak failed: the message comes back after its ack wait", "err", err)
+			}
+			return
+		case errors.Is(err, errBacksHolder):
+			log.Info("message taken over by the campaign's lock holder: left to it")
 			return
 		case err != nil:
 			log.Warn("left for redelivery", "err", err)
@@ -181,24 +186,50 @@ func (w *Worker) handle(work, run context.Context, msg jetstream.Msg) {
 		return
 	}
 	if inv != nil {
-		_ = msg.TermWithReason(inv.Reason)
+		w.term(msg, inv.Reason)
 		return
 	}
-	_ = msg.Ack()
+	if err := msg.Ack(); err != nil {
+		// The command is durably parked or applied: a redelivery finds it
+		// in the ledger or the inbox.
+		log.Warn("ack failed: the message comes back and is absorbed by the ledger", "err", err)
+	}
+}
+
+// term ends a message that must never be delivered again. Should the
+// server refuse the reason, a plain Term still ends it: a message left
+// unterminated would come back, and be dead-lettered again, until
+// max_deliver.
+func (w *Worker) term(msg jetstream.Msg, reason string) {
+	err := msg.TermWithReason(events.BoundReason(reason))
+	if err == nil {
+		return
+	}
+	if err2 := msg.Term(); err2 != nil {
+		w.log.Error("term failed: the message comes back", "subject", msg.Subject(), "err", errors.Join(err, err2))
+		return
+	}
+	w.log.Warn("term with reason failed: terminated without it", "subject", msg.Subject(), "err", err)
 }
 
 // park puts the item in the campaign's inbox and, if that made this handler
-// the lock holder, drains the inbox.
+// the lock holder, drains the inbox. It returns errBacksHolder when the
+// lock's holder is backed by this very message.
 func (w *Worker) park(work, run context.Context, hb *heartbeat, k store.Key, si store.Item) error {
 	var res store.Enqueued
+	// One token for every retry: a retry after a lost reply finds its own lock.
+	claim := store.Claim{Token: store.NewToken(), TTL: w.cfg.LockTTL}
 	if err := w.retry(work, "enqueue", func() (err error) {
-		res, err = w.d.Store.Enqueue(work, k, si, w.cfg.LockTTL)
+		res, err = w.d.Store.Enqueue(work, k, si, claim)
 		return err
 	}); err != nil {
 		return err
 	}
 	w.noteEnqueued(res, si)
 	if res.Lease == nil {
+		if res.HolderSeq == si.Seq {
+			return errBacksHolder
+		}
 		return nil // duplicate, or the lock holder will find it
 	}
 	ctx, lost := context.WithCancelCause(work)

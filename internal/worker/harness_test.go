@@ -44,6 +44,9 @@ type harnessOpts struct {
 	retention  time.Duration // CAMPAIGN_RETENTION of the store; 0: default
 	fault      func(i int) func(worker.FaultPoint, store.Key) error
 	metrics    *metrics.Metrics // every worker's metrics; nil: none
+	// logged, when set, sees the message of every log record of worker i
+	// (debug level and up), beside the TEST_LOG output.
+	logged func(i int, msg string)
 }
 
 type harness struct {
@@ -109,8 +112,12 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		if o.fault != nil {
 			fault = o.fault(i)
 		}
+		log := testLogger(t, i)
+		if o.logged != nil {
+			log = slog.New(hookHandler{Handler: log.Handler(), hook: func(msg string) { o.logged(i, msg) }})
+		}
 		w, err := worker.New(ctx, worker.Config{Workers: max(o.perWorker, 4), LockTTL: lockTTL, Grace: 2 * time.Second, HealthEvery: 100 * time.Millisecond, FetchWait: 200 * time.Millisecond},
-			worker.Deps{JS: js, Store: h.store, Steps: steps, Workflows: h.wf, Logger: testLogger(t, i), Fault: fault, Metrics: o.metrics})
+			worker.Deps{JS: js, Store: h.store, Steps: steps, Workflows: h.wf, Logger: log, Fault: fault, Metrics: o.metrics})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,6 +144,30 @@ func testLogger(t *testing.T, i int) *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name(), "worker", i)
+}
+
+// hookHandler passes every record's message to hook, then to Handler.
+type hookHandler struct {
+	slog.Handler
+	hook func(msg string)
+}
+
+func (h hookHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h hookHandler) Handle(ctx context.Context, r slog.Record) error {
+	h.hook(r.Message)
+	if h.Handler.Enabled(ctx, r.Level) {
+		return h.Handler.Handle(ctx, r)
+	}
+	return nil
+}
+
+func (h hookHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return hookHandler{Handler: h.Handler.WithAttrs(as), hook: h.hook}
+}
+
+func (h hookHandler) WithGroup(name string) slog.Handler {
+	return hookHandler{Handler: h.Handler.WithGroup(name), hook: h.hook}
 }
 
 // publish sends a command with Nats-Msg-Id id and waits for the PubAck.

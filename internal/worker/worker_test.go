@@ -183,6 +183,99 @@ func TestStalledWorkerIsFenced(t *testing.T) {
 	}
 }
 
+// A worker that stalls mid-step past the ack wait, wakes after another
+// worker took its message and the lock over, and is fenced, leaves that
+// message unacknowledged: when the new holder then dies, the message comes
+// back and a third handler completes the campaign, gap-free (issue 7, 2).
+func TestStalledWorkerLeavesTakenOverMessage(t *testing.T) {
+	for _, memory := range []bool{false, true} {
+		t.Run(map[bool]string{false: "redis", true: "memory"}[memory], func(t *testing.T) {
+			const camp = "takeover"
+			var (
+				mu            sync.Mutex
+				a, b          = -1, -1 // the stalled worker, the one that took over
+				calls         int
+				wake          = make(chan struct{})
+				finished      = make(chan struct{}) // a's handler is done with its message
+				finishedOnce  sync.Once
+				taken         = make(chan struct{}) // b is in its step call
+				unblock       = make(chan struct{})
+				unblockedOnce sync.Once
+			)
+			t.Cleanup(func() { unblockedOnce.Do(func() { close(unblock) }) })
+			done := func() { finishedOnce.Do(func() { close(finished) }) }
+			h := newHarness(t, harnessOpts{workers: 3, memory: memory,
+				fault: func(i int) func(worker.FaultPoint, store.Key) error {
+					return func(p worker.FaultPoint, k store.Key) error {
+						if k.Campaign != camp {
+							return nil
+						}
+						mu.Lock()
+						switch {
+						case p == worker.BeforeStepCall:
+							if calls++; calls == 2 {
+								b = i
+								close(taken)
+							}
+						case p == worker.AfterStepCall && a == -1:
+							a = i
+							mu.Unlock()
+							select { // far past the ack wait: the message goes to b
+							case <-wake:
+							case <-time.After(30 * time.Second):
+							}
+							return nil
+						case p == worker.AfterStepCall && i == b:
+							b = -2 // b dies holding the lock, its message unended
+							mu.Unlock()
+							return errInjected
+						case p == worker.BeforeAck && i == a:
+							done() // today's main: a acknowledges b's message
+						}
+						mu.Unlock()
+						return nil
+					}
+				},
+				logged: func(i int, msg string) {
+					mu.Lock()
+					isA := i == a
+					mu.Unlock()
+					if isA && strings.Contains(msg, "left to it") {
+						done()
+					}
+				},
+			})
+			h.down.on(camp, "validate", behaviour{}, behaviour{Block: unblock})
+			h.create("acme", camp, true)
+			select {
+			case <-taken:
+			case <-time.After(20 * time.Second):
+				t.Fatal("no other worker took the stalled worker's message over")
+			}
+			close(wake) // a wakes: its write is fenced, b holds the lock
+			select {
+			case <-finished:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the stalled worker never finished its message")
+			}
+			unblockedOnce.Do(func() { close(unblock) }) // b's call returns, and b dies
+			h.waitEvent("acme", camp, fsm.EvCompleted, 0, 30*time.Second)
+			h.waitIdle("acme", camp)
+			evs := h.history("acme", camp)
+			checkSequence(t, evs)
+			if got, want := count(evs, fsm.EvStepSucceeded), len(standard); got != want {
+				t.Fatalf("%d step.succeeded, want %d: %s", got, want, types(evs))
+			}
+			got := h.down.Begun(camp)
+			checkKeys(t, "acme", camp, got)
+			if len(got) < 3 || got[0].Step != "validate" || got[1].Step != "validate" || got[2].Step != "validate" || got[2].Key != got[0].Key {
+				t.Fatalf("calls: %+v (want validate three times, same key)", got)
+			}
+			h.noDeadLetters()
+		})
+	}
+}
+
 // pause and cancel published while a step runs take effect before the next
 // step starts, with 0 ms steps and many workers.
 func TestControlBeatsAdvance(t *testing.T) {

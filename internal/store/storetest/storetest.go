@@ -66,6 +66,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"IdempotencyTTL", testIdempotencyTTL},
 		{"ConcurrentHolders", testConcurrentHolders},
 		{"CountByState", testCountByState},
+		{"RetriedCalls", testRetriedCalls},
+		{"HolderSeq", testHolderSeq},
+		{"Secret", testSecret},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,9 +107,12 @@ func item(id string, seq uint64) store.Item {
 	return store.Item{ID: id, Seq: seq, Data: []byte("data of " + id)}
 }
 
+// claim is a Claim with a new token.
+func claim(ttl time.Duration) store.Claim { return store.Claim{Token: store.NewToken(), TTL: ttl} }
+
 func mustEnqueue(t *testing.T, s store.Store, k store.Key, it store.Item, ttl time.Duration) store.Enqueued {
 	t.Helper()
-	res, err := s.Enqueue(t.Context(), k, it, ttl)
+	res, err := s.Enqueue(t.Context(), k, it, claim(ttl))
 	if err != nil {
 		t.Fatalf("Enqueue(%s, %s): %v", k, it.ID, err)
 	}
@@ -249,13 +255,13 @@ func testEmptyAndInvalid(t *testing.T, s store.Store) {
 	if applied(t, s, k, "x") {
 		t.Fatal("Applied on an unknown campaign = true")
 	}
-	_, err := s.Enqueue(ctx, store.Key{Tenant: "acme"}, item("a", 1), longTTL)
+	_, err := s.Enqueue(ctx, store.Key{Tenant: "acme"}, item("a", 1), store.Claim{Token: store.NewToken(), TTL: longTTL})
 	wantErr(t, "Enqueue with an empty campaign", err, store.ErrInvalid)
-	_, err = s.Enqueue(ctx, k, item("a", 1), 0)
+	_, err = s.Enqueue(ctx, k, item("a", 1), store.Claim{Token: store.NewToken(), TTL: 0})
 	wantErr(t, "Enqueue with ttl 0", err, store.ErrInvalid)
-	_, err = s.Enqueue(ctx, k, item("", 1), longTTL)
+	_, err = s.Enqueue(ctx, k, item("", 1), store.Claim{Token: store.NewToken(), TTL: longTTL})
 	wantErr(t, "Enqueue with an empty id", err, store.ErrInvalid)
-	_, err = s.Enqueue(ctx, store.Key{Tenant: "a/b", Campaign: "c"}, item("a", 1), longTTL)
+	_, err = s.Enqueue(ctx, store.Key{Tenant: "a/b", Campaign: "c"}, item("a", 1), store.Claim{Token: store.NewToken(), TTL: longTTL})
 	wantErr(t, "Enqueue with a slash in the tenant", err, store.ErrInvalid)
 
 	l := mustLease(t, s, k, item("a", 1), longTTL)
@@ -341,8 +347,8 @@ func testLeaseOnlyWhenFree(t *testing.T, s store.Store) {
 	mustCommit(t, s, store.Write{Lease: l1, Dequeue: []string{"b"}})
 	mustRelease(t, s, l1, true)
 
-	_, err := s.Release(ctx, l1)
-	wantErr(t, "second Release", err, store.ErrLockLost)
+	// A second Release (a retry after a lost reply) finds nothing to do.
+	mustRelease(t, s, l1, true)
 	wantErr(t, "Extend after Release", s.Extend(ctx, l1, longTTL), store.ErrLockLost)
 
 	l2 := mustLease(t, s, k, item("c", 3), longTTL)
@@ -391,7 +397,7 @@ func testWrongTokenOrFence(t *testing.T, s store.Store) {
 	_, err := s.Release(ctx, bad)
 	wantErr(t, "Release(wrong token)", err, store.ErrLockLost)
 	wantErr(t, "Commit(wrong token)", s.Commit(ctx, fullWrite(bad, 1, "a")), store.ErrLockLost)
-	wantErr(t, "TrimOutbox(wrong token)", s.TrimOutbox(ctx, bad, 1), store.ErrLockLost)
+	wantErr(t, "TrimOutbox(wrong token)", s.TrimOutbox(ctx, bad, outbox(t, s, k)), store.ErrLockLost)
 	untouched(t, s, k, "a")
 
 	// The same token on another campaign is not a lease there.
@@ -431,7 +437,7 @@ func testExpiredLease(t *testing.T, s store.Store) {
 	// Expired, nobody else holds it: still refused.
 	wantErr(t, "Commit after the TTL", s.Commit(ctx, fullWrite(l1, 1, "a")), store.ErrLockLost)
 	wantErr(t, "Extend after the TTL", s.Extend(ctx, l1, longTTL), store.ErrLockLost)
-	wantErr(t, "TrimOutbox after the TTL", s.TrimOutbox(ctx, l1, 1), store.ErrLockLost)
+	wantErr(t, "TrimOutbox after the TTL", s.TrimOutbox(ctx, l1, outbox(t, s, k)), store.ErrLockLost)
 	_, err := s.Release(ctx, l1)
 	wantErr(t, "Release after the TTL", err, store.ErrLockLost)
 	untouched(t, s, k, "a")
@@ -548,21 +554,34 @@ func testOutbox(t *testing.T, s store.Store) {
 	m2 := store.Message{Subject: "campaign.evt.acme.outbox.started", Data: []byte{0, 1, 2, 255}}
 	m3 := store.Message{Subject: "campaign.cmd.acme.outbox.advance", Header: map[string]string{"A": "1", "B": "2"}, Data: []byte("advance")}
 	mustCommit(t, s, store.Write{Lease: l, Campaign: newCampaign(k, 1, fsm.Running), Outbox: []store.Message{m1, m2}})
-	mustCommit(t, s, store.Write{Lease: l, Outbox: []store.Message{m3}})
+	mustCommit(t, s, store.Write{Lease: l, Campaign: newCampaign(k, 2, fsm.Running), Outbox: []store.Message{m3}})
 	if got, want := outbox(t, s, k), []store.Message{m1, m2, m3}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("Outbox =\n%+v\nwant\n%+v", got, want)
 	}
-	if err := s.TrimOutbox(ctx, l, 0); err != nil {
-		t.Fatalf("TrimOutbox(0): %v", err)
+	if err := s.TrimOutbox(ctx, l, nil); err != nil {
+		t.Fatalf("TrimOutbox(none): %v", err)
 	}
-	if err := s.TrimOutbox(ctx, l, 2); err != nil {
-		t.Fatalf("TrimOutbox(2): %v", err)
+	published := outbox(t, s, k)[:2]
+	for range 2 { // the second time is a retry after a lost reply: m3 stays
+		if err := s.TrimOutbox(ctx, l, published); err != nil {
+			t.Fatalf("TrimOutbox(2): %v", err)
+		}
+		if got, want := outbox(t, s, k), []store.Message{m3}; !reflect.DeepEqual(got, want) {
+			t.Fatalf("Outbox after trimming 2 = %+v, want %+v", got, want)
+		}
+	}
+	// Messages that are not the outbox's oldest are not trimmed.
+	if err := s.TrimOutbox(ctx, l, []store.Message{m1, m2, m3}); err != nil {
+		t.Fatalf("TrimOutbox(3 of 1): %v", err)
+	}
+	if err := s.TrimOutbox(ctx, l, []store.Message{m1}); err != nil {
+		t.Fatalf("TrimOutbox(m1): %v", err)
 	}
 	if got, want := outbox(t, s, k), []store.Message{m3}; !reflect.DeepEqual(got, want) {
-		t.Fatalf("Outbox after trimming 2 = %+v, want %+v", got, want)
+		t.Fatalf("Outbox after trimming what is not there = %+v, want %+v", got, want)
 	}
-	if err := s.TrimOutbox(ctx, l, 5); err != nil {
-		t.Fatalf("TrimOutbox(5): %v", err)
+	if err := s.TrimOutbox(ctx, l, outbox(t, s, k)); err != nil {
+		t.Fatalf("TrimOutbox(all): %v", err)
 	}
 	if got := outbox(t, s, k); len(got) != 0 {
 		t.Fatalf("Outbox after trimming all = %+v", got)
@@ -605,17 +624,20 @@ func testLeftoverOutboxTakesLock(t *testing.T, s store.Store) {
 }
 
 func testWriteWithoutCampaign(t *testing.T, s store.Store) {
-	// An unknown campaign's command: ledger, outbox (the dead letter) and
-	// dequeue, no state.
+	// An unknown campaign's command: ledger and dequeue, no state.
 	k := store.Key{Tenant: "acme", Campaign: "unknown"}
 	l := mustLease(t, s, k, item("a", 1), longTTL)
+	// An outbox without a campaign write could not recognise its own retry.
 	dlq := store.Message{Subject: "campaign.dlq.acme.unknown", Data: []byte("unknown campaign")}
-	mustCommit(t, s, store.Write{Lease: l, Outbox: []store.Message{dlq}, Applied: []string{"a"}, Dequeue: []string{"a"}})
+	wantErr(t, "Commit(outbox without a campaign)", s.Commit(t.Context(), store.Write{Lease: l, Outbox: []store.Message{dlq}}), store.ErrInvalid)
+	for range 2 { // the second time is a retry: the same effect
+		mustCommit(t, s, store.Write{Lease: l, Applied: []string{"a"}, Dequeue: []string{"a"}})
+	}
 	wantNotFound(t, s, k)
 	if !applied(t, s, k, "a") {
 		t.Fatal("ledger not written")
 	}
-	if got := outbox(t, s, k); !reflect.DeepEqual(got, []store.Message{dlq}) {
+	if got := outbox(t, s, k); len(got) != 0 {
 		t.Fatalf("Outbox = %+v", got)
 	}
 	mustRelease(t, s, l, true)
@@ -652,7 +674,7 @@ func testTerminalExpires(t *testing.T, s store.Store) {
 	mustCommit(t, s, store.Write{Lease: l, Campaign: done, Applied: []string{"b"}, Dequeue: []string{"b"},
 		Outbox: []store.Message{{Subject: "campaign.evt.acme.ended.completed"}}})
 	mustNoLease(t, s, k, item("late", 3)) // a command arriving after the end waits in the inbox
-	if err := s.TrimOutbox(t.Context(), l, 1); err != nil {
+	if err := s.TrimOutbox(t.Context(), l, outbox(t, s, k)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Abandon(t.Context(), l); err != nil {
@@ -973,13 +995,13 @@ func testConcurrentHolders(t *testing.T, s store.Store) {
 			if len(msgs) != 1 || string(msgs[0].Data) != strconv.FormatUint(c.Version, 10) {
 				t.Errorf("outbox after commit of version %d: %+v", c.Version, msgs)
 			}
-			if err := s.TrimOutbox(ctx, l, len(msgs)); err != nil {
+			if err := s.TrimOutbox(ctx, l, msgs); err != nil {
 				return err
 			}
 		}
 	}
 	enqueue := func(id string) error {
-		res, err := s.Enqueue(ctx, k, item(id, seq.Add(1)), longTTL)
+		res, err := s.Enqueue(ctx, k, item(id, seq.Add(1)), store.Claim{Token: store.NewToken(), TTL: longTTL})
 		if err != nil {
 			return err
 		}
@@ -1127,4 +1149,159 @@ func testCountByState(t *testing.T, s store.Store) {
 	kb := store.Key{Tenant: "acme", Campaign: "b"}
 	mustCommit(t, s, store.Write{Lease: leases["b"], Campaign: newCampaign(kb, 1, fsm.Pending)})
 	want("b re-created", map[fsm.State]int64{fsm.Pending: 3, fsm.Running: 1, fsm.Paused: 1})
+}
+
+// testRetriedCalls: every operation called twice with the same arguments
+// (what a client does after a lost reply) has the effect of one call.
+func testRetriedCalls(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	k := store.Key{Tenant: "acme", Campaign: "retried"}
+	c := claim(longTTL)
+	first, err := s.Enqueue(ctx, k, item("a", 7), c)
+	if err != nil || first.Lease == nil {
+		t.Fatalf("Enqueue = %+v, %v; want a lease", first, err)
+	}
+	again, err := s.Enqueue(ctx, k, item("a", 7), c)
+	if err != nil || again.Lease == nil || *again.Lease != *first.Lease {
+		t.Fatalf("Enqueue retried = %+v, %v; want the same lease %+v", again, err, *first.Lease)
+	}
+	l := *first.Lease
+	if l.Seq != 7 {
+		t.Fatalf("lease backed by %d, want 7", l.Seq)
+	}
+	mustNoLease(t, s, k, item("b", 8))
+	if got := inboxIDs(t, s, k, 0); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("inbox = %v", got)
+	}
+
+	m := store.Message{Subject: "campaign.evt.acme.retried.created", Header: map[string]string{"Nats-Msg-Id": "acme.retried.1"}, Data: []byte("1")}
+	w := store.Write{ID: store.NewToken(), Lease: l, Campaign: newCampaign(k, 1, fsm.Running),
+		Outbox: []store.Message{m}, Applied: []string{"a"}, Dequeue: []string{"a"}}
+	mustCommit(t, s, w)
+	mustCommit(t, s, w) // the same write again: no conflict, no second message
+	if got := outbox(t, s, k); !reflect.DeepEqual(got, []store.Message{m}) {
+		t.Fatalf("outbox after a retried commit = %+v", got)
+	}
+	if got := mustLoad(t, s, k); got.Version != 1 {
+		t.Fatalf("version %d after a retried commit", got.Version)
+	}
+	// Another write of the same version is still a conflict.
+	other := w
+	other.ID = store.NewToken()
+	wantErr(t, "Commit of another write of version 1", s.Commit(ctx, other), store.ErrConflict)
+	// A retried write whose lock was lost meanwhile is refused.
+	mustCommit(t, s, store.Write{ID: store.NewToken(), Lease: l, Campaign: newCampaign(k, 2, fsm.Running), Applied: []string{"b"}, Dequeue: []string{"b"}})
+
+	published := outbox(t, s, k)
+	for range 2 {
+		if err := s.TrimOutbox(ctx, l, published); err != nil {
+			t.Fatalf("TrimOutbox: %v", err)
+		}
+	}
+	if got := outbox(t, s, k); len(got) != 0 {
+		t.Fatalf("outbox after a retried trim = %+v", got)
+	}
+	mustRelease(t, s, l, true)
+	mustRelease(t, s, l, true) // retried: nothing left to do
+	if err := s.Extend(ctx, l, longTTL); !errors.Is(err, store.ErrLockLost) {
+		t.Fatalf("Extend after Release: %v, want ErrLockLost", err)
+	}
+	// A retried Release whose lock is free but has items waiting says so:
+	// the caller must drain them.
+	if res, err := s.Enqueue(ctx, k, item("c", 9), store.Claim{}); err != nil || res.Lease != nil {
+		t.Fatalf("park-only Enqueue = %+v, %v", res, err)
+	}
+	_, err = s.Release(ctx, l)
+	wantErr(t, "Release retried with items waiting under a free lock", err, store.ErrLockLost)
+
+	// A retried reservation is the caller's own; another caller's is not.
+	rec := store.IdemRecord{Fingerprint: "POST /x sha256:1", Owner: store.NewToken()}
+	for i := range 2 {
+		if got, found, err := s.ReserveIdem(ctx, "acme", "retried", rec, longTTL); err != nil || found {
+			t.Fatalf("ReserveIdem #%d = %+v, %v, %v; want reserved", i+1, got, found, err)
+		}
+	}
+	rival := rec
+	rival.Owner = store.NewToken()
+	if got, found, err := s.ReserveIdem(ctx, "acme", "retried", rival, longTTL); err != nil || !found || got.Owner != rec.Owner {
+		t.Fatalf("ReserveIdem by another request = %+v, %v, %v; want the first's record", got, found, err)
+	}
+	final := rec
+	final.Status = 202
+	for range 2 {
+		if err := s.CompleteIdem(ctx, "acme", "retried", final, longTTL); err != nil {
+			t.Fatalf("CompleteIdem: %v", err)
+		}
+	}
+	// Once completed, even the same owner gets the stored answer.
+	if got, found, err := s.ReserveIdem(ctx, "acme", "retried", rec, longTTL); err != nil || !found || got.Status != 202 {
+		t.Fatalf("ReserveIdem after completion = %+v, %v, %v; want the stored 202", got, found, err)
+	}
+	for range 2 {
+		if err := s.DeleteIdem(ctx, "acme", "retried"); err != nil {
+			t.Fatalf("DeleteIdem: %v", err)
+		}
+	}
+}
+
+// testHolderSeq: the lock tells which message backs its holder, and a
+// park-only Enqueue (zero Claim) never takes the lock.
+func testHolderSeq(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	k := store.Key{Tenant: "acme", Campaign: "holder"}
+	res, err := s.Enqueue(ctx, k, item("ahead", 3), store.Claim{})
+	if err != nil || res.Lease != nil || res.HolderSeq != 0 {
+		t.Fatalf("park-only Enqueue on a free campaign = %+v, %v; want no lease", res, err)
+	}
+	if got := inboxIDs(t, s, k, 0); !slices.Equal(got, []string{"ahead"}) {
+		t.Fatalf("inbox = %v", got)
+	}
+	l := mustLease(t, s, k, item("a", 5), longTTL)
+	if l.Seq != 5 {
+		t.Fatalf("lease backed by %d, want 5", l.Seq)
+	}
+	// The same message again (a redelivery to another handler) sees itself
+	// backing the holder; another message sees the holder's.
+	for _, it := range []store.Item{item("a", 5), item("b", 6)} {
+		res := mustEnqueue(t, s, k, it, longTTL)
+		if res.Lease != nil || res.HolderSeq != 5 {
+			t.Fatalf("Enqueue(%s) while held = %+v; want no lease, holder 5", it.ID, res)
+		}
+	}
+	if _, err := s.Enqueue(ctx, k, item("bad", 7), store.Claim{Token: "a|b", TTL: longTTL}); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("Enqueue with a '|' token: %v, want ErrInvalid", err)
+	}
+	if _, err := s.Enqueue(ctx, k, item("bad", 7), store.Claim{Token: store.NewToken()}); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("Enqueue with a token and no TTL: %v, want ErrInvalid", err)
+	}
+	// Nothing of the lease works with another backing sequence.
+	moved := l
+	moved.Seq = 6
+	wantErr(t, "Extend(another sequence)", s.Extend(ctx, moved, longTTL), store.ErrLockLost)
+	if err := s.Extend(ctx, l, longTTL); err != nil {
+		t.Fatalf("Extend: %v", err)
+	}
+}
+
+func testSecret(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	got, err := s.Secret(ctx, "idempotency", []byte("first-candidate"))
+	if err != nil || string(got) != "first-candidate" {
+		t.Fatalf("Secret = %q, %v; want the first candidate", got, err)
+	}
+	for range 2 {
+		got, err = s.Secret(ctx, "idempotency", []byte("second-candidate"))
+		if err != nil || string(got) != "first-candidate" {
+			t.Fatalf("Secret again = %q, %v; want the stored one", got, err)
+		}
+	}
+	if got, err := s.Secret(ctx, "other", []byte("x")); err != nil || string(got) != "x" {
+		t.Fatalf("Secret(other) = %q, %v", got, err)
+	}
+	if _, err := s.Secret(ctx, "", []byte("x")); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("Secret(empty name): %v, want ErrInvalid", err)
+	}
+	if _, err := s.Secret(ctx, "empty", nil); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("Secret(empty candidate): %v, want ErrInvalid", err)
+	}
 }
