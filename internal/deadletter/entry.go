@@ -33,8 +33,10 @@ type Entry struct {
 	// OriginalSeq is the command's CAMPAIGN_COMMANDS stream sequence
 	// (header Original-Sequence; 0 when unknown).
 	OriginalSeq uint64 `json:"original_seq,omitempty"`
-	// CommandID is the command's id ("" when the command had none): header
-	// Command-Id, else the entry's Nats-Msg-Id "dlq.<id>", else the body's id.
+	// CommandID is the command's id ("" when the command had none, or none
+	// of at most events.MaxCommandIDBytes): header Command-Id, else the
+	// entry's Nats-Msg-Id "dlq.id.<id>" (or, from older releases, "dlq.<id>"),
+	// else the body's id.
 	CommandID string `json:"command_id,omitempty"`
 	// Reason says why the command was dead-lettered (header Reason).
 	Reason string `json:"reason"`
@@ -48,7 +50,7 @@ type Entry struct {
 const (
 	seqIDPrefix        = "dlq.seq."        // events.DeadLetter, command without id
 	maxDeliverIDPrefix = "dlq.maxdeliver." // the Reaper
-	dlqIDPrefix        = "dlq."            // events.DeadLetter, "dlq.<command id>"
+	dlqIDPrefix        = "dlq."            // before events.DLQIDPrefix: "dlq.<command id>"
 )
 
 // newEntry reads a CAMPAIGN_DLQ message.
@@ -68,19 +70,26 @@ func newEntry(raw *jetstream.RawStreamMsg) Entry {
 	return e
 }
 
-// commandID finds the command id of a dead letter (see Entry.CommandID).
+// commandID finds the command id of a dead letter (see Entry.CommandID). An
+// id longer than events.MaxCommandIDBytes is no command id: it is ignored.
 func commandID(h nats.Header, data []byte) string {
-	if id := h.Get(events.HdrCommandID); id != "" {
+	usable := func(id string) bool { return id != "" && len(id) <= events.MaxCommandIDBytes }
+	if id := h.Get(events.HdrCommandID); usable(id) {
 		return id
 	}
 	msgID := h.Get(jetstream.MsgIDHeader)
+	if id, ok := strings.CutPrefix(msgID, events.DLQIDPrefix); ok && usable(id) {
+		return id
+	}
 	if strings.HasPrefix(msgID, dlqIDPrefix) && !strings.HasPrefix(msgID, seqIDPrefix) && !strings.HasPrefix(msgID, maxDeliverIDPrefix) {
-		return msgID[len(dlqIDPrefix):]
+		if id := msgID[len(dlqIDPrefix):]; usable(id) {
+			return id
+		}
 	}
 	var body struct {
 		ID string `json:"id"`
 	}
-	if json.Unmarshal(data, &body) == nil {
+	if json.Unmarshal(data, &body) == nil && usable(body.ID) {
 		return body.ID
 	}
 	return ""

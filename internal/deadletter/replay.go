@@ -16,7 +16,8 @@ import (
 
 // ErrNotReplayable: the dead letter cannot be sent back as the command it
 // was: it has no original subject or no command id (replaying it would make
-// a new command, applied again).
+// a new command, applied again), or it holds only part of the command (its
+// body or headers were cut to fit in CAMPAIGN_DLQ).
 var ErrNotReplayable = errors.New("dead letter not replayable")
 
 // HdrReplayedFrom is set on a replayed command: "CAMPAIGN_DLQ/<seq>", the
@@ -25,7 +26,8 @@ var ErrNotReplayable = errors.New("dead letter not replayable")
 const HdrReplayedFrom = "Replayed-From"
 
 // dlqOnlyHeaders are the headers of a DLQ copy that the command did not have.
-var dlqOnlyHeaders = []string{events.HdrReason, events.HdrOriginalSubject, events.HdrOriginalSequence, events.HdrCommandID}
+var dlqOnlyHeaders = []string{events.HdrReason, events.HdrOriginalSubject, events.HdrOriginalSequence, events.HdrCommandID,
+	events.HdrBodyTruncated, events.HdrHeadersTruncated}
 
 // ReplayOptions tune Replay.
 type ReplayOptions struct {
@@ -94,7 +96,9 @@ func (r *Replayer) Replay(ctx context.Context, seq uint64, opt ReplayOptions) (R
 // original still remembered).
 //
 // Errors wrap ErrNotReplayable for an entry without original subject or
-// command id; JetStream errors are wrapped.
+// command id, or whose body or headers were truncated (Body-Truncated,
+// Headers-Truncated: it is not the command any more); JetStream errors are
+// wrapped. Errors quote the entry's headers bounded (events.QuoteBounded).
 func (r *Replayer) ReplayEntry(ctx context.Context, e Entry, opt ReplayOptions) (ReplayResult, error) {
 	res := ReplayResult{Entry: e, DuplicateWindow: r.commands.CachedInfo().Config.Duplicates}
 	switch {
@@ -102,10 +106,15 @@ func (r *Replayer) ReplayEntry(ctx context.Context, e Entry, opt ReplayOptions) 
 		return res, fmt.Errorf("replay dead letter %d: no %s header: %w", e.Seq, events.HdrOriginalSubject, ErrNotReplayable)
 	case e.CommandID == "":
 		return res, fmt.Errorf("replay dead letter %d: no command id (replaying would make a new command): %w", e.Seq, ErrNotReplayable)
+	case e.Header.Get(events.HdrBodyTruncated) != "" || e.Header.Get(events.HdrHeadersTruncated) != "":
+		return res, fmt.Errorf("replay dead letter %d: it holds only part of the command (%s %s, %s %s): %w", e.Seq,
+			events.HdrBodyTruncated, events.QuoteBounded(e.Header.Get(events.HdrBodyTruncated)),
+			events.HdrHeadersTruncated, events.QuoteBounded(e.Header.Get(events.HdrHeadersTruncated)), ErrNotReplayable)
 	case !sameCampaign(e.Subject, e.OriginalSubject):
 		// An entry whose headers point at another tenant's or campaign's
 		// commands was not written by the orchestrator: never replay it.
-		return res, fmt.Errorf("replay dead letter %d: original subject %s is not the campaign of %s: %w", e.Seq, e.OriginalSubject, e.Subject, ErrNotReplayable)
+		return res, fmt.Errorf("replay dead letter %d: original subject %s is not the campaign of %s: %w", e.Seq,
+			events.QuoteBounded(e.OriginalSubject), events.QuoteBounded(e.Subject), ErrNotReplayable)
 	}
 	m := nats.NewMsg(e.OriginalSubject)
 	for k, v := range e.Header {
@@ -122,7 +131,7 @@ func (r *Replayer) ReplayEntry(ctx context.Context, e Entry, opt ReplayOptions) 
 	m.Data = e.Data
 	ack, err := r.js.PublishMsg(ctx, m, jetstream.WithExpectStream(events.StreamCommands))
 	if err != nil {
-		return res, fmt.Errorf("replay dead letter %d (command %s) to %s: %w", e.Seq, e.CommandID, e.OriginalSubject, err)
+		return res, fmt.Errorf("replay dead letter %d (command %s) to %s: %w", e.Seq, events.QuoteBounded(e.CommandID), events.QuoteBounded(e.OriginalSubject), err)
 	}
 	res.StreamSeq, res.Duplicate = ack.Sequence, ack.Duplicate
 	if opt.Purge && !ack.Duplicate {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,8 +21,12 @@ import (
 // DefaultWorkflow is the workflow of a create command that names none.
 const DefaultWorkflow = "standard"
 
+// MaxNameLength bounds a campaign's name, in characters, over NATS as over
+// HTTP: the name is repeated in campaign.created and in the stored state.
+const MaxNameLength = 256
+
 // maxCommandIDLen bounds a command id: ids are kept in every campaign's
-// ledger and repeated in headers.
+// ledger and repeated in headers and events (exported as MaxCommandIDBytes).
 const maxCommandIDLen = 256
 
 // CommandEnvelope is the JSON body of a message on a command subject
@@ -37,19 +42,28 @@ type CommandEnvelope struct {
 
 // InvalidCommand is why a command cannot be processed; such a command is never
 // retried. Tenant and Campaign are the subject's tokens when they are valid
-// ("" otherwise), Verb is the subject's last token as found, ID is the command
-// id when one was found.
+// ("" otherwise), Verb is the subject's last token as found (when it is no
+// verb, made valid UTF-8 and cut to 64 bytes), ID is the command id when one
+// was found and usable (at most MaxCommandIDBytes; "" for a longer one).
+//
+// From DecodeCommand, Reason is valid UTF-8 of at most MaxReasonBytes, and
+// every value of the message it quotes is cut to MaxQuotedBytes (see
+// QuoteBounded): a reason can always be recorded in an event, a Term and a
+// DLQ copy.
 type InvalidCommand struct {
 	ID, Tenant, Campaign, Verb, Reason string
 }
 
-// Error implements error.
+// Error implements error. It is bounded whatever the fields hold (an
+// InvalidCommand built elsewhere included).
 func (e *InvalidCommand) Error() string {
 	id := e.ID
 	if id == "" {
 		id = "(no id)"
 	}
-	return fmt.Sprintf("invalid command %s (%s/%s %s): %s", id, orUnknown(e.Tenant), orUnknown(e.Campaign), orUnknown(e.Verb), e.Reason)
+	return fmt.Sprintf("invalid command %s (%s/%s %s): %s", bound(id, maxCommandIDLen),
+		bound(orUnknown(e.Tenant), maxVerbBytes), bound(orUnknown(e.Campaign), maxVerbBytes), bound(orUnknown(e.Verb), maxVerbBytes),
+		BoundReason(e.Reason))
 }
 
 func orUnknown(s string) string {
@@ -80,9 +94,15 @@ type Workflows interface {
 // Any problem is returned as an *InvalidCommand (read it with errors.As).
 func DecodeCommand(subject string, header nats.Header, data []byte, wf Workflows) (fsm.Command, error) {
 	cs, reason := parseCommandSubject(subject)
-	inv := &InvalidCommand{ID: header.Get(jetstream.MsgIDHeader), Tenant: cs.tenant, Campaign: cs.campaign, Verb: cs.verb}
+	verb := cs.verb
+	if !fsm.Verb(verb).Valid() {
+		verb = bound(verb, maxVerbBytes)
+	}
+	inv := &InvalidCommand{ID: header.Get(jetstream.MsgIDHeader), Tenant: cs.tenant, Campaign: cs.campaign, Verb: verb}
+	// fail sets the reason: every value of the message in it must be
+	// quoted with QuoteBounded; BoundReason is the last safety net.
 	fail := func(format string, args ...any) (fsm.Command, error) {
-		inv.Reason = fmt.Sprintf(format, args...)
+		inv.Reason = BoundReason(fmt.Sprintf(format, args...))
 		return fsm.Command{}, inv
 	}
 
@@ -91,21 +111,28 @@ func DecodeCommand(subject string, header nats.Header, data []byte, wf Workflows
 	if inv.ID == "" && bodyErr == nil {
 		inv.ID = env.ID
 	}
+	idTooLong := len(inv.ID) > maxCommandIDLen
+	if idTooLong {
+		// No usable id: nothing may repeat it (an event, the inbox, a
+		// header would carry up to a megabyte), and the DLQ copy is
+		// deduplicated by its stream sequence instead.
+		inv.ID = ""
+	}
 	switch {
 	case reason != "":
 		return fail("%s", reason)
 	case bodyErr != nil:
 		return fail("%s", describeJSONError(bodyErr, ""))
+	case idTooLong:
+		return fail("command id longer than %d bytes", maxCommandIDLen)
 	case inv.ID == "":
 		return fail("missing command id (no Nats-Msg-Id header and no id in the body)")
-	case len(inv.ID) > maxCommandIDLen:
-		return fail("command id longer than %d bytes", maxCommandIDLen)
 	case env.Type != cs.verb:
-		return fail("type %q does not match the subject's verb %q", env.Type, cs.verb)
+		return fail("type %s does not match the subject's verb %s", QuoteBounded(env.Type), QuoteBounded(cs.verb))
 	case env.TenantID != cs.tenant:
-		return fail("tenant_id %q does not match the subject's tenant %q", env.TenantID, cs.tenant)
+		return fail("tenant_id %s does not match the subject's tenant %s", QuoteBounded(env.TenantID), QuoteBounded(cs.tenant))
 	case env.CampaignID != cs.campaign:
-		return fail("campaign_id %q does not match the subject's campaign %q", env.CampaignID, cs.campaign)
+		return fail("campaign_id %s does not match the subject's campaign %s", QuoteBounded(env.CampaignID), QuoteBounded(cs.campaign))
 	}
 
 	cmd := fsm.Command{ID: inv.ID, Verb: fsm.Verb(cs.verb), Tenant: cs.tenant, Campaign: cs.campaign}
@@ -125,6 +152,9 @@ func DecodeCommand(subject string, header nats.Header, data []byte, wf Workflows
 		if strings.TrimSpace(p.Name) == "" {
 			return fail("create: payload name is required")
 		}
+		if n := utf8.RuneCountInString(p.Name); n > MaxNameLength {
+			return fail("create: payload name is %d characters, at most %d", n, MaxNameLength)
+		}
 		if p.Workflow == "" {
 			p.Workflow = DefaultWorkflow
 		}
@@ -140,7 +170,7 @@ func DecodeCommand(subject string, header nats.Header, data []byte, wf Workflows
 			w, ok = wf.Get(p.Workflow)
 		}
 		if !ok {
-			return fail("unknown workflow %q", p.Workflow)
+			return fail("unknown workflow %s", QuoteBounded(p.Workflow))
 		}
 		if w.Name == "" {
 			w.Name = p.Workflow
@@ -185,16 +215,38 @@ func decodeStrict(data []byte, v any) error {
 }
 
 // describeJSONError turns a decodeStrict error into a reason; where says
-// where the problem is (e.g. " in payload").
+// where the problem is (e.g. " in payload"). encoding/json quotes what it
+// read (an unknown field's name, a number's digits, a time's text) without
+// bound: what it quotes is bounded here, and the whole text besides.
 func describeJSONError(err error, where string) string {
 	msg := err.Error()
 	if f, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-		return "unknown field " + f + where
+		if name, uerr := strconv.Unquote(f); uerr == nil {
+			f = QuoteBounded(name)
+		}
+		return "unknown field " + bound(f, MaxQuotedBytes) + where
 	}
 	if errors.Is(err, errNotObject) {
 		return "bad JSON" + where + ": " + msg
 	}
-	return "bad JSON" + where + ": " + strings.TrimPrefix(msg, "json: ")
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		// Value is "number <its digits>" for a number: keep the field.
+		into := "Go value"
+		if typeErr.Struct != "" || typeErr.Field != "" {
+			into = "Go struct field " + bound(typeErr.Struct+"."+typeErr.Field, MaxQuotedBytes)
+		}
+		msg = fmt.Sprintf("cannot unmarshal %s into %s of type %s", bound(typeErr.Value, MaxQuotedBytes), into, typeErr.Type)
+	}
+	var timeErr *time.ParseError
+	if errors.As(err, &timeErr) {
+		what := "time"
+		if where == "" {
+			what = "issued_at" // the envelope's only time
+		}
+		msg = fmt.Sprintf("%s %s is not an RFC 3339 time", what, QuoteBounded(timeErr.Value))
+	}
+	return "bad JSON" + where + ": " + bound(strings.TrimPrefix(msg, "json: "), maxJSONErrorBytes)
 }
 
 func firstByte(b []byte) byte {

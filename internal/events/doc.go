@@ -4,5 +4,8 @@
 // exactly once per sequence, dead letters, and reading a campaign's history
 // and pending commands back from JetStream.
 //
+// Whatever it repeats of a message anyone may publish (a reason, a DLQ copy)
+// is bounded: see MaxReasonBytes, QuoteBounded and MaxDeadLetterBytes.
+//
 // It returns errors and never logs; it does not know the store or HTTP.
 package events

@@ -172,7 +172,7 @@ func copyMsg(m *nats.Msg) *nats.Msg {
 // inv.Campaign) and waits for its PubAck. The copy has the original body and
 // headers (except the reserved Nats-* ones), plus Reason (inv.Reason on one
 // line), Original-Subject, Original-Sequence (streamSeq, when not 0),
-// Command-Id (see NewDeadLetterMsg) and Nats-Msg-Id = "dlq." + the command
+// Command-Id (see NewDeadLetterMsg) and Nats-Msg-Id = DLQIDPrefix + the command
 // id, or "dlq.seq.<streamSeq>" when the id is unknown, so that dead-lettering
 // a redelivered command again within the duplicate window stores one copy.
 func DeadLetter(ctx context.Context, js jetstream.JetStream, original *nats.Msg, inv *InvalidCommand, streamSeq uint64) error {
@@ -182,7 +182,7 @@ func DeadLetter(ctx context.Context, js jetstream.JetStream, original *nats.Msg,
 	m := NewDeadLetterMsg(original, inv, streamSeq)
 	switch {
 	case inv.ID != "":
-		m.Header.Set(jetstream.MsgIDHeader, "dlq."+oneLine(inv.ID, maxCommandIDLen+64))
+		m.Header.Set(jetstream.MsgIDHeader, DLQIDPrefix+oneLine(inv.ID, maxCommandIDLen+64))
 	case streamSeq > 0:
 		m.Header.Set(jetstream.MsgIDHeader, "dlq.seq."+strconv.FormatUint(streamSeq, 10))
 	}
@@ -191,6 +191,13 @@ func DeadLetter(ctx context.Context, js jetstream.JetStream, original *nats.Msg,
 	}
 	return nil
 }
+
+// DLQIDPrefix starts the Nats-Msg-Id of the dead letter of a command with an
+// id: "dlq.id.<command id>". Its own prefix keeps a command whose id is, say,
+// "seq.7" from colliding with the dead letter of stream sequence 7 (the
+// copies of commands without an id, "dlq.seq.<n>", and of the MAX_DELIVERIES
+// handler, "dlq.maxdeliver.<n>").
+const DLQIDPrefix = "dlq.id."
 
 // oneLine makes s fit in a header value: no CR or LF, at most limit bytes
 // (cut on a rune boundary).

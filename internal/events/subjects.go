@@ -128,33 +128,34 @@ type commandSubject struct {
 
 // parseCommandSubject splits campaign.cmd.<tenant>.<campaign>.<verb>. It
 // returns the tokens it could find (tenant and campaign only when valid) and
-// a reason when the subject is unusable.
+// a reason when the subject is unusable; the reason quotes the subject's
+// tokens with QuoteBounded.
 func parseCommandSubject(subject string) (commandSubject, string) {
 	var cs commandSubject
 	if !strings.HasPrefix(subject, cmdPrefix) {
-		return cs, fmt.Sprintf("subject %q is not a command subject (campaign.cmd.<tenant>.<campaign>.<verb>)", subject)
+		return cs, fmt.Sprintf("subject %s is not a command subject (campaign.cmd.<tenant>.<campaign>.<verb>)", QuoteBounded(subject))
 	}
-	toks := strings.Split(subject[len(cmdPrefix):], ".")
+	toks := strings.SplitN(subject[len(cmdPrefix):], ".", 4)
 	if len(toks) != 3 {
-		return cs, fmt.Sprintf("subject %q is not a command subject (campaign.cmd.<tenant>.<campaign>.<verb>)", subject)
+		return cs, fmt.Sprintf("subject %s is not a command subject (campaign.cmd.<tenant>.<campaign>.<verb>)", QuoteBounded(subject))
 	}
 	var bad []string
 	if ValidToken(toks[0]) {
 		cs.tenant = toks[0]
 	} else {
-		bad = append(bad, fmt.Sprintf("invalid tenant token %q", toks[0]))
+		bad = append(bad, "invalid tenant token "+QuoteBounded(toks[0]))
 	}
 	if ValidToken(toks[1]) {
 		cs.campaign = toks[1]
 	} else {
-		bad = append(bad, fmt.Sprintf("invalid campaign token %q", toks[1]))
+		bad = append(bad, "invalid campaign token "+QuoteBounded(toks[1]))
 	}
 	cs.verb = toks[2]
 	if len(bad) > 0 {
 		return cs, strings.Join(bad, ", ") + " (want " + TokenRE.String() + ")"
 	}
 	if !fsm.Verb(cs.verb).Valid() {
-		return cs, fmt.Sprintf("unknown verb %q", cs.verb)
+		return cs, "unknown verb " + QuoteBounded(cs.verb)
 	}
 	return cs, ""
 }

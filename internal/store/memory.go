@@ -28,7 +28,7 @@ type Memory struct {
 	retention time.Duration
 	now       func() time.Time
 
-	mu    sync.Mutex
+	mu      sync.Mutex
 	camps   map[Key]*memCampaign
 	idem    map[idemKey]memIdem
 	secrets map[string][]byte

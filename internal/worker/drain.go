@@ -122,7 +122,9 @@ func (d *drainer) readAhead(ctx context.Context, items []store.Item, before uint
 		if err != nil || queued(items, cmd.ID) {
 			continue // invalid ones are dead-lettered by the worker that receives them
 		}
-		data, err := json.Marshal(item{Subject: raw.Subject, ID: cmd.ID, Body: raw.Data, Traceparent: raw.Header.Get(events.HdrTraceparent)})
+		// The header is the publisher's: keep it only if it is a valid traceparent.
+		tp := tracing.Traceparent(tracing.WithTraceparent(context.Background(), raw.Header.Get(events.HdrTraceparent)))
+		data, err := json.Marshal(item{Subject: raw.Subject, ID: cmd.ID, Body: raw.Data, Traceparent: tp})
 		if err != nil {
 			return pulled, err
 		}
@@ -179,7 +181,7 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 		if errors.Is(err, events.ErrEventTooLarge) {
 			// Never block the campaign on its own rejection: say less.
 			log.Warn("rejection does not fit in an event: recorded with a short reason", "err", err)
-			err = d.commit(ctx, it, fsm.Reject(*cur, it.ID, events.BoundReason(it.Verb), reasonTooLarge, now), true, si.ID)
+			err = d.commit(ctx, it, fsm.Reject(*cur, it.ID, events.BoundReason(it.Verb), events.ReasonTooLarge, now), true, si.ID)
 		}
 		return err
 	}
@@ -265,9 +267,6 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 	}
 	return w.countApplied(d.runStep(ctx, r.Campaign, it, si.ID), cmd.Verb)
 }
-
-// reasonTooLarge is the reason of a rejection whose own reason did not fit.
-const reasonTooLarge = "command rejected; its reason was too large to record"
 
 // invalid describes a valid-looking command that cannot be applied.
 func invalid(cmd fsm.Command, reason string) *events.InvalidCommand {

@@ -413,3 +413,44 @@ func (s *stall) wake(t *testing.T) {
 		t.Fatal("the stalled worker never finished its message")
 	}
 }
+
+// waitCommandsEmpty waits until CAMPAIGN_COMMANDS holds no message: every
+// command was acknowledged or terminated, none will be redelivered.
+func (h *harness) waitCommandsEmpty() {
+	h.t.Helper()
+	ctx := context.Background()
+	s, err := h.js.Stream(ctx, events.StreamCommands)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	waitFor(h.t, 20*time.Second, events.StreamCommands+" empty", func() bool {
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	})
+}
+
+// deadLetters returns the reasons of acme/campaign's dead letters.
+func (h *harness) deadLetters(campaign string) []string {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cons, err := h.js.OrderedConsumer(ctx, events.StreamDLQ, jetstream.OrderedConsumerConfig{FilterSubjects: []string{events.DLQSubject("acme", campaign)}})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []string
+	for {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if info.NumPending == 0 {
+			return out
+		}
+		m, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			h.t.Fatalf("read dead letters of %s: %v", campaign, err)
+		}
+		out = append(out, m.Headers().Get(events.HdrReason))
+	}
+}

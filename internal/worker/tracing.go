@@ -44,7 +44,7 @@ func (w *Worker) startHandle(ctx context.Context, msg jetstream.Msg, meta *jetst
 		span.SetAttributes(
 			semconv.MessagingSystemKey.String("nats"), semconv.MessagingOperationTypeProcess,
 			semconv.MessagingDestinationName(msg.Subject()), semconv.MessagingConsumerGroupName(events.ConsumerName),
-			semconv.MessagingMessageID(msg.Headers().Get("Nats-Msg-Id")),
+			semconv.MessagingMessageID(events.BoundReason(msg.Headers().Get("Nats-Msg-Id"))), // the publisher's: bounded
 			attribute.Int("messaging.nats.delivery_count", int(meta.NumDelivered)),
 		)
 	}

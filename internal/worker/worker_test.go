@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -638,5 +639,70 @@ func TestReusedIDAfterRetentionRefused(t *testing.T) {
 	}
 	if got := h.history("acme", "reuse"); len(got) != len(evs) {
 		t.Fatalf("history changed: %s", types(got))
+	}
+}
+
+// No command anyone may publish stops another (CONTRACT guarantee 6, issue
+// 7 part 1): a command whose quoted fields hold ~400,000 bytes of invalid
+// UTF-8 is dead-lettered once with a bounded reason and rejected, and the
+// campaign's later commands are applied; the same for an unknown campaign,
+// and for a create whose name is that large (its events cannot fit).
+func TestPoisonCommandsBlockNothing(t *testing.T) {
+	h := newHarness(t, harnessOpts{workers: 2})
+	huge := strings.Repeat("\xff", 400_000)
+	poison := func(campaign, verb string, payload string) {
+		t.Helper()
+		m := nats.NewMsg(events.CommandSubject("acme", campaign, fsm.Verb(verb)))
+		m.Header.Set(nats.MsgIdHdr, newID())
+		typ := verb
+		if payload == "" {
+			typ = huge
+		}
+		m.Data = fmt.Appendf(nil, `{"type":%q,"tenant_id":"acme","campaign_id":%q,"payload":{%s}}`, typ, campaign, payload)
+		m.Data = bytes.ReplaceAll(m.Data, []byte(`\xff`), []byte("\xff")) // raw bytes, not %q's escapes
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := h.js.PublishMsg(ctx, m); err != nil {
+			t.Fatalf("publish the poison command: %v", err)
+		}
+	}
+
+	// A running campaign: poison, then pause and resume.
+	block := make(chan struct{})
+	h.down.on("victim", "segment", behaviour{Block: block})
+	h.create("acme", "victim", true)
+	<-h.down.startedCh("victim", "segment")
+	poison("victim", "pause", "")
+	h.publish("acme", "victim", fsm.Pause, newID(), nil)
+	h.publish("acme", "victim", fsm.Resume, newID(), nil)
+	close(block)
+	evs := h.waitEvent("acme", "victim", fsm.EvCompleted, 0, 30*time.Second)
+	checkSequence(t, evs)
+	if count(evs, fsm.EvRejected) != 1 || count(evs, fsm.EvPaused) != 1 || count(evs, fsm.EvResumed) != 1 {
+		t.Fatalf("want one command.rejected, paused and resumed: %s", types(evs))
+	}
+	for _, e := range evs {
+		if e.Type == fsm.EvRejected && len(e.Data) > 2*events.MaxReasonBytes {
+			t.Fatalf("command.rejected of %d bytes", len(e.Data))
+		}
+	}
+
+	// An unknown campaign: one dead letter, never redelivered.
+	poison("ghost", "start", "")
+	// A create whose name cannot fit in its campaign.created event, then a
+	// valid create of the same campaign.
+	poison("bigname", "create", `"name":"`+huge+`"`)
+	h.create("acme", "bigname", true)
+	h.waitEvent("acme", "bigname", fsm.EvCompleted, 0, 30*time.Second)
+
+	h.waitCommandsEmpty()
+	for _, c := range []string{"victim", "ghost", "bigname"} {
+		dl := h.deadLetters(c)
+		if len(dl) != 1 {
+			t.Fatalf("%s: %d dead letters, want 1: %q", c, len(dl), dl)
+		}
+		if r := dl[0]; len(r) > events.MaxReasonBytes || !utf8.ValidString(r) || r == "" {
+			t.Fatalf("%s: dead letter reason of %d bytes (valid UTF-8: %v)", c, len(r), utf8.ValidString(r))
+		}
 	}
 }
