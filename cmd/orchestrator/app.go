@@ -149,7 +149,8 @@ func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Option
 		if a.worker != nil {
 			ready = func(context.Context) error { return a.worker.Ready() }
 		}
-		a.api, err = httpapi.New(httpapi.Config{AllowedOrigins: cfg.CORSAllowedOrigins, Tokens: tokens}, httpapi.Deps{
+		a.api, err = httpapi.NewContext(actx, httpapi.Config{AllowedOrigins: cfg.CORSAllowedOrigins, Tokens: tokens,
+			IdempotencySecret: []byte(cfg.IdempotencySecret)}, httpapi.Deps{
 			JS: a.js, NC: a.nc, Store: a.store, Workflows: wf, Ready: ready, Registry: reg, Logger: log,
 		})
 		if err != nil {

@@ -50,12 +50,46 @@ type Config struct {
 	APITokens          string
 	LogLevel           slog.Level
 	Role               Role
+	// IdempotencySecret keys the Idempotency-Key → command id hash; empty:
+	// the ingress generates one and keeps it in the store.
+	IdempotencySecret Secret
 }
+
+// MinSecretLength is the shortest IDEMPOTENCY_SECRET accepted, in bytes.
+const MinSecretLength = 16
+
+// Secret is a setting that is never printed: fmt, slog and encoders see
+// "[redacted]" (or "" when it is empty). Convert it ([]byte(s)) to use it.
+type Secret string
+
+const redacted = "[redacted]"
+
+// String implements fmt.Stringer.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return redacted
+}
+
+// GoString implements fmt.GoStringer (%#v).
+func (s Secret) GoString() string { return strconv.Quote(s.String()) }
+
+// LogValue implements slog.LogValuer.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// MarshalText implements encoding.TextMarshaler (JSON, YAML).
+func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // setting is one variable: its flag name, default and help.
 type setting struct {
 	env, def, help string
 }
+
+// secrets are the settings whose value is never shown: the flag's default
+// (which --help prints) stays empty and the variable applies when the flag
+// is not given.
+var secrets = map[string]bool{"IDEMPOTENCY_SECRET": true}
 
 var settings = []setting{
 	{"HTTP_ADDR", ":8000", "HTTP ingress address"},
@@ -77,6 +111,8 @@ var settings = []setting{
 	{"API_TOKENS_FILE", "", "file of hashed API tokens mapped to tenants (see `orchestrator token hash`)"},
 	{"API_TOKENS", "", "tenant:token pairs, comma-separated (prefer API_TOKENS_FILE)"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"IDEMPOTENCY_SECRET", "", "key (at least 16 bytes, the same for every ingress process) of the Idempotency-Key → command id hash; " +
+		"empty: generated once and kept in the store. Prefer the variable: a flag is visible to other local users"},
 }
 
 // flagName turns HTTP_ADDR into http-addr.
@@ -87,10 +123,14 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(usage)
 	vals := map[string]*string{}
+	fromEnv := map[string]string{} // of secret settings
 	for _, s := range settings {
 		v := s.def
 		if e, ok := lookup(getenv, s.env); ok {
 			v = e
+		}
+		if secrets[s.env] {
+			fromEnv[s.env], v = v, ""
 		}
 		vals[s.env] = fs.String(flagName(s.env), v, s.help+" ($"+s.env+")")
 	}
@@ -100,6 +140,13 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for env, v := range fromEnv {
+		if !given[flagName(env)] {
+			*vals[env] = v
+		}
 	}
 	p := parser{vals: vals}
 	c := Config{
@@ -123,6 +170,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 		APITokens:          p.str("API_TOKENS"),
 		LogLevel:           p.level("LOG_LEVEL"),
 		Role:               Role(*role),
+		IdempotencySecret:  p.secret("IDEMPOTENCY_SECRET", MinSecretLength),
 	}
 	switch c.Role {
 	case RoleAll, RoleIngress, RoleWorker:
@@ -171,6 +219,16 @@ func (p *parser) file(env string) string {
 		p.fail(env, "%s is a directory", v)
 	}
 	return v
+}
+
+// secret reads a secret setting: empty, or at least minLen bytes. Its
+// errors never quote the value.
+func (p *parser) secret(env string, minLen int) Secret {
+	v := p.str(env)
+	if v != "" && len(v) < minLen {
+		p.fail(env, "is %d bytes, too short: at least %d are needed (e.g. the output of `openssl rand -hex 32`)", len(v), minLen)
+	}
+	return Secret(v)
 }
 
 func (p *parser) addr(env string) string {

@@ -1,7 +1,13 @@
 package config_test
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -68,5 +74,45 @@ func TestBadSettingsAreNamed(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("env %v args %v: error %v, want one naming %s", tc.env, tc.args, err, tc.want)
 		}
+	}
+}
+
+func TestIdempotencySecret(t *testing.T) {
+	const secret = "0123456789abcdef-a-long-enough-secret"
+	c, err := config.Load(nil, env(map[string]string{"IDEMPOTENCY_SECRET": secret}), io.Discard)
+	if err != nil || string(c.IdempotencySecret) != secret {
+		t.Fatalf("valid secret: %v, got %d bytes", err, len(c.IdempotencySecret))
+	}
+	// Never printed: not by fmt, slog or JSON, nor by --help (the flag's
+	// default would be the variable's value).
+	var out bytes.Buffer
+	fmt.Fprintf(&out, "%v %+v %#v %s", c, c, c, c.IdempotencySecret)
+	slog.New(slog.NewTextHandler(&out, nil)).Info("config", "cfg", c, "secret", c.IdempotencySecret)
+	slog.New(slog.NewJSONHandler(&out, nil)).Info("config", "cfg", c, "secret", c.IdempotencySecret)
+	b, _ := json.Marshal(c)
+	out.Write(b)
+	if _, err := config.Load([]string{"--help"}, env(map[string]string{"IDEMPOTENCY_SECRET": secret}), &out); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	if strings.Contains(out.String(), secret) || !strings.Contains(out.String(), "idempotency-secret") {
+		t.Fatalf("the secret was printed (or --help lacks the flag):\n%s", out.String())
+	}
+
+	flagSecret := strings.Repeat("f", 16)
+	c, err = config.Load([]string{"--idempotency-secret", flagSecret}, env(map[string]string{"IDEMPOTENCY_SECRET": secret}), io.Discard)
+	if err != nil || string(c.IdempotencySecret) != flagSecret {
+		t.Fatalf("flag over variable: %v, got %d bytes", err, len(c.IdempotencySecret))
+	}
+
+	for _, short := range []string{"s3cr3t", strings.Repeat("x", config.MinSecretLength-1)} {
+		_, err = config.Load(nil, env(map[string]string{"IDEMPOTENCY_SECRET": short}), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "IDEMPOTENCY_SECRET") || strings.Contains(err.Error(), short) {
+			t.Fatalf("%d-byte secret: want an error naming IDEMPOTENCY_SECRET (not quoting it), got %v", len(short), err)
+		}
+	}
+
+	c, err = config.Load(nil, env(nil), io.Discard)
+	if err != nil || c.IdempotencySecret != "" {
+		t.Fatalf("unset: %v, got %d bytes", err, len(c.IdempotencySecret))
 	}
 }

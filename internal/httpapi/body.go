@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v5"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/events"
 )
 
 // readBody reads a command request's body, at most Config.BodyLimit bytes.
@@ -62,7 +64,7 @@ func unsupportedMedia(r *http.Request) *Error {
 	if ct == "" {
 		return errorf(CodeUnsupportedMedia, "Content-Type", "required: the body must be application/json")
 	}
-	return errorf(CodeUnsupportedMedia, "Content-Type", "%q is not supported: the body must be application/json", ct)
+	return errorf(CodeUnsupportedMedia, "Content-Type", "%s is not supported: the body must be application/json", events.QuoteBounded(ct))
 }
 
 // isJSON reports whether a Content-Type is application/json (parameters
@@ -100,11 +102,14 @@ func jsonError(err error) *Error {
 		if typ.Field == "" {
 			return errorf(CodeInvalid, "body", "must be a JSON object")
 		}
-		return errorf(CodeInvalid, typ.Field, "must be %s, not %s", jsonKind(typ.Type.Kind().String()), typ.Value)
+		return errorf(CodeInvalid, typ.Field, "must be %s, not %s", jsonKind(typ.Type.Kind().String()), events.QuoteBounded(typ.Value))
 	}
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
 		name = strings.Trim(name, `"`)
+		if len(name) > events.MaxQuotedBytes {
+			return errorf(CodeInvalid, "body", "unknown field %s", events.QuoteBounded(name))
+		}
 		return errorf(CodeInvalid, name, "unknown field")
 	}
 	return errorf(CodeInvalid, "body", "invalid JSON: %s", strings.TrimPrefix(msg, "json: "))

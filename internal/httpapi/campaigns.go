@@ -9,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v5"
 
+	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
 )
@@ -148,7 +149,7 @@ func (s *Server) listCampaigns(c *echo.Context) error {
 	q := c.QueryParams()
 	state := fsm.State(q.Get("state"))
 	if state != "" && !state.Valid() {
-		return errorf(CodeInvalid, "state", "%q is not one of pending, running, paused, completed, failed, cancelled", string(state))
+		return errorf(CodeInvalid, "state", "%s is not one of pending, running, paused, completed, failed, cancelled", events.QuoteBounded(string(state)))
 	}
 	limit := store.DefaultListLimit
 	if l := q.Get("limit"); l != "" {

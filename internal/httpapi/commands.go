@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,10 +24,10 @@ import (
 )
 
 // DefaultWorkflow is the workflow of a create request that names none.
-const DefaultWorkflow = "standard"
+const DefaultWorkflow = events.DefaultWorkflow
 
-// MaxNameLength bounds a campaign's name, in characters.
-const MaxNameLength = 256
+// MaxNameLength bounds a campaign's name, in characters (the same over NATS).
+const MaxNameLength = events.MaxNameLength
 
 // createRequest is the body of POST /api/v1/campaigns.
 type createRequest struct {
@@ -85,7 +86,7 @@ func (s *Server) createCampaign(c *echo.Context) error {
 			req.Workflow = DefaultWorkflow
 		}
 		if _, ok := s.deps.Workflows.Get(req.Workflow); !ok {
-			return nil, errorf(CodeInvalid, "workflow", "unknown workflow %q", req.Workflow)
+			return nil, errorf(CodeInvalid, "workflow", "unknown workflow %s", events.QuoteBounded(req.Workflow))
 		}
 		params := bytes.TrimSpace(req.Params)
 		if bytes.Equal(params, []byte("null")) {
@@ -134,7 +135,7 @@ func (s *Server) campaignVerb(c *echo.Context) error {
 			known = known || v == verb
 		}
 		if !known {
-			return nil, errorf(CodeInvalid, "verb", "%q is not one of start, pause, resume, cancel, retry", string(verb))
+			return nil, errorf(CodeInvalid, "verb", "%s is not one of start, pause, resume, cancel, retry", events.QuoteBounded(string(verb)))
 		}
 		if len(body) > 0 {
 			var req verbRequest
@@ -181,13 +182,13 @@ func (s *Server) command(c *echo.Context, run exec) error {
 	defer cancel()
 
 	var ir *idemRequest
-	commandID, generatedID := ulid.Make().String(), strings.ToLower(ulid.Make().String())
+	commandID, generatedID := newULID(), strings.ToLower(newULID())
 	if keys, ok := c.Request().Header[http.CanonicalHeaderKey(HeaderIdempotencyKey)]; ok {
 		key := ""
 		if len(keys) > 0 {
 			key = keys[0]
 		}
-		if ir, err = newIdemRequest(c, tenant, key, body); err != nil {
+		if ir, err = s.newIdemRequest(c, tenant, key, body); err != nil {
 			return err
 		}
 		commandID, generatedID = ir.commandID, ir.campaignID
@@ -216,6 +217,14 @@ func (s *Server) command(c *echo.Context, run exec) error {
 	return a.write(c, false)
 }
 
+// newULID returns a ULID whose random part comes from crypto/rand: command
+// ids must not be predictable (ulid.Make draws from a math/rand source seeded
+// with the start time), or whoever guesses one can publish under it first
+// and have JetStream's stream-wide deduplication drop the command.
+func newULID() string {
+	return ulid.MustNew(ulid.Now(), rand.Reader).String()
+}
+
 // accepted is the 202 answer.
 func accepted(campaignID, commandID string) *answer {
 	b, _ := json.Marshal(acceptedBody{CampaignID: campaignID, CommandID: commandID, Status: "accepted"})
@@ -231,15 +240,18 @@ func accepted(campaignID, commandID string) *answer {
 // NATS is disconnected nothing is sent. When the PubAck is late, JetStream
 // may still store the command after the 503: a retry with the same
 // Idempotency-Key carries the same command id, which is then dropped as a
-// duplicate, so the command takes effect once. The command's traceparent is
-// the one of ctx's span, the request's server span.
-func (s *Server) publish(ctx context.Context, _ *echo.Context, tenant, campaign string, verb fsm.Verb, commandID string, payload json.RawMessage) error {
+// duplicate, so the command takes effect once. A PubAck that reports a
+// duplicate only says that the stream has seen the id (on any subject):
+// confirmDuplicate decides whether it was this command. The command's
+// traceparent is the one of ctx's span, the request's server span.
+func (s *Server) publish(ctx context.Context, c *echo.Context, tenant, campaign string, verb fsm.Verb, commandID string, payload json.RawMessage) error {
 	now := time.Now().UTC()
 	tp := tracing.Traceparent(ctx)
-	msg := events.NewCommandMsg(events.CommandEnvelope{
+	env := events.CommandEnvelope{
 		ID: commandID, Type: string(verb), TenantID: tenant, CampaignID: campaign,
 		IssuedAt: &now, Payload: payload,
-	}, tp)
+	}
+	msg := events.NewCommandMsg(env, tp)
 	if !s.deps.NC.IsConnected() {
 		// While reconnecting, nats.go would buffer the message and send it
 		// after the 503: refuse it now so that a 503 leaves nothing behind.
@@ -247,7 +259,8 @@ func (s *Server) publish(ctx context.Context, _ *echo.Context, tenant, campaign 
 	}
 	pctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
 	defer cancel()
-	if _, err := s.deps.JS.PublishMsg(pctx, msg, jetstream.WithExpectStream(events.StreamCommands)); err != nil {
+	ack, err := s.deps.JS.PublishMsg(pctx, msg, jetstream.WithExpectStream(events.StreamCommands))
+	if err != nil {
 		if tooLarge(err) {
 			// Under the body limit but over what the command stream takes
 			// once wrapped in its envelope: retrying cannot help.
@@ -255,7 +268,94 @@ func (s *Server) publish(ctx context.Context, _ *echo.Context, tenant, campaign 
 		}
 		return unavailable("NATS JetStream", err)
 	}
+	if ack.Duplicate {
+		_, keyed := c.Request().Header[http.CanonicalHeaderKey(HeaderIdempotencyKey)]
+		return s.confirmDuplicate(ctx, env, msg.Subject, ack.Sequence, keyed)
+	}
 	return nil
+}
+
+// confirmDuplicate answers a PubAck that reports Duplicate: JetStream
+// deduplicates across the whole stream, whatever the subject, so the
+// message it kept under the command id may be another's (someone who
+// published under the id first, on a subject they may use), and this
+// command was then dropped. The PubAck's Sequence is the one of the message
+// first stored under the id (nats-server stream.go: the dedup entry keeps
+// the stored message's sequence, and the duplicate's PubAck carries it).
+//
+//   - That message is still in the stream: it is this request's own command
+//     (an earlier attempt whose PubAck was lost) when it has the same
+//     subject, id and body, issued_at aside (each attempt stamps its own
+//     time): nil, a true 202. Anything else is a collision: 409, kept under
+//     the Idempotency-Key like every 4xx (the key can only ever name that
+//     id: the client must use another).
+//   - It is gone (CAMPAIGN_COMMANDS is a work queue: a worker acked it):
+//     the id in this campaign's ledger proves the earlier attempt was
+//     applied (a message with this id on another tenant's subject lands in
+//     another campaign's ledger, never this one): nil.
+//   - Neither: 503. The message may have been this request's own earlier
+//     attempt, taken off the stream but not applied yet (waiting in the
+//     campaign's inbox) or dead-lettered, or a foreign one. A 202 could be
+//     a lie and a kept 4xx would tell a client whose command is about to be
+//     applied that it failed; a 503 is not kept, so the client's retry with
+//     the same key asks again: it finds the id in the ledger (202) once the
+//     worker applied it, or, after the duplicate window, JetStream stores
+//     the command again and the worker's ledger drops it if the earlier
+//     copy was applied meanwhile.
+func (s *Server) confirmDuplicate(ctx context.Context, env events.CommandEnvelope, subject string, seq uint64, keyed bool) error {
+	gctx, cancel := context.WithTimeout(ctx, s.cfg.PublishTimeout)
+	defer cancel()
+	log := s.log.With("tenant_id", env.TenantID, "campaign_id", env.CampaignID, "command_id", env.ID, "stored_seq", seq)
+	if seq > 0 {
+		// A duplicate is rare: looking the stream up here (a STREAM.INFO)
+		// costs nothing on the common path. CAMPAIGN_COMMANDS has
+		// allow_direct, so GetMsg is a direct get.
+		stream, err := s.deps.JS.Stream(gctx, events.StreamCommands)
+		if err != nil {
+			return unavailable("NATS JetStream", fmt.Errorf("reading the message stored under a duplicate command id: %w", err))
+		}
+		stored, err := stream.GetMsg(gctx, seq)
+		switch {
+		case err == nil:
+			if sameCommand(stored, env, subject) {
+				return nil
+			}
+			log.Warn("command id collision: another message holds this command id in the command stream; the command was not stored",
+				"stored_subject", stored.Subject)
+			if keyed {
+				return errorf(CodeConflict, HeaderIdempotencyKey, "command id %s derived from this key is already used by another message in the command stream: this command was not stored (send it with another Idempotency-Key)", env.ID)
+			}
+			return errorf(CodeConflict, "", "command id %s is already used by another message in the command stream: this command was not stored (send it again)", env.ID)
+		case !errors.Is(err, jetstream.ErrMsgNotFound):
+			return unavailable("NATS JetStream", fmt.Errorf("reading the message stored under a duplicate command id: %w", err))
+		}
+	}
+	applied, err := s.deps.Store.Applied(gctx, store.Key{Tenant: env.TenantID, Campaign: env.CampaignID}, env.ID)
+	if err != nil {
+		return unavailable("the store", err)
+	}
+	if applied {
+		return nil
+	}
+	log.Warn("duplicate command id whose stored message is gone and not applied to this campaign: answering 503")
+	return &Error{Code: CodeUnavailable,
+		Message: fmt.Sprintf("command id %s was already used in the command stream and it is not known yet whether by this command: try again later", env.ID),
+		Err:     errors.New("duplicate PubAck, stored message gone, id not in the campaign's ledger")}
+}
+
+// sameCommand reports whether stored is the command env would have made on
+// subject: same subject, same Nats-Msg-Id, and the same body once stored's
+// issued_at is put in env.
+func sameCommand(stored *jetstream.RawStreamMsg, env events.CommandEnvelope, subject string) bool {
+	if stored.Subject != subject || stored.Header.Get(jetstream.MsgIDHeader) != env.ID {
+		return false
+	}
+	var got events.CommandEnvelope
+	if err := json.Unmarshal(stored.Data, &got); err != nil {
+		return false
+	}
+	env.IssuedAt = got.IssuedAt
+	return bytes.Equal(events.NewCommandMsg(env, "").Data, stored.Data)
 }
 
 // tooLarge reports whether a publish failed because the message exceeds the

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 
@@ -88,6 +89,7 @@ func TestCreateValidation(t *testing.T) {
 	e := newEnv(t, storeKinds[0].open(t))
 	seed(t, e.st, "acme", "exists", fsm.Pending)
 	long := strings.Repeat("x", 65)
+	huge := strings.Repeat("\xff", 400_000) // JSON escapes: 400,000 U+FFFD once decoded
 	cases := []struct {
 		name   string
 		body   string
@@ -121,11 +123,21 @@ func TestCreateValidation(t *testing.T) {
 		{"text/plain", `{"campaign_id":"c1","name":"a"}`, []string{"Content-Type", "text/plain"}, 415, "Content-Type"},
 		{"no Content-Type", `{"campaign_id":"c1","name":"a"}`, []string{"Content-Type", ""}, 415, "Content-Type"},
 		{"form", `campaign_id=c1`, []string{"Content-Type", "application/x-www-form-urlencoded"}, 415, "Content-Type"},
+		// Hostile values are quoted bounded: the answer (kept a day under an
+		// Idempotency-Key) never repeats megabytes of what the client sent.
+		{"huge unknown workflow", `{"campaign_id":"c1","name":"a","workflow":"` + huge + `"}`, nil, 400, "workflow"},
+		{"huge number for a string", `{"campaign_id":"c1","name":` + strings.Repeat("9", 400_000) + `}`, nil, 400, "name"},
+		{"huge unknown field", `{"campaign_id":"c1","name":"a","` + huge + `":1}`, nil, 400, "body"},
+		{"huge Content-Type", `{"campaign_id":"c1","name":"a"}`, []string{"Content-Type", "text/" + strings.Repeat("x", 60_000)}, 415, "Content-Type"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			hdr := append([]string{"X-Tenant-ID", "acme"}, tc.hdr...)
-			wantError(t, e.do("POST", "/api/v1/campaigns", []byte(tc.body), hdr...), tc.status, tc.field)
+			r := e.do("POST", "/api/v1/campaigns", []byte(tc.body), hdr...)
+			wantError(t, r, tc.status, tc.field)
+			if _, field, msg := r.errorCode(); len(msg) > events.MaxReasonBytes || len(field) > events.MaxQuotedBytes || !utf8.ValidString(msg) {
+				t.Fatalf("error message of %d bytes, field of %d (valid UTF-8: %v)", len(msg), len(field), utf8.ValidString(msg))
+			}
 		})
 	}
 	t.Run("empty Idempotency-Key", func(t *testing.T) {

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/labstack/echo/v5"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/events"
 )
 
 // CORS answers. Echo's own CORS middleware is not used: it accepts "*",
@@ -70,9 +72,9 @@ func (s *Server) cors(next echo.HandlerFunc) echo.HandlerFunc {
 		preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
 		if !s.origins[origin] {
 			if preflight {
-				return errorf(CodeForbidden, "Origin", "cross-origin requests from %q are not allowed", origin)
+				return errorf(CodeForbidden, "Origin", "cross-origin requests from %s are not allowed", events.QuoteBounded(origin))
 			}
-			return errorf(CodeForbidden, "Origin", "cross-origin requests from %q are not allowed; the request was not executed", origin)
+			return errorf(CodeForbidden, "Origin", "cross-origin requests from %s are not allowed; the request was not executed", events.QuoteBounded(origin))
 		}
 		h.Set("Access-Control-Allow-Origin", origin)
 		if !preflight {

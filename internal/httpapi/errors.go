@@ -9,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v5"
 
+	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/tracing"
 )
 
@@ -85,12 +86,20 @@ func (e *Error) Unwrap() error { return e.Err }
 func (e *Error) StatusCode() int { return statusOf[e.Code] }
 
 // errorf returns an *Error whose message is "<field>: <text>" when field is set.
+//
+// The message and field are bounded (events.BoundReason, events.MaxQuotedBytes)
+// whatever the arguments: they may quote what a client sent, and a 4xx is
+// kept under an Idempotency-Key for a day. Quote client values with
+// events.QuoteBounded so that the message keeps its end.
 func errorf(code Code, field, format string, args ...any) *Error {
+	if len(field) > events.MaxQuotedBytes {
+		field = events.BoundReason(field[:events.MaxQuotedBytes])
+	}
 	msg := fmt.Sprintf(format, args...)
 	if field != "" {
 		msg = field + ": " + msg
 	}
-	return &Error{Code: code, Field: field, Message: msg}
+	return &Error{Code: code, Field: field, Message: events.BoundReason(msg)}
 }
 
 // unavailable wraps an infrastructure failure as a 503.

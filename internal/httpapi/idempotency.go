@@ -1,10 +1,15 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"time"
@@ -27,12 +32,20 @@ import (
 // while the first is in progress waits for it (bounded) and then replays;
 // another request under the same key is 409.
 //
-// The command id is derived from tenant, key and fingerprint, never the raw
-// key: equal keys of two tenants never collide, and a retry after a 503
-// whose command JetStream did store after all carries the same id, which
-// JetStream (within its duplicate window) and the worker's ledger (after it)
-// drop. A campaign id the server generates for such a request is derived the
-// same way, so the retry names the same campaign.
+// The command id is an HMAC-SHA256, under the server's idempotency secret
+// (IDEMPOTENCY_SECRET, or one generated once and kept in the store), of
+// tenant, key and fingerprint; never the raw key nor a plain hash of it.
+// Equal keys of two tenants never collide, nobody without the secret can
+// compute the id (so nobody can publish a message under it first and have
+// JetStream's stream-wide deduplication drop this command), and a retry
+// after a 503 whose command JetStream did store after all carries the same
+// id, which JetStream (within its duplicate window) and the worker's ledger
+// (after it) drop. A campaign id the server generates for such a request is
+// derived the same way, so the retry names the same campaign.
+//
+// Each request also chooses a random owner nonce for its reservation, so
+// that a reservation the store made although its reply was lost (and the
+// Redis client retried) is recognised as the request's own.
 const (
 	// HeaderIdempotencyKey is the request header.
 	HeaderIdempotencyKey = "Idempotency-Key"
@@ -40,7 +53,45 @@ const (
 	HeaderReplayed = "Idempotent-Replayed"
 	// MaxIdempotencyKeyLength is the longest key accepted.
 	MaxIdempotencyKeyLength = 255
+	// MinIdempotencySecretLength is the shortest IDEMPOTENCY_SECRET
+	// accepted, in bytes.
+	MinIdempotencySecretLength = 16
+	// idemSecretName names the generated secret in the store.
+	idemSecretName = "idempotency"
+	// generatedSecretLength is the size of a generated secret, in bytes.
+	generatedSecretLength = 32
 )
+
+// idempotencySecret returns the configured secret, or, when none is, the
+// one kept in the store, which the first ingress to start stored (a fresh
+// random one) for every process sharing the store. It is called once, at
+// start-up. The secret itself is never logged nor put in an error.
+func idempotencySecret(ctx context.Context, configured []byte, st store.Store, log *slog.Logger) ([]byte, error) {
+	if len(configured) > 0 {
+		if len(configured) < MinIdempotencySecretLength {
+			return nil, fmt.Errorf("httpapi: IDEMPOTENCY_SECRET is %d bytes, at least %d are needed", len(configured), MinIdempotencySecretLength)
+		}
+		log.Info("idempotency secret: from IDEMPOTENCY_SECRET")
+		return bytes.Clone(configured), nil
+	}
+	candidate := make([]byte, generatedSecretLength)
+	if _, err := rand.Read(candidate); err != nil {
+		return nil, fmt.Errorf("httpapi: IDEMPOTENCY_SECRET unset: generating one: %w", err)
+	}
+	secret, err := st.Secret(ctx, idemSecretName, candidate)
+	if err != nil {
+		return nil, fmt.Errorf("httpapi: IDEMPOTENCY_SECRET unset, and the shared one cannot be read from the store: %w", err)
+	}
+	if len(secret) < MinIdempotencySecretLength {
+		return nil, fmt.Errorf("httpapi: IDEMPOTENCY_SECRET unset, and the one kept in the store is %d bytes (at least %d are needed)", len(secret), MinIdempotencySecretLength)
+	}
+	if bytes.Equal(secret, candidate) {
+		log.Info("idempotency secret: IDEMPOTENCY_SECRET unset, generated one and kept it in the store")
+	} else {
+		log.Info("idempotency secret: IDEMPOTENCY_SECRET unset, using the one kept in the store")
+	}
+	return secret, nil
+}
 
 // answer is a complete HTTP answer, kept under an Idempotency-Key.
 type answer struct {
@@ -55,10 +106,13 @@ type idemRequest struct {
 	fingerprint string
 	commandID   string
 	campaignID  string // for a generated campaign id
+	// owner is this request's nonce in its reservation (IdemRecord.Owner),
+	// chosen once per request.
+	owner string
 }
 
 // newIdemRequest validates the key and derives the ids.
-func newIdemRequest(c *echo.Context, tenant, key string, body []byte) (*idemRequest, error) {
+func (s *Server) newIdemRequest(c *echo.Context, tenant, key string, body []byte) (*idemRequest, error) {
 	if key == "" || len(key) > MaxIdempotencyKeyLength {
 		return nil, errorf(CodeInvalid, HeaderIdempotencyKey, "must be 1 to %d characters", MaxIdempotencyKeyLength)
 	}
@@ -70,14 +124,26 @@ func newIdemRequest(c *echo.Context, tenant, key string, body []byte) (*idemRequ
 	r := c.Request()
 	bodySum := sha256.Sum256(body)
 	fp := r.Method + " " + r.URL.Path + " " + hex.EncodeToString(bodySum[:])
-	sum := sha256.Sum256([]byte("campaign-orchestrator/idempotency\x00" + tenant + "\x00" + key + "\x00" + fp))
-	var u ulid.ULID
-	copy(u[:], sum[16:])
+	commandID, campaignID := deriveIDs(s.idemSecret, tenant, key, fp)
 	return &idemRequest{
 		tenant: tenant, key: key, fingerprint: fp,
-		commandID:  "idem-" + hex.EncodeToString(sum[:16]),
-		campaignID: strings.ToLower(u.String()),
+		commandID: commandID, campaignID: campaignID,
+		owner: store.NewToken(),
 	}, nil
+}
+
+// deriveIDs returns the command id ("idem-" and 32 hex digits) and the
+// campaign id (a lower-case ULID) of a request under an Idempotency-Key:
+// the two halves of HMAC-SHA256(secret, tenant, key, fingerprint). Tenant
+// tokens, keys (printable ASCII) and fingerprints hold no NUL, so the
+// NUL-separated input is unambiguous.
+func deriveIDs(secret []byte, tenant, key, fingerprint string) (commandID, campaignID string) {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("campaign-orchestrator/idempotency\x00" + tenant + "\x00" + key + "\x00" + fingerprint))
+	sum := m.Sum(nil)
+	var u ulid.ULID
+	copy(u[:], sum[16:32])
+	return "idem-" + hex.EncodeToString(sum[:16]), strings.ToLower(u.String())
 }
 
 // idemLease bounds how long a reservation (status 0) lives if its request
@@ -101,11 +167,17 @@ func (s *Server) reserve(ctx, reqCtx context.Context, ir *idemRequest) (*answer,
 	deadline := time.Now().Add(s.idemWait())
 	delay := 2 * time.Millisecond
 	for {
-		rec, exists, err := s.deps.Store.ReserveIdem(ctx, ir.tenant, ir.key, store.IdemRecord{Fingerprint: ir.fingerprint}, s.idemLease())
+		rec, exists, err := s.deps.Store.ReserveIdem(ctx, ir.tenant, ir.key, store.IdemRecord{Fingerprint: ir.fingerprint, Owner: ir.owner}, s.idemLease())
 		switch {
 		case err != nil:
 			return nil, unavailable("the idempotency store", err)
 		case !exists:
+			return nil, nil
+		case rec.Status == 0 && ir.owner != "" && rec.Owner == ir.owner && rec.Fingerprint == ir.fingerprint:
+			// This request's own reservation, made by an earlier run of
+			// the call whose reply was lost: the store answers false for
+			// it itself; the same rule here keeps a request from ever
+			// waiting on itself.
 			return nil, nil
 		case rec.Fingerprint != ir.fingerprint:
 			return nil, errorf(CodeConflict, HeaderIdempotencyKey, "already used for another request (method, path or body differ)")
@@ -143,7 +215,7 @@ func (s *Server) complete(ctx context.Context, ir *idemRequest, a *answer) {
 		err = s.deps.Store.DeleteIdem(ctx, ir.tenant, ir.key)
 	} else {
 		err = s.deps.Store.CompleteIdem(ctx, ir.tenant, ir.key, store.IdemRecord{
-			Fingerprint: ir.fingerprint, Status: a.status, Header: a.header, Body: a.body,
+			Fingerprint: ir.fingerprint, Owner: ir.owner, Status: a.status, Header: a.header, Body: a.body,
 		}, s.cfg.IdempotencyTTL)
 	}
 	if err != nil && !errors.Is(err, store.ErrIdempotencyMismatch) {

@@ -69,6 +69,12 @@ type Config struct {
 	// the rate, at least 1).
 	CommandRate  float64
 	CommandBurst int
+	// IdempotencySecret keys the hash that turns an Idempotency-Key into a
+	// command id (IDEMPOTENCY_SECRET), at least MinIdempotencySecretLength
+	// bytes; every ingress process must use the same. Empty: the secret
+	// kept in the store under "idempotency", stored (32 random bytes) by the
+	// first process that finds none.
+	IdempotencySecret []byte
 }
 
 // Workflows resolves a workflow name (the workflow registry).
@@ -108,6 +114,8 @@ type Server struct {
 	tokens  []tokenEntry
 	limiter *tenantLimiter
 	metrics *httpMetrics
+	// idemSecret keys the command ids derived from Idempotency-Keys.
+	idemSecret []byte
 
 	done     chan struct{} // closed by Shutdown: event streams end
 	doneOnce sync.Once
@@ -115,10 +123,20 @@ type Server struct {
 	srv      *http.Server
 }
 
-// New checks cfg and builds the server. It refuses "*" or a malformed entry
-// in AllowedOrigins (naming CORS_ALLOWED_ORIGINS), a negative setting, and
-// missing dependencies.
+// New is NewContext with a background context bounded to 30 s.
 func New(cfg Config, deps Deps) (*Server, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return NewContext(ctx, cfg, deps)
+}
+
+// NewContext checks cfg and builds the server. It refuses "*" or a malformed
+// entry in AllowedOrigins (naming CORS_ALLOWED_ORIGINS), a negative setting,
+// an IdempotencySecret shorter than MinIdempotencySecretLength (naming
+// IDEMPOTENCY_SECRET), and missing dependencies. Without IdempotencySecret
+// it reads (or first stores) the shared one in the store, within ctx: the
+// one store call it makes.
+func NewContext(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	origins, err := parseOrigins(cfg.AllowedOrigins)
 	if err != nil {
 		return nil, err
@@ -159,6 +177,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		cfg: cfg, deps: deps, log: componentLogger(deps.Logger), origins: origins,
 		limiter: newTenantLimiter(cfg.CommandRate, cfg.CommandBurst),
 		done:    make(chan struct{}),
+	}
+	if s.idemSecret, err = idempotencySecret(ctx, cfg.IdempotencySecret, deps.Store, s.log); err != nil {
+		return nil, err
 	}
 	hashes := make([]string, 0, len(cfg.Tokens))
 	for h := range cfg.Tokens {
