@@ -19,8 +19,28 @@ import (
 
 func TestRedis(t *testing.T) {
 	url, _ := redistest.Start(t)
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
 	storetest.Run(t, func(t *testing.T) store.Store {
-		return newRedis(t, url, storetest.Retention)
+		// Through a proxy that can lose a reply (storetest.ReplyLoser).
+		p := redistest.NewProxy(t, opts.Addr)
+		return lossyRedis{newRedis(t, strings.Replace(url, opts.Addr, p.Addr(), 1), storetest.Retention), p}
+	})
+}
+
+// lossyRedis is a Redis store behind a proxy that loses the reply of its
+// next script (the connection closes after the script ran); go-redis
+// retries it on a new connection.
+type lossyRedis struct {
+	*store.Redis
+	proxy *redistest.Proxy
+}
+
+func (s lossyRedis) LoseNextReply(*testing.T) func() int {
+	return s.proxy.DropReply(func(args [][]byte) bool {
+		return len(args) > 0 && (strings.EqualFold(string(args[0]), "evalsha") || strings.EqualFold(string(args[0]), "eval"))
 	})
 }
 

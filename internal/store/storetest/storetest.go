@@ -31,6 +31,16 @@ type FenceResetter interface {
 	ResetFence(ctx context.Context, k store.Key) error
 }
 
+// ReplyLoser is implemented by a store under test that can lose the reply
+// to one call after the server carried it out (the connection drops after a
+// Redis script ran, and the client retries on a new one). Without it the
+// LostReply cases are skipped.
+type ReplyLoser interface {
+	// LoseNextReply makes the reply to the store's next script call be lost
+	// once; lost reports how many replies were lost so far (0 or 1).
+	LoseNextReply(t *testing.T) (lost func() int)
+}
+
 const (
 	longTTL  = 30 * time.Second       // a lock that must not expire during a test
 	shortTTL = 100 * time.Millisecond // a lock a test waits to expire
@@ -69,6 +79,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"RetriedCalls", testRetriedCalls},
 		{"HolderSeq", testHolderSeq},
 		{"Secret", testSecret},
+		{"LostReply", testLostReply},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1304,4 +1315,123 @@ func testSecret(t *testing.T, s store.Store) {
 	if _, err := s.Secret(ctx, "empty", nil); !errors.Is(err, store.ErrInvalid) {
 		t.Fatalf("Secret(empty candidate): %v, want ErrInvalid", err)
 	}
+}
+
+// testLostReply: each operation whose reply is lost after it took effect,
+// and which the client then retries, has the effect of one call and leaves
+// nothing nobody owns (CONTRACT guarantee 7). Each operation runs once
+// before on another campaign, so that a script is known to the server and
+// the reply lost is that of a run that took effect.
+func testLostReply(t *testing.T, s store.Store) {
+	r, ok := s.(ReplyLoser)
+	if !ok {
+		t.Skip("the store cannot lose a reply")
+	}
+	ctx := t.Context()
+	// lose runs op twice: on warm (unarmed), then on the real campaign with
+	// the reply of its script lost.
+	lose := func(what string, op func(k store.Key) error, warm, k store.Key) {
+		t.Helper()
+		if err := op(warm); err != nil {
+			t.Fatalf("%s (warm-up): %v", what, err)
+		}
+		lost := r.LoseNextReply(t)
+		if err := op(k); err != nil {
+			t.Fatalf("%s with its reply lost: %v", what, err)
+		}
+		if lost() != 1 {
+			t.Fatalf("%s: no reply was lost", what)
+		}
+	}
+	k := store.Key{Tenant: "acme", Campaign: "lost"}
+	warm := store.Key{Tenant: "acme", Campaign: "lost-warm"}
+	leases := map[store.Key]store.Lease{}
+
+	// Enqueue on a free campaign: the retry finds its own lock.
+	lose("Enqueue", func(k store.Key) error {
+		res, err := s.Enqueue(ctx, k, item("a", 7), claim(longTTL))
+		if err == nil && res.Lease == nil {
+			err = fmt.Errorf("no lease (held by the message of sequence %d): the lock is nobody's", res.HolderSeq)
+		}
+		if err == nil {
+			leases[k] = *res.Lease
+		}
+		return err
+	}, warm, k)
+	l := leases[k]
+	if res := mustEnqueue(t, s, k, item("b", 8), longTTL); res.Lease != nil || res.HolderSeq != 7 {
+		t.Fatalf("Enqueue by another = %+v; want the lock held, backed by 7", res)
+	}
+
+	// Commit: the retry finds its own write, no conflict, one message.
+	m := func(k store.Key, n int) store.Message {
+		return store.Message{Subject: "campaign.evt." + k.Tenant + "." + k.Campaign + ".x", Header: map[string]string{"Nats-Msg-Id": strconv.Itoa(n)}, Data: []byte(strconv.Itoa(n))}
+	}
+	lose("Commit", func(k store.Key) error {
+		return s.Commit(ctx, store.Write{ID: store.NewToken(), Lease: leases[k], Campaign: newCampaign(k, 1, fsm.Running),
+			Outbox: []store.Message{m(k, 1), m(k, 2), m(k, 3)}, Applied: []string{"a"}, Dequeue: []string{"a"}})
+	}, warm, k)
+	if got := outbox(t, s, k); !reflect.DeepEqual(got, []store.Message{m(k, 1), m(k, 2), m(k, 3)}) {
+		t.Fatalf("outbox after a commit with a lost reply = %+v", got)
+	}
+	if c := mustLoad(t, s, k); c.Version != 1 || !applied(t, s, k, "a") {
+		t.Fatalf("after a commit with a lost reply: version %d, a applied %v", c.Version, applied(t, s, k, "a"))
+	}
+
+	// TrimOutbox: the retry removes nothing more than was published.
+	lose("TrimOutbox", func(k store.Key) error {
+		return s.TrimOutbox(ctx, leases[k], outbox(t, s, k)[:2])
+	}, warm, k)
+	if got := outbox(t, s, k); !reflect.DeepEqual(got, []store.Message{m(k, 3)}) {
+		t.Fatalf("outbox after a trim with a lost reply = %+v, want the unpublished message", got)
+	}
+
+	// Extend, then Release once the inbox is empty.
+	lose("Extend", func(k store.Key) error { return s.Extend(ctx, leases[k], longTTL) }, warm, k)
+	for _, key := range []store.Key{warm, k} {
+		mustCommit(t, s, store.Write{Lease: leases[key], Campaign: newCampaign(key, 2, fsm.Running), Applied: []string{"b"}, Dequeue: []string{"b"}})
+	}
+	lose("Release", func(k store.Key) error {
+		done, err := s.Release(ctx, leases[k])
+		if err == nil && !done {
+			err = errors.New("not released")
+		}
+		return err
+	}, warm, k)
+	next := mustLease(t, s, k, item("c", 9), longTTL) // the lock is free again
+	if next.Fence <= l.Fence {
+		t.Fatalf("fence %d after %d", next.Fence, l.Fence)
+	}
+	leases[k] = next
+	leases[warm] = mustLease(t, s, warm, item("c", 9), longTTL)
+
+	// Abandon: the retry finds the lock free; the next Enqueue takes it.
+	lose("Abandon", func(k store.Key) error { return s.Abandon(ctx, leases[k]) }, warm, k)
+	mustLease(t, s, k, item("d", 10), longTTL)
+
+	// ReserveIdem: the retry finds the caller's own reservation.
+	owner := store.NewToken()
+	lose("ReserveIdem", func(k store.Key) error {
+		got, found, err := s.ReserveIdem(ctx, "acme", k.Campaign, store.IdemRecord{Fingerprint: "POST /x", Owner: owner}, longTTL)
+		if err == nil && found {
+			err = fmt.Errorf("found %+v: the request waits on its own reservation", got)
+		}
+		return err
+	}, warm, k)
+	final := store.IdemRecord{Fingerprint: "POST /x", Owner: owner, Status: 202, Body: []byte("ok")}
+	lose("CompleteIdem", func(k store.Key) error {
+		return s.CompleteIdem(ctx, "acme", k.Campaign, final, longTTL)
+	}, warm, k)
+	if got, found, err := s.ReserveIdem(ctx, "acme", k.Campaign, store.IdemRecord{Fingerprint: "POST /x", Owner: store.NewToken()}, longTTL); err != nil || !found || !reflect.DeepEqual(got, final) {
+		t.Fatalf("record after a completion with a lost reply = %+v, %v, %v", got, found, err)
+	}
+
+	// Secret: the retry returns what the first run stored.
+	lose("Secret", func(k store.Key) error {
+		got, err := s.Secret(ctx, k.Campaign, []byte("first"))
+		if err == nil && string(got) != "first" {
+			err = fmt.Errorf("secret %q", got)
+		}
+		return err
+	}, warm, k)
 }
