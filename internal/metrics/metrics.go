@@ -112,6 +112,7 @@ type Metrics struct {
 	lockContend  prometheus.Counter
 	lockLost     prometheus.Counter
 	fenced       *prometheus.CounterVec
+	fetchFailed  prometheus.Counter
 
 	// Pre-resolved children of the verb-labelled counters, by verb: the hot
 	// path avoids hashing label values.
@@ -183,6 +184,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: Namespace, Name: "fencing_rejections_total",
 			Help: "Store writes refused by the fencing check, by reason (lock_lost: not the holder or a higher fence wrote; conflict: the version moved).",
 		}, []string{"reason"}),
+		fetchFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "fetch_failures_total",
+			Help: "Pulls from the command consumer that failed (no responders while a stream or consumer leader is down, say); the worker backs off meanwhile.",
+		}),
 	}
 	if reg != nil {
 		register(reg, &m.received)
@@ -197,6 +202,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		register(reg, &m.lockContend)
 		register(reg, &m.lockLost)
 		register(reg, &m.fenced)
+		register(reg, &m.fetchFailed)
 	}
 
 	// Every bounded series exists from the start, at zero: rate() and the
@@ -402,6 +408,14 @@ func (m *Metrics) LockLost() {
 		return
 	}
 	m.lockLost.Inc()
+}
+
+// FetchFailed counts a failed pull from the command consumer.
+func (m *Metrics) FetchFailed() {
+	if m == nil {
+		return
+	}
+	m.fetchFailed.Inc()
 }
 
 // FencingRejected counts a store write refused by the fencing check; reason

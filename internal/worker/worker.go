@@ -24,6 +24,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
@@ -195,6 +197,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { w.watchStore(ctx) })
 	slots := make(chan struct{}, w.cfg.Workers)
+	pulls := newPullHealth(w.log, w.d.Metrics, w.cfg.FetchWait)
 	w.up.Store(true)
 	defer w.up.Store(false)
 	w.log.Info("pulling commands", "workers", w.cfg.Workers, "lock_ttl", w.cfg.LockTTL)
@@ -221,8 +224,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				<-slots
 			}
 			if ctx.Err() == nil {
-				w.log.Warn("fetch failed", "err", err)
-				sleep(ctx, w.cfg.FetchWait)
+				sleep(ctx, pulls.failed(err))
 			}
 			continue
 		}
@@ -238,8 +240,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		for range n - got {
 			<-slots
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			w.log.Warn("fetch ended", "err", err)
+		switch err := batch.Error(); {
+		case ctx.Err() != nil:
+		case err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout):
+			// No responders while a stream or consumer leader is down,
+			// say: back off instead of spinning on it.
+			sleep(ctx, pulls.failed(err))
+		default:
+			pulls.ok()
 		}
 	}
 	w.log.Info("stopping: waiting for commands in flight", "grace", w.cfg.Grace)
@@ -270,6 +278,47 @@ func (w *Worker) watchStore(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// pullHealth backs pulls off while they fail, and logs once when they start
+// failing (and when the error changes) and once when they work again.
+type pullHealth struct {
+	log     *slog.Logger
+	m       *metrics.Metrics
+	b       *backoff.ExponentialBackOff
+	failing string // the last error logged; "" while pulls work
+	since   time.Time
+	n       int
+}
+
+func newPullHealth(log *slog.Logger, m *metrics.Metrics, base time.Duration) *pullHealth {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = min(base, 100*time.Millisecond)
+	b.MaxInterval = 5 * time.Second
+	return &pullHealth{log: log, m: m, b: b}
+}
+
+// failed records a failed pull and returns how long to wait.
+func (p *pullHealth) failed(err error) time.Duration {
+	p.m.FetchFailed()
+	p.n++
+	if msg := err.Error(); msg != p.failing {
+		if p.failing == "" {
+			p.since = time.Now()
+		}
+		p.failing = msg
+		p.log.Warn("pulling commands fails: backing off", "err", err)
+	}
+	return p.b.NextBackOff()
+}
+
+// ok records a pull that worked.
+func (p *pullHealth) ok() {
+	if p.failing != "" {
+		p.log.Info("pulling commands works again", "failed_pulls", p.n, "after", time.Since(p.since).Round(time.Millisecond))
+		p.failing, p.n = "", 0
+		p.b.Reset()
 	}
 }
 
