@@ -212,10 +212,15 @@ func (a *App) openNATS() error {
 		if p == 0 {
 			p = server.RANDOM_PORT
 		}
-		ns, err := server.NewServer(&server.Options{
+		opts := &server.Options{
 			ServerName: "orchestrator-embedded", Host: host, Port: p,
 			JetStream: true, StoreDir: dir, NoSigs: true, NoLog: true,
-		})
+			SyncInterval: a.cfg.NATSSync,
+		}
+		if a.cfg.NATSSync == 0 {
+			opts.SyncAlways, opts.SyncInterval = true, 2*time.Minute // as the server's "always"
+		}
+		ns, err := server.NewServer(opts)
 		if err != nil {
 			return fmt.Errorf("embedded NATS: %w", err)
 		}

@@ -30,10 +30,13 @@ const (
 
 // Config is every setting of `orchestrator serve`.
 type Config struct {
-	HTTPAddr           string
-	NATSURL            string
-	NATSStoreDir       string
-	EmbeddedNATSAddr   string
+	HTTPAddr         string
+	NATSURL          string
+	NATSStoreDir     string
+	EmbeddedNATSAddr string
+	// NATSSync is the embedded server's JetStream sync_interval: how long
+	// after a write it is fsynced; 0 means "always" (before the PubAck).
+	NATSSync           time.Duration
 	RedisURL           string
 	CORSAllowedOrigins []string
 	WorkflowsFile      string
@@ -96,6 +99,7 @@ var settings = []setting{
 	{"NATS_URL", "", "NATS server URL(s); empty: run an embedded NATS server with JetStream"},
 	{"NATS_STORE_DIR", "", "embedded JetStream storage directory; empty: a private temporary directory removed at exit"},
 	{"EMBEDDED_NATS_ADDR", "127.0.0.1:4222", "listen address of the embedded NATS server"},
+	{"NATS_SYNC_INTERVAL", "2m", "embedded NATS server: how long after a write JetStream fsyncs it (a duration), or always (before acknowledging: slower, survives a machine crash)"},
 	{"REDIS_URL", "", "redis://… URL; empty: in-process store and lock (one process only)"},
 	{"CORS_ALLOWED_ORIGINS", "http://localhost:3000,http://internal-dashboard", "comma-separated exact origins allowed by CORS"},
 	{"WORKFLOWS_FILE", "", "workflows file (YAML or JSON); empty: the built-in standard workflow"},
@@ -154,6 +158,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 		NATSURL:            p.natsURL("NATS_URL"),
 		NATSStoreDir:       p.str("NATS_STORE_DIR"),
 		EmbeddedNATSAddr:   p.addr("EMBEDDED_NATS_ADDR"),
+		NATSSync:           p.syncInterval("NATS_SYNC_INTERVAL"),
 		RedisURL:           p.redisURL("REDIS_URL"),
 		CORSAllowedOrigins: p.origins("CORS_ALLOWED_ORIGINS"),
 		WorkflowsFile:      p.file("WORKFLOWS_FILE"),
@@ -251,6 +256,14 @@ func (p *parser) duration(env string) time.Duration {
 		p.fail(env, "%q must be positive", v)
 	}
 	return d
+}
+
+// syncInterval reads "always" (0) or a positive duration.
+func (p *parser) syncInterval(env string) time.Duration {
+	if strings.EqualFold(p.str(env), "always") {
+		return 0
+	}
+	return p.duration(env)
 }
 
 func (p *parser) intIn(env string, lo, hi int) int {

@@ -25,11 +25,21 @@ func TestDefaults(t *testing.T) {
 	if c.HTTPAddr != ":8000" || c.NATSURL != "" || c.RedisURL != "" || c.LockTTL != 30*time.Second ||
 		c.StepTimeout != 10*time.Second || c.StepMaxRetries != 2 || c.StepBackoffBase != 500*time.Millisecond ||
 		c.Workers != 8 || c.DuplicateWindow != 2*time.Minute || c.StreamReplicas != 1 ||
-		c.CampaignRetention != 720*time.Hour || c.StepsBaseURL != "http://127.0.0.1:8081" || c.Role != config.RoleAll {
+		c.CampaignRetention != 720*time.Hour || c.StepsBaseURL != "http://127.0.0.1:8081" || c.Role != config.RoleAll ||
+		c.NATSSync != 2*time.Minute {
 		t.Fatalf("defaults: %+v", c)
 	}
 	if got := strings.Join(c.CORSAllowedOrigins, ","); got != "http://localhost:3000,http://internal-dashboard" {
 		t.Fatalf("origins %q", got)
+	}
+}
+
+func TestNATSSyncInterval(t *testing.T) {
+	for v, want := range map[string]time.Duration{"always": 0, "ALWAYS": 0, "1s": time.Second} {
+		c, err := config.Load(nil, env(map[string]string{"NATS_SYNC_INTERVAL": v}), io.Discard)
+		if err != nil || c.NATSSync != want {
+			t.Errorf("NATS_SYNC_INTERVAL=%s: %v, %v; want %v", v, c.NATSSync, err, want)
+		}
 	}
 }
 
@@ -57,6 +67,8 @@ func TestBadSettingsAreNamed(t *testing.T) {
 		{map[string]string{"LOCK_TTL": "-1s"}, nil, "LOCK_TTL"},
 		{map[string]string{"STEP_TIMEOUT": "ten"}, nil, "STEP_TIMEOUT"},
 		{map[string]string{"DUPLICATE_WINDOW": "0s"}, nil, "DUPLICATE_WINDOW"},
+		{map[string]string{"NATS_SYNC_INTERVAL": "sometimes"}, nil, "NATS_SYNC_INTERVAL"},
+		{map[string]string{"NATS_SYNC_INTERVAL": "0s"}, nil, "NATS_SYNC_INTERVAL"},
 		{map[string]string{"STEPS_BASE_URL": "ftp://x"}, nil, "STEPS_BASE_URL"},
 		{map[string]string{"STEPS_BASE_URL": "not a url"}, nil, "STEPS_BASE_URL"},
 		{map[string]string{"REDIS_URL": "http://x:6379"}, nil, "REDIS_URL"},
