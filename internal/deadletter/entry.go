@@ -35,7 +35,8 @@ type Entry struct {
 	OriginalSeq uint64 `json:"original_seq,omitempty"`
 	// CommandID is the command's id ("" when the command had none, or none
 	// of at most events.MaxCommandIDBytes): header Command-Id, else the
-	// entry's Nats-Msg-Id "dlq.id.<id>" (or, from older releases, "dlq.<id>"),
+	// entry's Nats-Msg-Id "dlq.id.<tenant>.<campaign>.<id>" (or, from older
+	// releases, "dlq.<id>"),
 	// else the body's id.
 	CommandID string `json:"command_id,omitempty"`
 	// Reason says why the command was dead-lettered (header Reason).
@@ -78,8 +79,10 @@ func commandID(h nats.Header, data []byte) string {
 		return id
 	}
 	msgID := h.Get(jetstream.MsgIDHeader)
-	if id, ok := strings.CutPrefix(msgID, events.DLQIDPrefix); ok && usable(id) {
-		return id
+	if rest, ok := strings.CutPrefix(msgID, events.DLQIDPrefix); ok {
+		if parts := strings.SplitN(rest, ".", 3); len(parts) == 3 && usable(parts[2]) {
+			return parts[2] // dlq.id.<tenant>.<campaign>.<id>
+		}
 	}
 	if strings.HasPrefix(msgID, dlqIDPrefix) && !strings.HasPrefix(msgID, seqIDPrefix) && !strings.HasPrefix(msgID, maxDeliverIDPrefix) {
 		if id := msgID[len(dlqIDPrefix):]; usable(id) {

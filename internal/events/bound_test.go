@@ -121,6 +121,14 @@ func TestDecodeCommandBoundsReason(t *testing.T) {
 			want: []string{"command id longer than 256 bytes"}},
 		{name: "huge Nats-Msg-Id and bad JSON", subject: subj, header: hdr("Nats-Msg-Id", hostile), body: `{"type":`,
 			want: []string{"bad JSON"}},
+		// An id that is not printable ASCII would change in the inbox's
+		// JSON, and its redelivery would not be found in the ledger.
+		{name: "Nats-Msg-Id not ASCII", subject: subj, header: hdr("Nats-Msg-Id", "bad-\xff-id"),
+			body: `{"type":"start","tenant_id":"acme","campaign_id":"spring"}`,
+			want: []string{"command id must be printable ASCII"}},
+		{name: "body id with a control character", subject: subj,
+			body: `{"id":"a\u0007b","type":"start","tenant_id":"acme","campaign_id":"spring"}`,
+			want: []string{"command id must be printable ASCII"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -308,7 +316,7 @@ func TestNewDeadLetterMsgBounded(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read DLQ: %v", err)
 	}
-	if got.Header.Get(events.HdrBodyTruncated) != strconv.Itoa(len(body)) || got.Header.Get(jetstream.MsgIDHeader) != "dlq.id.01CMD" {
+	if got.Header.Get(events.HdrBodyTruncated) != strconv.Itoa(len(body)) || got.Header.Get(jetstream.MsgIDHeader) != "dlq.id.acme.c1.01CMD" {
 		t.Errorf("stored copy: %s = %q, Nats-Msg-Id = %q", events.HdrBodyTruncated, got.Header.Get(events.HdrBodyTruncated), got.Header.Get(jetstream.MsgIDHeader))
 	}
 	if info, err := dlq.Info(ctx); err != nil || info.State.Msgs != 1 {

@@ -112,10 +112,13 @@ func DecodeCommand(subject string, header nats.Header, data []byte, wf Workflows
 		inv.ID = env.ID
 	}
 	idTooLong := len(inv.ID) > maxCommandIDLen
-	if idTooLong {
+	idNotASCII := !idTooLong && !printableASCII(inv.ID)
+	if idTooLong || idNotASCII {
 		// No usable id: nothing may repeat it (an event, the inbox, a
-		// header would carry up to a megabyte), and the DLQ copy is
-		// deduplicated by its stream sequence instead.
+		// header would carry up to a megabyte; an id that is not printable
+		// ASCII does not survive JSON unchanged, so the ledger would not
+		// recognise its redelivery), and the DLQ copy is deduplicated by its
+		// stream sequence instead.
 		inv.ID = ""
 	}
 	switch {
@@ -125,6 +128,8 @@ func DecodeCommand(subject string, header nats.Header, data []byte, wf Workflows
 		return fail("%s", describeJSONError(bodyErr, ""))
 	case idTooLong:
 		return fail("command id longer than %d bytes", maxCommandIDLen)
+	case idNotASCII:
+		return fail("command id must be printable ASCII")
 	case inv.ID == "":
 		return fail("missing command id (no Nats-Msg-Id header and no id in the body)")
 	case env.Type != cs.verb:
@@ -197,6 +202,16 @@ func DecodeCommand(subject string, header nats.Header, data []byte, wf Workflows
 		}
 	}
 	return cmd, nil
+}
+
+// printableASCII reports whether s holds only printable ASCII (0x20-0x7e).
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // errNotObject: a body or payload that is not a JSON object.

@@ -182,7 +182,7 @@ func DeadLetter(ctx context.Context, js jetstream.JetStream, original *nats.Msg,
 	m := NewDeadLetterMsg(original, inv, streamSeq)
 	switch {
 	case inv.ID != "":
-		m.Header.Set(jetstream.MsgIDHeader, DLQIDPrefix+oneLine(inv.ID, maxCommandIDLen+64))
+		m.Header.Set(jetstream.MsgIDHeader, DLQIDPrefix+orUnknown(inv.Tenant)+"."+orUnknown(inv.Campaign)+"."+oneLine(inv.ID, maxCommandIDLen+64))
 	case streamSeq > 0:
 		m.Header.Set(jetstream.MsgIDHeader, "dlq.seq."+strconv.FormatUint(streamSeq, 10))
 	}
@@ -193,10 +193,12 @@ func DeadLetter(ctx context.Context, js jetstream.JetStream, original *nats.Msg,
 }
 
 // DLQIDPrefix starts the Nats-Msg-Id of the dead letter of a command with an
-// id: "dlq.id.<command id>". Its own prefix keeps a command whose id is, say,
-// "seq.7" from colliding with the dead letter of stream sequence 7 (the
-// copies of commands without an id, "dlq.seq.<n>", and of the MAX_DELIVERIES
-// handler, "dlq.maxdeliver.<n>").
+// id: "dlq.id.<tenant>.<campaign>.<command id>". Its own prefix keeps a
+// command whose id is, say, "seq.7" from colliding with the dead letter of
+// stream sequence 7 (the copies of commands without an id, "dlq.seq.<n>",
+// and of the MAX_DELIVERIES handler, "dlq.maxdeliver.<n>"); the tenant and
+// campaign keep a publisher of another tenant who knows a command id from
+// having its copy dropped as a duplicate of theirs.
 const DLQIDPrefix = "dlq.id."
 
 // oneLine makes s fit in a header value: no CR or LF, at most limit bytes

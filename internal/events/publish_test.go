@@ -303,7 +303,7 @@ func TestDeadLetter(t *testing.T) {
 	}
 	for h, want := range map[string]string{
 		"Reason": inv.Reason, "Original-Subject": orig.Subject, "Original-Sequence": "42",
-		"Nats-Msg-Id": "dlq.id.01CMD", "traceparent": "tp-1",
+		"Nats-Msg-Id": "dlq.id.acme.c1.01CMD", "traceparent": "tp-1",
 	} {
 		if v := got.Header.Get(h); v != want {
 			t.Errorf("DLQ header %s = %q, want %q", h, v, want)

@@ -246,7 +246,7 @@ func TestIdempotencySecret(t *testing.T) {
 	eachStore(t, func(t *testing.T, k storeKind) {
 		st := k.open(t)
 		first := do(newEnv(t, st)) // each env: its own NATS server
-		if err := st.DeleteIdem(context.Background(), "acme", "k-secret"); err != nil {
+		if err := st.DeleteIdem(context.Background(), "acme", "k-secret", ""); err != nil {
 			t.Fatal(err)
 		}
 		if second := do(newEnv(t, st)); second != first {

@@ -212,7 +212,7 @@ func (s *Server) complete(ctx context.Context, ir *idemRequest, a *answer) {
 	defer cancel()
 	var err error
 	if a.status >= 500 || a.status == http.StatusTooManyRequests {
-		err = s.deps.Store.DeleteIdem(ctx, ir.tenant, ir.key)
+		err = s.deps.Store.DeleteIdem(ctx, ir.tenant, ir.key, ir.owner)
 	} else {
 		err = s.deps.Store.CompleteIdem(ctx, ir.tenant, ir.key, store.IdemRecord{
 			Fingerprint: ir.fingerprint, Owner: ir.owner, Status: a.status, Header: a.header, Body: a.body,

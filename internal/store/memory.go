@@ -250,7 +250,7 @@ func (m *Memory) Release(ctx context.Context, l Lease) (bool, error) {
 	now := m.now()
 	c := m.held(l, now)
 	if c == nil {
-		if o := m.get(l.Key, now); o != nil && (o.lockToken != "" || len(o.inbox) > 0) {
+		if o := m.get(l.Key, now); o != nil && (o.lockToken != "" || len(o.inbox) > 0 || len(o.outbox) > 0) {
 			return false, fmt.Errorf("release %s: %w", l.Key, ErrLockLost)
 		}
 		return true, nil
@@ -520,10 +520,13 @@ func (m *Memory) CompleteIdem(ctx context.Context, tenant, key string, rec IdemR
 }
 
 // DeleteIdem implements Store.
-func (m *Memory) DeleteIdem(ctx context.Context, tenant, key string) error {
+func (m *Memory) DeleteIdem(ctx context.Context, tenant, key, owner string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	delete(m.idem, idemKey{tenant, key})
+	ik := idemKey{tenant, key}
+	if r, ok := m.idem[ik]; ok && (owner == "" || r.rec.Owner == owner) {
+		delete(m.idem, ik)
+	}
 	return nil
 }
 

@@ -73,38 +73,40 @@ type Redis struct {
 // redisScripts are the Lua scripts, run with EVALSHA (EVAL when the server
 // does not know them yet, after a restart say).
 type redisScripts struct {
-	enqueue  *redis.Script
-	inbox    *redis.Script
-	extend   *redis.Script
-	release  *redis.Script
-	abandon  *redis.Script
-	commit   *redis.Script
-	trim     *redis.Script
-	unindex  *redis.Script
-	reserve  *redis.Script
-	complete *redis.Script
-	ixMove   *redis.Script
-	ixAck    *redis.Script
-	ixCount  *redis.Script
-	secret   *redis.Script
+	enqueue    *redis.Script
+	inbox      *redis.Script
+	extend     *redis.Script
+	release    *redis.Script
+	abandon    *redis.Script
+	commit     *redis.Script
+	trim       *redis.Script
+	unindex    *redis.Script
+	reserve    *redis.Script
+	complete   *redis.Script
+	ixMove     *redis.Script
+	ixAck      *redis.Script
+	ixCount    *redis.Script
+	secret     *redis.Script
+	deleteIdem *redis.Script
 }
 
 func newRedisScripts() redisScripts {
 	return redisScripts{
-		enqueue:  redis.NewScript(enqueueSrc),
-		inbox:    redis.NewScript(inboxSrc),
-		extend:   redis.NewScript(extendSrc),
-		release:  redis.NewScript(releaseSrc),
-		abandon:  redis.NewScript(abandonSrc),
-		commit:   redis.NewScript(commitSrc),
-		trim:     redis.NewScript(trimSrc),
-		unindex:  redis.NewScript(unindexSrc),
-		reserve:  redis.NewScript(reserveSrc),
-		complete: redis.NewScript(completeSrc),
-		ixMove:   redis.NewScript(ixMoveSrc),
-		ixAck:    redis.NewScript(ixAckSrc),
-		ixCount:  redis.NewScript(ixCountSrc),
-		secret:   redis.NewScript(secretSrc),
+		enqueue:    redis.NewScript(enqueueSrc),
+		inbox:      redis.NewScript(inboxSrc),
+		extend:     redis.NewScript(extendSrc),
+		release:    redis.NewScript(releaseSrc),
+		abandon:    redis.NewScript(abandonSrc),
+		commit:     redis.NewScript(commitSrc),
+		trim:       redis.NewScript(trimSrc),
+		unindex:    redis.NewScript(unindexSrc),
+		reserve:    redis.NewScript(reserveSrc),
+		complete:   redis.NewScript(completeSrc),
+		ixMove:     redis.NewScript(ixMoveSrc),
+		ixAck:      redis.NewScript(ixAckSrc),
+		ixCount:    redis.NewScript(ixCountSrc),
+		secret:     redis.NewScript(secretSrc),
+		deleteIdem: redis.NewScript(deleteIdemSrc),
 	}
 }
 
@@ -294,13 +296,14 @@ func (r *Redis) Extend(ctx context.Context, l Lease, ttl time.Duration) error {
 	return nil
 }
 
-// releaseSrc: KEYS lock inbox; ARGV lock value. Returns -1 if held by
-// another or free with items waiting, 0 if the inbox is not empty, 1 if
-// released (or free with nothing waiting: a retry, or an expiry).
+// releaseSrc: KEYS lock inbox outbox; ARGV lock value. Returns -1 if held
+// by another or free with items or messages waiting, 0 if the inbox is not
+// empty, 1 if released (or free with nothing waiting: a retry, or an
+// expiry).
 const releaseSrc = `
 local v = redis.call('GET', KEYS[1])
 if v ~= ARGV[1] then
-  if v or redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+  if v or redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
   return 1
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
@@ -314,7 +317,7 @@ func (r *Redis) Release(ctx context.Context, l Lease) (bool, error) {
 		return false, fmt.Errorf("release %s: %w", l.Key, err)
 	}
 	ks := r.keys(l.Key)
-	n, err := r.scripts.release.Run(ctx, r.client, []string{ks.lock, ks.inbox}, lockValue(l.Token, l.Seq)).Int64()
+	n, err := r.scripts.release.Run(ctx, r.client, []string{ks.lock, ks.inbox, ks.outbox}, lockValue(l.Token, l.Seq)).Int64()
 	if err != nil {
 		return false, fmt.Errorf("release %s: %w", l.Key, err)
 	}
@@ -857,12 +860,24 @@ func (r *Redis) CompleteIdem(ctx context.Context, tenant, key string, rec IdemRe
 	return nil
 }
 
+// deleteIdemSrc: KEYS record; ARGV owner. Deletes the record unless owner
+// is given and the record is another's. Returns the number deleted.
+const deleteIdemSrc = `
+if ARGV[1] ~= '' then
+  local cur = redis.call('GET', KEYS[1])
+  if not cur then return 0 end
+  local ok, rec = pcall(cjson.decode, cur)
+  if not ok or type(rec) ~= 'table' or rec['owner'] ~= ARGV[1] then return 0 end
+end
+return redis.call('DEL', KEYS[1])
+`
+
 // DeleteIdem implements Store.
-func (r *Redis) DeleteIdem(ctx context.Context, tenant, key string) error {
+func (r *Redis) DeleteIdem(ctx context.Context, tenant, key, owner string) error {
 	if err := checkTenant(tenant); err != nil {
 		return fmt.Errorf("delete idempotency key: %w", err)
 	}
-	if err := r.client.Del(ctx, r.idemKey(tenant, key)).Err(); err != nil {
+	if err := r.scripts.deleteIdem.Run(ctx, r.client, []string{r.idemKey(tenant, key)}, owner).Err(); err != nil {
 		return fmt.Errorf("delete idempotency key %s/%s: %w", tenant, key, err)
 	}
 	return nil

@@ -156,10 +156,12 @@ type Store interface {
 	Extend(ctx context.Context, l Lease, ttl time.Duration) error
 	// Release frees the lock if the inbox is empty and reports whether it
 	// did; false means items arrived meanwhile: drain them, then try again.
-	// When l no longer holds the lock but it is free and the inbox is empty
-	// (a retry after the release's reply was lost, or an expiry with nothing
-	// left to do) it reports true as well. ErrLockLost if another holder has
-	// the lock, or it is free with items waiting.
+	// When l no longer holds the lock but it is free and the inbox and the
+	// outbox are empty (a retry after the release's reply was lost, or an
+	// expiry with nothing left to do) it reports true as well. ErrLockLost
+	// if another holder has the lock, or it is free with items or messages
+	// waiting (another holder wrote them meanwhile and died: the caller must
+	// take the lock again and publish them).
 	Release(ctx context.Context, l Lease) (bool, error)
 	// Abandon frees the lock whatever the inbox holds (shutdown). It is not
 	// an error if the lock is no longer held by l.
@@ -218,8 +220,10 @@ type Store interface {
 	// another Fingerprint (the reservation expired and another request took
 	// the key).
 	CompleteIdem(ctx context.Context, tenant, key string, rec IdemRecord, ttl time.Duration) error
-	// DeleteIdem removes the record (a 5xx answer is not kept).
-	DeleteIdem(ctx context.Context, tenant, key string) error
+	// DeleteIdem removes the record (a 5xx answer is not kept): only the one
+	// reserved or completed by owner, when owner is not empty, so that a
+	// retried or late delete never removes another request's record.
+	DeleteIdem(ctx context.Context, tenant, key, owner string) error
 
 	// Secret returns the secret stored under name, storing candidate first
 	// when there is none, so that every process sharing the store uses the

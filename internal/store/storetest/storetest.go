@@ -80,6 +80,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"HolderSeq", testHolderSeq},
 		{"Secret", testSecret},
 		{"LostReply", testLostReply},
+		{"ReleaseAfterTakeover", testReleaseAfterTakeover},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -880,10 +881,10 @@ func testIdempotency(t *testing.T, s store.Store) {
 		t.Fatalf("record after a refused completion = %+v", got)
 	}
 
-	if err := s.DeleteIdem(ctx, "acme", "key-1"); err != nil {
+	if err := s.DeleteIdem(ctx, "acme", "key-1", ""); err != nil {
 		t.Fatalf("DeleteIdem: %v", err)
 	}
-	if err := s.DeleteIdem(ctx, "acme", "key-1"); err != nil {
+	if err := s.DeleteIdem(ctx, "acme", "key-1", ""); err != nil {
 		t.Fatalf("DeleteIdem of nothing: %v", err)
 	}
 	if _, found, err := s.ReserveIdem(ctx, "acme", "key-1", other, longTTL); err != nil || found {
@@ -1248,10 +1249,21 @@ func testRetriedCalls(t *testing.T, s store.Store) {
 	if got, found, err := s.ReserveIdem(ctx, "acme", "retried", rec, longTTL); err != nil || !found || got.Status != 202 {
 		t.Fatalf("ReserveIdem after completion = %+v, %v, %v; want the stored 202", got, found, err)
 	}
+	// Another request's delete (late, or retried after the record changed
+	// hands) leaves the record; the owner's, retried, removes it once.
+	if err := s.DeleteIdem(ctx, "acme", "retried", rival.Owner); err != nil {
+		t.Fatalf("DeleteIdem by another owner: %v", err)
+	}
+	if _, found, _ := s.ReserveIdem(ctx, "acme", "retried", rival, longTTL); !found {
+		t.Fatal("DeleteIdem by another owner removed the record")
+	}
 	for range 2 {
-		if err := s.DeleteIdem(ctx, "acme", "retried"); err != nil {
+		if err := s.DeleteIdem(ctx, "acme", "retried", rec.Owner); err != nil {
 			t.Fatalf("DeleteIdem: %v", err)
 		}
+	}
+	if _, found, _ := s.ReserveIdem(ctx, "acme", "retried", rival, longTTL); found {
+		t.Fatal("DeleteIdem by its owner left the record")
 	}
 }
 
@@ -1386,10 +1398,13 @@ func testLostReply(t *testing.T, s store.Store) {
 		t.Fatalf("outbox after a trim with a lost reply = %+v, want the unpublished message", got)
 	}
 
-	// Extend, then Release once the inbox is empty.
+	// Extend, then Release once the inbox and the outbox are empty.
 	lose("Extend", func(k store.Key) error { return s.Extend(ctx, leases[k], longTTL) }, warm, k)
 	for _, key := range []store.Key{warm, k} {
 		mustCommit(t, s, store.Write{Lease: leases[key], Campaign: newCampaign(key, 2, fsm.Running), Applied: []string{"b"}, Dequeue: []string{"b"}})
+		if err := s.TrimOutbox(ctx, leases[key], outbox(t, s, key)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	lose("Release", func(k store.Key) error {
 		done, err := s.Release(ctx, leases[k])
@@ -1426,6 +1441,11 @@ func testLostReply(t *testing.T, s store.Store) {
 		t.Fatalf("record after a completion with a lost reply = %+v, %v, %v", got, found, err)
 	}
 
+	lose("DeleteIdem", func(k store.Key) error { return s.DeleteIdem(ctx, "acme", k.Campaign, owner) }, warm, k)
+	if _, found, err := s.ReserveIdem(ctx, "acme", k.Campaign, store.IdemRecord{Fingerprint: "POST /x", Owner: store.NewToken()}, longTTL); err != nil || found {
+		t.Fatalf("record after a delete with a lost reply: found %v, %v", found, err)
+	}
+
 	// Secret: the retry returns what the first run stored.
 	lose("Secret", func(k store.Key) error {
 		got, err := s.Secret(ctx, k.Campaign, []byte("first"))
@@ -1434,4 +1454,23 @@ func testLostReply(t *testing.T, s store.Store) {
 		}
 		return err
 	}, warm, k)
+}
+
+// testReleaseAfterTakeover: a holder that stalled until its lock expired,
+// while another took the lock, wrote an outbox and died, is not told that
+// it released: the outbox still waits for someone to publish it.
+func testReleaseAfterTakeover(t *testing.T, s store.Store) {
+	k := store.Key{Tenant: "acme", Campaign: "takeover"}
+	l1 := mustLease(t, s, k, item("a", 1), shortTTL)
+	expire(shortTTL)
+	l2 := mustLease(t, s, k, item("b", 2), shortTTL)
+	mustCommit(t, s, store.Write{ID: store.NewToken(), Lease: l2, Campaign: newCampaign(k, 1, fsm.Cancelled),
+		Outbox: []store.Message{{Subject: "campaign.evt.acme.takeover.cancelled", Data: []byte("{}")}},
+		Applied: []string{"a", "b"}, Dequeue: []string{"a", "b"}})
+	expire(shortTTL) // l2 dies before publishing
+	_, err := s.Release(t.Context(), l1)
+	wantErr(t, "Release by the stalled holder with an outbox waiting", err, store.ErrLockLost)
+	if res := mustEnqueue(t, s, k, item("a", 1), longTTL); res.Lease == nil || !res.Duplicate {
+		t.Fatalf("Enqueue of the stalled holder's item again = %+v; want a duplicate with the lock, to publish the outbox", res)
+	}
 }
