@@ -1465,7 +1465,7 @@ func testReleaseAfterTakeover(t *testing.T, s store.Store) {
 	expire(shortTTL)
 	l2 := mustLease(t, s, k, item("b", 2), shortTTL)
 	mustCommit(t, s, store.Write{ID: store.NewToken(), Lease: l2, Campaign: newCampaign(k, 1, fsm.Cancelled),
-		Outbox: []store.Message{{Subject: "campaign.evt.acme.takeover.cancelled", Data: []byte("{}")}},
+		Outbox:  []store.Message{{Subject: "campaign.evt.acme.takeover.cancelled", Data: []byte("{}")}},
 		Applied: []string{"a", "b"}, Dequeue: []string{"a", "b"}})
 	expire(shortTTL) // l2 dies before publishing
 	_, err := s.Release(t.Context(), l1)
