@@ -182,7 +182,7 @@ func (m *Memory) Enqueue(ctx context.Context, k Key, item Item, claim Claim) (En
 	case c.lockToken != "" && c.lockToken == lock:
 		res.Lease = &Lease{Key: k, Token: claim.Token, Fence: c.fenceCtr, Seq: item.Seq}
 	case c.lockToken != "":
-		res.HolderSeq = lockSeq(c.lockToken)
+		res.HolderSeq, res.Held = lockSeq(c.lockToken), true
 	case lock != "" && (len(c.inbox) > 0 || len(c.outbox) > 0):
 		c.fenceCtr++
 		if c.fenceCtr <= c.fence {
@@ -196,6 +196,57 @@ func (m *Memory) Enqueue(ctx context.Context, k Key, item Item, claim Claim) (En
 	}
 	m.get(k, now) // drop the record if a duplicate left nothing in it
 	return res, nil
+}
+
+// Take implements Store.
+func (m *Memory) Take(ctx context.Context, k Key, claim Claim) (*Lease, error) {
+	if err := checkTake(k, claim); err != nil {
+		return nil, err
+	}
+	lock := lockValue(claim.Token, 0)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	c := m.get(k, now)
+	switch {
+	case c == nil:
+		return nil, nil
+	case c.lockToken == lock:
+		return &Lease{Key: k, Token: claim.Token, Fence: c.fenceCtr}, nil
+	case c.lockToken != "" || (len(c.inbox) == 0 && len(c.outbox) == 0):
+		return nil, nil
+	}
+	c.fenceCtr++
+	if c.fenceCtr <= c.fence {
+		c.fenceCtr = c.fence + 1
+	}
+	c.lockToken, c.lockExpires = lock, now.Add(time.Duration(ttlMillis(claim.TTL))*time.Millisecond)
+	return &Lease{Key: k, Token: claim.Token, Fence: c.fenceCtr}, nil
+}
+
+// Stranded implements Store: one page of every campaign (the map is walked
+// in key order).
+func (m *Memory) Stranded(ctx context.Context, cursor string, limit int) ([]Key, string, error) {
+	if limit <= 0 {
+		limit = DefaultListLimit
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	var keys []Key
+	for k := range m.camps {
+		if k.String() <= cursor && cursor != "" {
+			continue
+		}
+		if c := m.get(k, now); c != nil && c.lockToken == "" && (len(c.inbox) > 0 || len(c.outbox) > 0) {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b Key) int { return strings.Compare(a.String(), b.String()) })
+	if len(keys) > limit {
+		return keys[:limit], keys[limit-1].String(), nil
+	}
+	return keys, "", nil
 }
 
 // Inbox implements Store.

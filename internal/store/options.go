@@ -91,6 +91,17 @@ func checkEnqueue(k Key, item Item, claim Claim) error {
 	return checkTTL("enqueue "+k.String(), claim.TTL)
 }
 
+// checkTake validates Take's arguments.
+func checkTake(k Key, claim Claim) error {
+	if err := k.check(); err != nil {
+		return fmt.Errorf("take %s: %w", k, err)
+	}
+	if claim.Token == "" || strings.ContainsRune(claim.Token, '|') {
+		return fmt.Errorf("take %s: lock token %q: %w", k, claim.Token, ErrInvalid)
+	}
+	return checkTTL("take "+k.String(), claim.TTL)
+}
+
 // lockValue is what the lock holds: the holder's token and the stream
 // sequence of the message backing it.
 func lockValue(token string, seq uint64) string {

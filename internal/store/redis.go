@@ -150,13 +150,16 @@ func (r *Redis) idemKey(tenant, key string) string {
 	return r.prefix + ":idem:{" + tenant + "}:" + key
 }
 
-// enqueueSrc: KEYS state ledger inbox inboxdata lock fence outbox; ARGV id seq
-// data lock-value ("": park only) ttl_ms retention_ms. Returns {duplicate,
+// enqueueSrc: KEYS state ledger inbox inboxdata lock fence outbox; ARGV id
+// ("": take the lock only, see Take) seq data lock-value ("": park only)
+// ttl_ms retention_ms. Returns {duplicate,
 // acquired, fence, state index entry to repair or an empty string, value of
 // the lock when held by someone else or an empty string}.
 const enqueueSrc = ixDirtyLua + `
 local dup = 0
-if redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+if ARGV[1] == '' then
+  -- Take: no item to park
+elseif redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   dup = 1
 else
   redis.call('ZADD', KEYS[3], 'NX', ARGV[2], ARGV[1])
@@ -214,10 +217,90 @@ func (r *Redis) Enqueue(ctx context.Context, k Key, item Item, claim Claim) (Enq
 	if acquired == 1 {
 		out.Lease = &Lease{Key: k, Token: claim.Token, Fence: uint64(fence), Seq: item.Seq}
 	} else if holder, _ := raw[4].(string); holder != "" {
-		out.HolderSeq = lockSeq(holder)
+		out.HolderSeq, out.Held = lockSeq(holder), true
 	}
 	r.repairIndex(ctx, k, raw[3])
 	return out, nil
+}
+
+// Take implements Store: the enqueue script without an item.
+func (r *Redis) Take(ctx context.Context, k Key, claim Claim) (*Lease, error) {
+	if err := checkTake(k, claim); err != nil {
+		return nil, err
+	}
+	ks := r.keys(k)
+	raw, err := r.scripts.enqueue.Run(ctx, r.client,
+		[]string{ks.state, ks.ledger, ks.inbox, ks.inboxData, ks.lock, ks.fence, ks.outbox},
+		"", 0, "", lockValue(claim.Token, 0), ttlMillis(claim.TTL), ttlMillis(r.retention)).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("take %s: %w", k, err)
+	}
+	if len(raw) != 5 {
+		return nil, fmt.Errorf("take %s: unexpected script answer %v", k, raw)
+	}
+	r.repairIndex(ctx, k, raw[3])
+	if acquired, _ := raw[1].(int64); acquired != 1 {
+		return nil, nil
+	}
+	fence, _ := raw[2].(int64)
+	return &Lease{Key: k, Token: claim.Token, Fence: uint64(fence)}, nil
+}
+
+// Stranded implements Store: a SCAN of the campaigns' inbox and outbox keys
+// (every key of one campaign ends in inbox or outbox only for those two),
+// then one pipelined EXISTS of each one's lock. On a Redis Cluster the SCAN
+// sees one node; the store uses a single client today.
+func (r *Redis) Stranded(ctx context.Context, cursor string, limit int) ([]Key, string, error) {
+	var cur uint64
+	if cursor != "" {
+		var err error
+		if cur, err = strconv.ParseUint(cursor, 10, 64); err != nil {
+			return nil, "", fmt.Errorf("stranded: cursor %q: %w", cursor, ErrInvalid)
+		}
+	}
+	if limit <= 0 {
+		limit = DefaultListLimit
+	}
+	names, next, err := r.client.Scan(ctx, cur, r.prefix+":{*}:*box", int64(limit)).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("stranded: scan: %w", err)
+	}
+	seen := map[Key]bool{}
+	var keys []Key
+	for _, name := range names {
+		rest, ok := strings.CutPrefix(name, r.prefix+":{")
+		i := strings.LastIndex(rest, "}:")
+		if !ok || i < 0 || (rest[i+2:] != "inbox" && rest[i+2:] != "outbox") {
+			continue
+		}
+		t, c, ok := strings.Cut(rest[:i], "/")
+		k := Key{Tenant: t, Campaign: c}
+		if !ok || k.check() != nil || seen[k] {
+			continue
+		}
+		seen[k] = true
+		keys = append(keys, k)
+	}
+	out := keys[:0]
+	if len(keys) > 0 {
+		pipe := r.client.Pipeline()
+		held := make([]*redis.IntCmd, len(keys))
+		for i, k := range keys {
+			held[i] = pipe.Exists(ctx, r.keys(k).lock)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, "", fmt.Errorf("stranded: locks: %w", err)
+		}
+		for i, k := range keys {
+			if held[i].Val() == 0 {
+				out = append(out, k)
+			}
+		}
+	}
+	if next == 0 {
+		return out, "", nil
+	}
+	return out, strconv.FormatUint(next, 10), nil
 }
 
 // inboxSrc: KEYS inbox inboxdata; ARGV stop index. Returns a flat list

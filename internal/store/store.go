@@ -97,6 +97,9 @@ type Enqueued struct {
 	// (redelivered while the caller stalled): the caller must not acknowledge
 	// it, or nothing would bring the campaign back should that holder die.
 	HolderSeq uint64
+	// Held: the lock is held by someone else (HolderSeq 0: by a sweep,
+	// backed by no message; see Take).
+	Held bool
 }
 
 // Write is one atomic, fenced change of a campaign.
@@ -149,6 +152,19 @@ type Store interface {
 	// of this call: its Lease is returned again. Otherwise HolderSeq tells
 	// which message backs the holder.
 	Enqueue(ctx context.Context, k Key, item Item, claim Claim) (Enqueued, error)
+	// Take takes the campaign's lock for claim, backed by no message
+	// (Lease.Seq 0), when the lock is free and the inbox or the outbox holds
+	// something: a campaign whose holder died with no message left to bring
+	// it back (see Stranded). It returns nil when the lock is held or there
+	// is nothing to do. Like Enqueue, a retry with the same claim finds its
+	// own lock.
+	Take(ctx context.Context, k Key, claim Claim) (*Lease, error)
+	// Stranded returns campaigns whose inbox or outbox is not empty while
+	// their lock is free, a page at a time from cursor ("" first; the next
+	// cursor is "" after the last page). A page may be empty while the next
+	// cursor is not. Workers sweep them (Take, then drain), so that a
+	// campaign's progress never rests on one unacknowledged message alone.
+	Stranded(ctx context.Context, cursor string, limit int) ([]Key, string, error)
 	// Inbox returns up to limit items in Seq order (ties by ID); limit <= 0
 	// returns them all.
 	Inbox(ctx context.Context, k Key, limit int) ([]Item, error)

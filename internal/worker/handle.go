@@ -83,7 +83,9 @@ func (w *Worker) startHeartbeat(ctx context.Context, msg jetstream.Msg) *heartbe
 			if w.stalled.Load() > 0 {
 				continue
 			}
-			_ = msg.InProgress()
+			if msg != nil {
+				_ = msg.InProgress()
+			}
 			h.mu.Lock()
 			l, lost := h.lease, h.lost
 			h.mu.Unlock()
@@ -227,16 +229,28 @@ func (w *Worker) park(work, run context.Context, hb *heartbeat, k store.Key, si 
 	}
 	w.noteEnqueued(res, si)
 	if res.Lease == nil {
-		if res.HolderSeq == si.Seq {
+		switch {
+		case res.Held && res.HolderSeq == si.Seq:
+			return errBacksHolder
+		case res.Held && res.HolderSeq == 0 && !res.Duplicate:
+			// A sweep holds the campaign (sweep.go): it will apply the
+			// item, but this message stays the command's way to
+			// max_deliver should applying it keep failing; its
+			// redelivery finds it applied and acks it.
 			return errBacksHolder
 		}
 		return nil // duplicate, or the lock holder will find it
 	}
+	return w.hold(work, run, hb, *res.Lease)
+}
+
+// hold drains the campaign of lease l under hb's lock extension.
+func (w *Worker) hold(work, run context.Context, hb *heartbeat, l store.Lease) error {
 	ctx, lost := context.WithCancelCause(work)
 	defer lost(nil)
-	hb.hold(res.Lease, lost)
+	hb.hold(&l, lost)
 	defer hb.hold(nil, nil)
-	err := w.drain(ctx, run, *res.Lease)
+	err := w.drain(ctx, run, l)
 	if err == nil {
 		return nil // released: a heartbeat that raced the release changes nothing
 	}
@@ -247,7 +261,7 @@ func (w *Worker) park(work, run context.Context, hb *heartbeat, k store.Key, si 
 		// Shutting down past the grace period (a step still running, say):
 		// hand the campaign over now rather than after the lock's TTL. A
 		// step call cut short is repeated with the same Idempotency-Key.
-		return w.abandon(ctx, *res.Lease, err)
+		return w.abandon(ctx, l, err)
 	}
 	return err
 }

@@ -47,6 +47,7 @@ type harnessOpts struct {
 	// logged, when set, sees the message of every log record of worker i
 	// (debug level and up), beside the TEST_LOG output.
 	logged func(i int, msg string)
+	sweep  time.Duration // Config.SweepEvery; 0: an hour (no sweep after the first)
 }
 
 type harness struct {
@@ -116,7 +117,11 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		if o.logged != nil {
 			log = slog.New(hookHandler{Handler: log.Handler(), hook: func(msg string) { o.logged(i, msg) }})
 		}
-		w, err := worker.New(ctx, worker.Config{Workers: max(o.perWorker, 4), LockTTL: lockTTL, Grace: 2 * time.Second, HealthEvery: 100 * time.Millisecond, FetchWait: 200 * time.Millisecond},
+		sweep := o.sweep
+		if sweep == 0 {
+			sweep = time.Hour // the tests of redelivery must see it alone
+		}
+		w, err := worker.New(ctx, worker.Config{Workers: max(o.perWorker, 4), LockTTL: lockTTL, Grace: 2 * time.Second, HealthEvery: 100 * time.Millisecond, FetchWait: 200 * time.Millisecond, SweepEvery: sweep},
 			worker.Deps{JS: js, Store: h.store, Steps: steps, Workflows: h.wf, Logger: log, Fault: fault, Metrics: o.metrics})
 		if err != nil {
 			t.Fatal(err)

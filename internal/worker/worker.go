@@ -10,7 +10,10 @@
 //   - while a campaign's inbox is not empty, either a live drainer holds its
 //     lock, or an unacknowledged message of the campaign will be redelivered
 //     after the lock expired (the consumer's ack wait exceeds LOCK_TTL), and
-//     its redelivery drains the inbox;
+//     its redelivery drains the inbox; and whatever the timing of acks (a
+//     frozen handler's late ack cannot be prevented), every worker sweeps
+//     the store for campaigns with work and no holder and takes them over
+//     (sweep.go);
 //   - every state write is fenced and carries its events and the next advance
 //     (the outbox), published after the write and trimmed after publishing.
 package worker
@@ -55,6 +58,9 @@ type Config struct {
 	FetchWait time.Duration
 	// HealthEvery is how often the store is pinged (default 1s).
 	HealthEvery time.Duration
+	// SweepEvery is how often the store is searched for campaigns with work
+	// waiting and no holder (default LockTTL; see sweep.go).
+	SweepEvery time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -72,6 +78,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HealthEvery <= 0 {
 		c.HealthEvery = time.Second
+	}
+	if c.SweepEvery <= 0 {
+		c.SweepEvery = c.LockTTL
 	}
 	return c
 }
@@ -196,6 +205,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	wg.Go(func() { w.watchStore(ctx) })
+	wg.Go(func() { w.sweep(work, ctx) })
 	slots := make(chan struct{}, w.cfg.Workers)
 	pulls := newPullHealth(w.log, w.d.Metrics, w.cfg.FetchWait)
 	w.up.Store(true)

@@ -706,3 +706,32 @@ func TestPoisonCommandsBlockNothing(t *testing.T) {
 		}
 	}
 }
+
+// A campaign whose inbox holds work while nobody holds its lock and no
+// message will ever bring it back (a frozen handler's late ack, max_deliver
+// spent on the backing message) is found by the workers' sweep, taken over
+// and finished (review of issue 7, F2 and F6).
+func TestStrandedCampaignSwept(t *testing.T) {
+	for _, memory := range []bool{false, true} {
+		t.Run(map[bool]string{false: "redis", true: "memory"}[memory], func(t *testing.T) {
+			h := newHarness(t, harnessOpts{memory: memory, sweep: 200 * time.Millisecond})
+			// The create is in the inbox and nowhere else: no message in the
+			// stream, no lock.
+			id := newID()
+			subject := events.CommandSubject("acme", "stranded", fsm.Create)
+			body := events.NewCommandMsg(events.CommandEnvelope{ID: id, Type: "create", TenantID: "acme", CampaignID: "stranded",
+				Payload: json.RawMessage(`{"name":"stranded","start":true}`)}, "").Data
+			k := store.Key{Tenant: "acme", Campaign: "stranded"}
+			res, err := h.store.Enqueue(context.Background(), k, store.Item{ID: id, Seq: 1, Data: worker.InboxItem(subject, id, body)}, store.Claim{})
+			if err != nil || res.Lease != nil {
+				t.Fatalf("strand the campaign: %+v, %v", res, err)
+			}
+			evs := h.waitEvent("acme", "stranded", fsm.EvCompleted, 0, 20*time.Second)
+			h.waitIdle("acme", "stranded")
+			checkSequence(t, h.history("acme", "stranded"))
+			if evs[0].CommandID != id {
+				t.Fatalf("first event's command %s, want %s", evs[0].CommandID, id)
+			}
+		})
+	}
+}

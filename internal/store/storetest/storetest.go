@@ -81,6 +81,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Secret", testSecret},
 		{"LostReply", testLostReply},
 		{"ReleaseAfterTakeover", testReleaseAfterTakeover},
+		{"StrandedAndTake", testStrandedAndTake},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1273,8 +1274,8 @@ func testHolderSeq(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	k := store.Key{Tenant: "acme", Campaign: "holder"}
 	res, err := s.Enqueue(ctx, k, item("ahead", 3), store.Claim{})
-	if err != nil || res.Lease != nil || res.HolderSeq != 0 {
-		t.Fatalf("park-only Enqueue on a free campaign = %+v, %v; want no lease", res, err)
+	if err != nil || res.Lease != nil || res.HolderSeq != 0 || res.Held {
+		t.Fatalf("park-only Enqueue on a free campaign = %+v, %v; want no lease, not held", res, err)
 	}
 	if got := inboxIDs(t, s, k, 0); !slices.Equal(got, []string{"ahead"}) {
 		t.Fatalf("inbox = %v", got)
@@ -1287,8 +1288,8 @@ func testHolderSeq(t *testing.T, s store.Store) {
 	// backing the holder; another message sees the holder's.
 	for _, it := range []store.Item{item("a", 5), item("b", 6)} {
 		res := mustEnqueue(t, s, k, it, longTTL)
-		if res.Lease != nil || res.HolderSeq != 5 {
-			t.Fatalf("Enqueue(%s) while held = %+v; want no lease, holder 5", it.ID, res)
+		if res.Lease != nil || res.HolderSeq != 5 || !res.Held {
+			t.Fatalf("Enqueue(%s) while held = %+v; want no lease, held, holder 5", it.ID, res)
 		}
 	}
 	if _, err := s.Enqueue(ctx, k, item("bad", 7), store.Claim{Token: "a|b", TTL: longTTL}); !errors.Is(err, store.ErrInvalid) {
@@ -1472,5 +1473,65 @@ func testReleaseAfterTakeover(t *testing.T, s store.Store) {
 	wantErr(t, "Release by the stalled holder with an outbox waiting", err, store.ErrLockLost)
 	if res := mustEnqueue(t, s, k, item("a", 1), longTTL); res.Lease == nil || !res.Duplicate {
 		t.Fatalf("Enqueue of the stalled holder's item again = %+v; want a duplicate with the lock, to publish the outbox", res)
+	}
+}
+
+// testStrandedAndTake: a campaign with work waiting and no holder is found
+// by Stranded and taken by Take, backed by no message.
+func testStrandedAndTake(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	stranded := store.Key{Tenant: "acme", Campaign: "stranded"}
+	held := store.Key{Tenant: "acme", Campaign: "held"}
+	idle := store.Key{Tenant: "acme", Campaign: "idle"}
+	if _, err := s.Enqueue(ctx, stranded, item("a", 1), store.Claim{}); err != nil {
+		t.Fatal(err)
+	}
+	mustLease(t, s, held, item("b", 2), longTTL)
+	l := mustLease(t, s, idle, item("c", 3), longTTL)
+	mustCommit(t, s, store.Write{Lease: l, Dequeue: []string{"c"}})
+	mustRelease(t, s, l, true)
+
+	all := func() []store.Key {
+		t.Helper()
+		var out []store.Key
+		cursor := ""
+		for range 1000 {
+			keys, next, err := s.Stranded(ctx, cursor, 2)
+			if err != nil {
+				t.Fatalf("Stranded: %v", err)
+			}
+			out = append(out, keys...)
+			if cursor = next; cursor == "" {
+				return out
+			}
+		}
+		t.Fatal("Stranded never ends")
+		return nil
+	}
+	if got := all(); !slices.Equal(got, []store.Key{stranded}) {
+		t.Fatalf("Stranded = %v, want [%s]", got, stranded)
+	}
+	if got, err := s.Take(ctx, idle, claim(longTTL)); err != nil || got != nil {
+		t.Fatalf("Take of an idle campaign = %+v, %v; want nothing to take", got, err)
+	}
+	if got, err := s.Take(ctx, held, claim(longTTL)); err != nil || got != nil {
+		t.Fatalf("Take of a held campaign = %+v, %v; want nil", got, err)
+	}
+	c := claim(longTTL)
+	first, err := s.Take(ctx, stranded, c)
+	if err != nil || first == nil || first.Seq != 0 || first.Fence == 0 {
+		t.Fatalf("Take of a stranded campaign = %+v, %v; want a lease backed by no message", first, err)
+	}
+	if again, err := s.Take(ctx, stranded, c); err != nil || again == nil || *again != *first {
+		t.Fatalf("Take retried = %+v, %v; want the same lease", again, err)
+	}
+	if got := all(); len(got) != 0 {
+		t.Fatalf("Stranded after Take = %v", got)
+	}
+	// The lease drains like any other.
+	mustCommit(t, s, store.Write{Lease: *first, Dequeue: []string{"a"}})
+	mustRelease(t, s, *first, true)
+	if _, err := s.Take(ctx, stranded, store.Claim{TTL: longTTL}); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("Take without a token: %v, want ErrInvalid", err)
 	}
 }
