@@ -6,6 +6,13 @@
 #   make test   vet, format check and every test under the race detector (needs
 #               redis-server on PATH: tests start their own on loopback).
 #   make bench  the Go benchmarks (compare with benchstat).
+#   make bench-load  orchestrator bench: 2,000 campaigns through the service beside the bare
+#               pipeline, same servers (BENCH_FLAGS="--step-latency 200ms --campaigns 200" …).
+#   make test-chaos  the fault-injection suite (internal/chaos, build tag chaos): real
+#               orchestrator, nats-server and redis-server processes under load, killed
+#               and frozen, then checked; CHAOS_SCALE=2 doubles the load, CHAOS_FLAGS adds
+#               flags (-chaos.seed N, -chaos.report FILE). About 5 min at scale 1.
+#   make fuzz   each fuzz target for FUZZTIME (default 20s), one after the other.
 #   make lint   go vet and gofmt only.
 #   make tools  install the nats CLI (natscli v0.5.0) into $(GOBIN) or ~/go/bin.
 
@@ -13,7 +20,7 @@ GO      ?= go
 BIN     := bin
 NATSCLI := github.com/nats-io/natscli/nats@v0.5.0
 
-.PHONY: run test bench lint tools build clean
+.PHONY: run test bench lint tools build clean test-chaos
 
 build:
 	$(GO) build -o $(BIN)/orchestrator ./cmd/orchestrator
@@ -33,8 +40,27 @@ lint:
 test: lint
 	$(GO) test -race -count=1 -timeout 15m ./...
 
+test-chaos:
+	$(GO) test -race=false -tags chaos -count=1 -timeout 30m ./internal/chaos/ -run . -v $(CHAOS_FLAGS)
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./...
+
+bench-load: build
+	$(BIN)/orchestrator bench --campaigns 2000 --baseline $(BENCH_FLAGS)
+
+# -fuzz takes one target per package run: one line per target.
+FUZZTIME ?= 20s
+
+.PHONY: fuzz
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCommand$$' -fuzztime $(FUZZTIME) ./internal/events
+	$(GO) test -run '^$$' -fuzz '^FuzzParseSubject$$' -fuzztime $(FUZZTIME) ./internal/events
+	$(GO) test -run '^$$' -fuzz '^FuzzNewDeadLetterMsg$$' -fuzztime $(FUZZTIME) ./internal/events
+	$(GO) test -run '^$$' -fuzz '^FuzzCreateCampaignBody$$' -fuzztime $(FUZZTIME) ./internal/httpapi
+	$(GO) test -run '^$$' -fuzz '^FuzzCampaignVerbBody$$' -fuzztime $(FUZZTIME) ./internal/httpapi
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) ./internal/workflow
+	$(GO) test -run '^$$' -fuzz '^FuzzFSM$$' -fuzztime $(FUZZTIME) ./internal/fsm
 
 tools:
 	$(GO) install $(NATSCLI)

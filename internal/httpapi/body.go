@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -106,8 +107,10 @@ func jsonError(err error) *Error {
 	}
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
-		name = strings.Trim(name, `"`)
-		if len(name) > events.MaxQuotedBytes {
+		if u, err := strconv.Unquote(name); err == nil {
+			name = u
+		}
+		if name == "" || len(name) > events.MaxQuotedBytes {
 			return errorf(CodeInvalid, "body", "unknown field %s", events.QuoteBounded(name))
 		}
 		return errorf(CodeInvalid, name, "unknown field")

@@ -80,18 +80,101 @@ func decode(data []byte, ext string) (any, error) {
 
 func decodeYAML(data []byte) (any, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc any
+	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("empty file")
 		}
-		return nil, fmt.Errorf("parse YAML: %w", err) // names the line, and a duplicate key
+		return nil, fmt.Errorf("parse YAML: %w", err) // names the line
 	}
-	var more any
+	var more yaml.Node
 	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
 		return nil, errors.New("parse YAML: more than one document")
 	}
-	return doc, nil
+	budget := maxYAMLNodes
+	return fromYAML(&doc, &budget)
+}
+
+// maxYAMLNodes bounds the nodes fromYAML visits, aliases expanded: a file of
+// nested aliases (a "billion laughs") is refused instead of expanded.
+const maxYAMLNodes = 100_000
+
+// fromYAML turns a YAML node into the values decodeJSON gives, except that
+// scalars keep YAML's types. Mapping keys are taken as written: a workflow
+// or step called 007, 2024_01 or 1e3 keeps that name (decoding into any
+// would make numbers of them, and 1 and 01 the same key).
+func fromYAML(n *yaml.Node, budget *int) (any, error) {
+	if *budget--; *budget < 0 {
+		return nil, fmt.Errorf("parse YAML: more than %d nodes (aliases expanded)", maxYAMLNodes)
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		if len(n.Content) == 0 {
+			return nil, errors.New("empty file")
+		}
+		return fromYAML(n.Content[0], budget)
+	case yaml.AliasNode:
+		return fromYAML(n.Alias, budget)
+	case yaml.MappingNode:
+		out := make(map[string]any, len(n.Content)/2)
+		var merged []map[string]any // "<<: *anchor": keys written here win
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			if k.Kind == yaml.ScalarNode && k.Tag == "!!merge" {
+				v, err := fromYAML(n.Content[i+1], budget)
+				if err != nil {
+					return nil, err
+				}
+				list, ok := v.([]any)
+				if !ok {
+					list = []any{v}
+				}
+				for _, x := range list {
+					m, ok := x.(map[string]any)
+					if !ok {
+						return nil, fmt.Errorf("parse YAML: line %d: << merges a mapping", k.Line)
+					}
+					merged = append(merged, m)
+				}
+				continue
+			}
+			if k.Kind != yaml.ScalarNode {
+				return nil, fmt.Errorf("parse YAML: line %d: a key must be a plain value", k.Line)
+			}
+			if _, dup := out[k.Value]; dup {
+				return nil, fmt.Errorf("parse YAML: line %d: mapping key %q already defined", k.Line, k.Value)
+			}
+			v, err := fromYAML(n.Content[i+1], budget)
+			if err != nil {
+				return nil, err
+			}
+			out[k.Value] = v
+		}
+		for _, m := range merged {
+			for k, v := range m {
+				if _, ok := out[k]; !ok {
+					out[k] = v
+				}
+			}
+		}
+		return out, nil
+	case yaml.SequenceNode:
+		out := make([]any, 0, len(n.Content))
+		for _, c := range n.Content {
+			v, err := fromYAML(c, budget)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, v)
+		}
+		return out, nil
+	default:
+		var v any
+		if err := n.Decode(&v); err != nil {
+			return nil, fmt.Errorf("parse YAML: line %d: %w", n.Line, err)
+		}
+		return v, nil
+	}
 }
 
 func decodeJSON(data []byte) (any, error) {

@@ -97,6 +97,51 @@ workflows:
 			}}},
 		},
 		{
+			// Keys are names as written, never YAML numbers or dates.
+			name: "names that YAML would read as numbers",
+			file: "workflows.yaml",
+			content: `
+workflows:
+  007:
+    steps: [{name: "1e3"}]
+  "7":
+    steps: [{name: "2024_01"}]
+`,
+			want: map[string]fsm.Workflow{
+				"007": {Name: "007", Steps: []fsm.Step{{Name: "1e3", URL: base + "/1e3", Timeout: timeout}}},
+				"7":   {Name: "7", Steps: []fsm.Step{{Name: "2024_01", URL: base + "/2024_01", Timeout: timeout}}},
+				"standard": func() fsm.Workflow { // the built-in one, with the file's default timeout
+					w := workflow.Standard(base)
+					for i := range w.Steps {
+						w.Steps[i].Timeout = timeout
+					}
+					return w
+				}(),
+			},
+		},
+		{
+			name: "anchors and merge keys",
+			file: "workflows.yaml",
+			content: `
+workflows:
+  base:
+    steps:
+      - &validate {name: validate, url: http://validator:8080/validate, timeout: 5s,
+                   retry: {max_retries: 2, backoff_base: 500ms, retry_on_status: [429, 503]}}
+  standard:
+    steps:
+      - <<: *validate
+      - {name: segment}
+`,
+			want: map[string]fsm.Workflow{
+				"base": {Name: "base", Steps: []fsm.Step{validate}},
+				"standard": {Name: "standard", Steps: []fsm.Step{
+					validate,
+					{Name: "segment", URL: base + "/segment", Timeout: timeout},
+				}},
+			},
+		},
+		{
 			name: "same in JSON",
 			file: "workflows.json",
 			content: `{"workflows": {"standard": {"steps": [
