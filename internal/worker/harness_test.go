@@ -48,6 +48,7 @@ type harnessOpts struct {
 	// (debug level and up), beside the TEST_LOG output.
 	logged func(i int, msg string)
 	sweep  time.Duration // Config.SweepEvery; 0: an hour (no sweep after the first)
+	proxy  bool          // the Redis store through a redistest.Proxy (h.proxy)
 }
 
 type harness struct {
@@ -55,6 +56,7 @@ type harness struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	redis *redistest.Server
+	proxy *redistest.Proxy // with harnessOpts.proxy
 	store store.Store
 	down  *downstream
 	wf    *workflow.Registry
@@ -97,7 +99,12 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		h.store = store.NewMemory(store.Options{Retention: o.retention})
 	} else {
 		h.redis = redistest.New(t)
-		rs, err := store.NewRedis(ctx, h.redis.URL(), store.Options{Retention: o.retention})
+		url := h.redis.URL()
+		if o.proxy {
+			h.proxy = redistest.NewProxy(t, h.redis.Addr())
+			url = h.proxy.URL()
+		}
+		rs, err := store.NewRedis(ctx, url, store.Options{Retention: o.retention})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,6 +11,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -48,7 +49,8 @@ type Proxy struct {
 	wg       sync.WaitGroup // the accept loop and every connection's goroutines
 
 	mu     sync.Mutex
-	armed  *arm // the DropReply waiting for its match, or nil
+	counts map[string]int // commands seen, by lower-case name (Commands)
+	armed  *arm           // the DropReply waiting for its match, or nil
 	conns  map[*proxyConn]struct{}
 	closed bool
 	errs   []error // protocol errors, reported in Cleanup
@@ -133,10 +135,38 @@ func IsCommand(name string) func(args [][]byte) bool {
 	}
 }
 
-// take returns the armed DropReply if args match it, disarming it.
+// Commands returns how many commands of each name (lower case) clients
+// sent through the proxy: what a client asks of Redis, one round trip each
+// unless pipelined (a script's own calls are not counted, unlike in INFO
+// commandstats). ResetCommands starts the count again.
+func (p *Proxy) Commands() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]int, len(p.counts))
+	for k, v := range p.counts {
+		out[k] = v
+	}
+	return out
+}
+
+// ResetCommands sets every count of Commands to zero.
+func (p *Proxy) ResetCommands() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.counts = nil
+}
+
+// take returns the armed DropReply if args match it, disarming it, and
+// counts the command.
 func (p *Proxy) take(args [][]byte) *arm {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if len(args) > 0 {
+		if p.counts == nil {
+			p.counts = map[string]int{}
+		}
+		p.counts[strings.ToLower(string(args[0]))]++
+	}
 	a := p.armed
 	if a == nil || !a.match(args) {
 		return nil
