@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -50,6 +51,65 @@ const maxReasonLen = 1024
 // stored events, ErrPublishConflict when it cannot make progress, ErrInvalidEvent
 // for a message not of this campaign, and wrapped JetStream errors.
 func PublishEvents(ctx context.Context, js jetstream.JetStream, tenant, campaign string, msgs []*nats.Msg) (int, error) {
+	return NewPublisher(js).PublishEvents(ctx, tenant, campaign, msgs)
+}
+
+// Publisher publishes campaigns' events like PublishEvents, without its
+// look-ups: it looks CAMPAIGN_EVENTS up once (a STREAM.INFO request), and
+// remembers each campaign's last stored event as its own PubAcks report it,
+// so that publishing the next ones needs no read of the stream. What it
+// remembers may be stale (another process published since): the publish is
+// then refused ("wrong last sequence"), and it reads the stream as
+// PublishEvents does. Safe for concurrent use.
+type Publisher struct {
+	js jetstream.JetStream
+
+	mu     sync.Mutex
+	stream jetstream.Stream
+	last   map[string][2]uint64 // "<tenant>/<campaign>" → event sequence, stream sequence
+}
+
+// maxRemembered bounds Publisher's memory: past it, it forgets everything
+// (the next publish of each campaign reads the stream once).
+const maxRemembered = 100_000
+
+// NewPublisher returns a Publisher over js.
+func NewPublisher(js jetstream.JetStream) *Publisher {
+	return &Publisher{js: js, last: map[string][2]uint64{}}
+}
+
+func (p *Publisher) streamHandle(ctx context.Context) (jetstream.Stream, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stream == nil {
+		s, err := p.js.Stream(ctx, StreamEvents)
+		if err != nil {
+			return nil, err
+		}
+		p.stream = s
+	}
+	return p.stream, nil
+}
+
+func (p *Publisher) remembered(key string) (seq, streamSeq uint64, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v, ok := p.last[key]
+	return v[0], v[1], ok
+}
+
+func (p *Publisher) remember(key string, seq, streamSeq uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.last) >= maxRemembered {
+		clear(p.last)
+	}
+	p.last[key] = [2]uint64{seq, streamSeq}
+}
+
+// PublishEvents is the package's PublishEvents through p.
+func (p *Publisher) PublishEvents(ctx context.Context, tenant, campaign string, msgs []*nats.Msg) (int, error) {
+	js := p.js
 	if len(msgs) == 0 {
 		return 0, nil
 	}
@@ -73,15 +133,20 @@ func PublishEvents(ctx context.Context, js jetstream.JetStream, tenant, campaign
 		seqs[i] = n
 	}
 
-	stream, err := js.Stream(ctx, StreamEvents)
+	stream, err := p.streamHandle(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("publish events of %s: stream %s: %w", key, StreamEvents, err)
 	}
 	filter := CampaignEvents(tenant, campaign)
-	stored, last, err := lastStored(ctx, stream, tenant, campaign)
-	if err != nil {
-		return 0, fmt.Errorf("publish events of %s: %w", key, err)
+	stored, last, known := p.remembered(key)
+	if !known || stored+1 != seqs[0] {
+		// Nothing remembered, or not what these messages follow (a
+		// re-publish, another process's events): read the stream.
+		if stored, last, err = lastStored(ctx, stream, tenant, campaign); err != nil {
+			return 0, fmt.Errorf("publish events of %s: %w", key, err)
+		}
 	}
+	defer func() { p.remember(key, stored, last) }()
 	published, stale := 0, 0
 	for i := 0; ; {
 		for i < len(msgs) && seqs[i] <= stored {

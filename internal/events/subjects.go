@@ -53,6 +53,9 @@ const (
 	eventTypePrefix = "campaign."
 )
 
+// IsEventSubject reports whether subject is on campaign.evt.>.
+func IsEventSubject(subject string) bool { return strings.HasPrefix(subject, evtPrefix) }
+
 // TokenRE is what a tenant or campaign token must match: no dots, no
 // wildcards, no spaces, 1 to 64 characters.
 var TokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)

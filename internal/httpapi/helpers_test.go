@@ -313,7 +313,7 @@ func seed(t testing.TB, s store.Store, tenant, id string, state fsm.State, appli
 			t.Fatalf("seed %s: commit: %v", k, err)
 		}
 	}
-	if _, err := s.Release(ctx, *enq.Lease); err != nil {
+	if _, err := s.Release(ctx, *enq.Lease, nil); err != nil {
 		t.Fatalf("seed %s: release: %v", k, err)
 	}
 	return c

@@ -181,6 +181,7 @@ func (m *Memory) Enqueue(ctx context.Context, k Key, item Item, claim Claim) (En
 	switch {
 	case c.lockToken != "" && c.lockToken == lock:
 		res.Lease = &Lease{Key: k, Token: claim.Token, Fence: c.fenceCtr, Seq: item.Seq}
+		res.Snapshot = c.snapshot()
 	case c.lockToken != "":
 		res.HolderSeq, res.Held = lockSeq(c.lockToken), true
 	case lock != "" && (len(c.inbox) > 0 || len(c.outbox) > 0):
@@ -193,9 +194,69 @@ func (m *Memory) Enqueue(ctx context.Context, k Key, item Item, claim Claim) (En
 		}
 		c.lockToken, c.lockExpires = lock, now.Add(time.Duration(ttlMillis(claim.TTL))*time.Millisecond)
 		res.Lease = &Lease{Key: k, Token: claim.Token, Fence: c.fenceCtr, Seq: item.Seq}
+		res.Snapshot = c.snapshot()
 	}
 	m.get(k, now) // drop the record if a duplicate left nothing in it
 	return res, nil
+}
+
+// snapshot copies what a new holder starts from. The caller holds m.mu.
+func (c *memCampaign) snapshot() *Snapshot {
+	s := &Snapshot{Inbox: c.inboxHead(InboxHead), Outbox: cloneMessages(c.outbox)}
+	if c.data != nil {
+		var camp fsm.Campaign
+		if json.Unmarshal(c.data, &camp) == nil { // written by Commit: always valid
+			s.Campaign = &camp
+		}
+	}
+	return s
+}
+
+// inboxHead returns copies of the first n inbox items in Seq order (ties by
+// ID); n <= 0: all.
+func (c *memCampaign) inboxHead(n int) []Item {
+	items := slices.SortedFunc(maps.Values(c.inbox), func(a, b Item) int {
+		if a.Seq != b.Seq {
+			if a.Seq < b.Seq {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	if n > 0 && len(items) > n {
+		items = items[:n]
+	}
+	for i := range items {
+		items[i].Data = slices.Clone(items[i].Data)
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	return items
+}
+
+func cloneMessages(msgs []Message) []Message {
+	if len(msgs) == 0 {
+		return nil
+	}
+	out := make([]Message, len(msgs))
+	for i, msg := range msgs {
+		out[i] = Message{Subject: msg.Subject, Header: maps.Clone(msg.Header), Data: slices.Clone(msg.Data)}
+	}
+	return out
+}
+
+// trim removes published from the head of the outbox if they are there
+// (see TrimOutbox). The caller holds m.mu.
+func (c *memCampaign) trim(published []Message) {
+	if n := len(published); n > 0 && n <= len(c.outbox) && sameMessage(c.outbox[n-1], published[n-1]) {
+		clear(c.outbox[:n])
+		c.outbox = c.outbox[n:]
+		if len(c.outbox) == 0 {
+			c.outbox = nil
+		}
+	}
 }
 
 // Take implements Store.
@@ -260,22 +321,7 @@ func (m *Memory) Inbox(ctx context.Context, k Key, limit int) ([]Item, error) {
 	if c == nil {
 		return nil, nil
 	}
-	items := slices.SortedFunc(maps.Values(c.inbox), func(a, b Item) int {
-		if a.Seq != b.Seq {
-			if a.Seq < b.Seq {
-				return -1
-			}
-			return 1
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
-	if limit > 0 && len(items) > limit {
-		items = items[:limit]
-	}
-	for i := range items {
-		items[i].Data = slices.Clone(items[i].Data)
-	}
-	return items, nil
+	return c.inboxHead(limit), nil
 }
 
 // Extend implements Store.
@@ -295,7 +341,7 @@ func (m *Memory) Extend(ctx context.Context, l Lease, ttl time.Duration) error {
 }
 
 // Release implements Store.
-func (m *Memory) Release(ctx context.Context, l Lease) (bool, error) {
+func (m *Memory) Release(ctx context.Context, l Lease, published []Message) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
@@ -306,6 +352,7 @@ func (m *Memory) Release(ctx context.Context, l Lease) (bool, error) {
 		}
 		return true, nil
 	}
+	c.trim(published)
 	if len(c.inbox) > 0 {
 		return false, nil
 	}
@@ -346,17 +393,26 @@ func (m *Memory) Load(ctx context.Context, k Key) (fsm.Campaign, error) {
 
 // Commit implements Store.
 func (m *Memory) Commit(ctx context.Context, w Write) error {
+	_, err := m.commit(w, false)
+	return err
+}
+
+// CommitRead implements Store.
+func (m *Memory) CommitRead(ctx context.Context, w Write) ([]Item, error) {
+	return m.commit(w, true)
+}
+
+func (m *Memory) commit(w Write, read bool) (items []Item, err error) {
 	k := w.Lease.Key
 	if err := checkWrite(w); err != nil {
-		return fmt.Errorf("commit %s: %w", k, err)
+		return nil, fmt.Errorf("commit %s: %w", k, err)
 	}
 	var data []byte
 	if w.Campaign != nil {
 		c := *w.Campaign
 		c.Fence = w.Lease.Fence
-		var err error
 		if data, err = json.Marshal(c); err != nil {
-			return fmt.Errorf("commit %s: encode: %w", k, err)
+			return nil, fmt.Errorf("commit %s: encode: %w", k, err)
 		}
 	}
 	outbox := make([]Message, len(w.Outbox))
@@ -368,15 +424,31 @@ func (m *Memory) Commit(ctx context.Context, w Write) error {
 	defer m.mu.Unlock()
 	now := m.now()
 	c := m.held(w.Lease, now)
-	if c != nil && w.Campaign != nil && w.ID != "" && c.wid == w.ID {
-		return nil // this write, retried
+	if c == nil {
+		return nil, fmt.Errorf("commit %s: %w", k, ErrLockLost)
 	}
-	if c == nil || c.fence > w.Lease.Fence {
-		return fmt.Errorf("commit %s: %w", k, ErrLockLost)
+	if read {
+		defer func() {
+			if err == nil || errors.Is(err, ErrNotHead) {
+				items = c.inboxHead(InboxHead)
+			}
+		}()
+	}
+	if w.Campaign != nil && w.ID != "" && c.wid == w.ID {
+		return nil, nil // this write, retried
+	}
+	if w.Head != "" {
+		if head := c.inboxHead(1); len(head) == 0 || head[0].ID != w.Head {
+			return nil, fmt.Errorf("commit %s: %s: %w", k, w.Head, ErrNotHead)
+		}
+	}
+	if c.fence > w.Lease.Fence {
+		return nil, fmt.Errorf("commit %s: %w", k, ErrLockLost)
 	}
 	if w.Campaign != nil && c.version != w.Campaign.Version-1 {
-		return fmt.Errorf("commit %s: version %d stored, %d written: %w", k, c.version, w.Campaign.Version, ErrConflict)
+		return nil, fmt.Errorf("commit %s: version %d stored, %d written: %w", k, c.version, w.Campaign.Version, ErrConflict)
 	}
+	c.trim(w.Trim)
 	if w.Campaign != nil {
 		c.data, c.version, c.fence, c.wid = data, w.Campaign.Version, w.Lease.Fence, w.ID
 		c.state, c.created = w.Campaign.State, w.Campaign.CreatedAt.UnixMilli()
@@ -399,7 +471,7 @@ func (m *Memory) Commit(ctx context.Context, w Write) error {
 	case c.data == nil:
 		c.expires = now.Add(m.retention)
 	}
-	return nil
+	return nil, nil
 }
 
 // Outbox implements Store.
@@ -425,13 +497,7 @@ func (m *Memory) TrimOutbox(ctx context.Context, l Lease, published []Message) e
 	if c == nil {
 		return fmt.Errorf("trim outbox %s: %w", l.Key, ErrLockLost)
 	}
-	if n := len(published); n > 0 && n <= len(c.outbox) && sameMessage(c.outbox[n-1], published[n-1]) {
-		clear(c.outbox[:n])
-		c.outbox = c.outbox[n:]
-		if len(c.outbox) == 0 {
-			c.outbox = nil
-		}
-	}
+	c.trim(published)
 	return nil
 }
 

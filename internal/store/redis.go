@@ -152,10 +152,12 @@ func (r *Redis) idemKey(tenant, key string) string {
 
 // enqueueSrc: KEYS state ledger inbox inboxdata lock fence outbox; ARGV id
 // ("": take the lock only, see Take) seq data lock-value ("": park only)
-// ttl_ms retention_ms. Returns {duplicate,
-// acquired, fence, state index entry to repair or an empty string, value of
-// the lock when held by someone else or an empty string}.
-const enqueueSrc = ixDirtyLua + `
+// ttl_ms retention_ms. Returns {duplicate, acquired, fence, state index
+// entry to repair or an empty string, value of the lock when held by
+// someone else or an empty string}, and when acquired the snapshot: the
+// campaign's data (or an empty string), its inbox head (id, seq, data, …)
+// and its outbox.
+var enqueueSrc = ixDirtyLua + snapshotLua + `
 local dup = 0
 if ARGV[1] == '' then
   -- Take: no item to park
@@ -167,7 +169,8 @@ else
 end
 local holder = redis.call('GET', KEYS[5])
 if holder and ARGV[4] ~= '' and holder == ARGV[4] then
-  return {dup, 1, tonumber(redis.call('GET', KEYS[6]) or '0'), ixDirty(KEYS[1]), ''}
+  local data, items, out = snapshot(KEYS[1], KEYS[3], KEYS[4], KEYS[7])
+  return {dup, 1, tonumber(redis.call('GET', KEYS[6]) or '0'), ixDirty(KEYS[1]), '', data, items, out}
 end
 if holder then return {dup, 0, 0, ixDirty(KEYS[1]), holder} end
 if ARGV[4] ~= '' and (redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[7]) == 1) then
@@ -186,7 +189,8 @@ if ARGV[4] ~= '' and (redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS',
     redis.call('PERSIST', KEYS[6])
   end
   redis.call('SET', KEYS[5], ARGV[4], 'PX', ARGV[5])
-  return {dup, 1, f, ixDirty(KEYS[1]), ''}
+  local data, items, out = snapshot(KEYS[1], KEYS[3], KEYS[4], KEYS[7])
+  return {dup, 1, f, ixDirty(KEYS[1]), '', data, items, out}
 end
 return {dup, 0, 0, ixDirty(KEYS[1]), ''}
 `
@@ -207,15 +211,18 @@ func (r *Redis) Enqueue(ctx context.Context, k Key, item Item, claim Claim) (Enq
 	if err != nil {
 		return Enqueued{}, fmt.Errorf("enqueue %s: %w", k, err)
 	}
-	if len(raw) != 5 {
+	if len(raw) != 5 && len(raw) != 8 {
 		return Enqueued{}, fmt.Errorf("enqueue %s: unexpected script answer %v", k, raw)
 	}
 	dup, _ := raw[0].(int64)
 	acquired, _ := raw[1].(int64)
 	fence, _ := raw[2].(int64)
 	out := Enqueued{Duplicate: dup == 1}
-	if acquired == 1 {
+	if acquired == 1 && len(raw) == 8 {
 		out.Lease = &Lease{Key: k, Token: claim.Token, Fence: uint64(fence), Seq: item.Seq}
+		if out.Snapshot, err = readSnapshot(raw[5], raw[6], raw[7]); err != nil {
+			return Enqueued{}, fmt.Errorf("enqueue %s: %w", k, err)
+		}
 	} else if holder, _ := raw[4].(string); holder != "" {
 		out.HolderSeq, out.Held = lockSeq(holder), true
 	}
@@ -235,7 +242,7 @@ func (r *Redis) Take(ctx context.Context, k Key, claim Claim) (*Lease, error) {
 	if err != nil {
 		return nil, fmt.Errorf("take %s: %w", k, err)
 	}
-	if len(raw) != 5 {
+	if len(raw) != 5 && len(raw) != 8 {
 		return nil, fmt.Errorf("take %s: unexpected script answer %v", k, raw)
 	}
 	r.repairIndex(ctx, k, raw[3])
@@ -319,6 +326,78 @@ end
 return out
 `
 
+// snapshotLua defines inboxHead(inbox, inboxdata, n), the first n inbox
+// items as a flat list id, seq, data, …, and snapshot(state, inbox,
+// inboxdata, outbox): the campaign's data (or an empty string), its first
+// InboxHead items and its outbox.
+var snapshotLua = `
+local function inboxHead(inbox, inboxdata, n)
+  local ids = redis.call('ZRANGE', inbox, 0, n - 1, 'WITHSCORES')
+  local out = {}
+  for i = 1, #ids, 2 do
+    local d = redis.call('HGET', inboxdata, ids[i])
+    if d then
+      out[#out+1] = ids[i]
+      out[#out+1] = ids[i+1]
+      out[#out+1] = d
+    end
+  end
+  return out
+end
+local function snapshot(state, inbox, inboxdata, outbox)
+  return redis.call('HGET', state, 'data') or '', inboxHead(inbox, inboxdata, ` + strconv.Itoa(InboxHead) + `), redis.call('LRANGE', outbox, 0, -1)
+end
+`
+
+// readSnapshot decodes the snapshot part of a script's answer.
+func readSnapshot(data, items, outbox any) (*Snapshot, error) {
+	s := &Snapshot{}
+	if d, _ := data.(string); d != "" {
+		var c fsm.Campaign
+		if err := json.Unmarshal([]byte(d), &c); err != nil {
+			return nil, fmt.Errorf("decode campaign: %w", err)
+		}
+		s.Campaign = &c
+	}
+	var err error
+	if s.Inbox, err = readItems(items); err != nil {
+		return nil, err
+	}
+	list, _ := outbox.([]any)
+	for i, x := range list {
+		str, _ := x.(string)
+		var m Message
+		if err := json.Unmarshal([]byte(str), &m); err != nil {
+			return nil, fmt.Errorf("decode outbox message %d: %w", i, err)
+		}
+		s.Outbox = append(s.Outbox, m)
+	}
+	return s, nil
+}
+
+// readItems decodes a flat list id, seq, data, … of inbox items.
+func readItems(v any) ([]Item, error) {
+	flat, _ := v.([]any)
+	if len(flat)%3 != 0 {
+		return nil, fmt.Errorf("unexpected inbox answer of %d values", len(flat))
+	}
+	var items []Item
+	for i := 0; i < len(flat); i += 3 {
+		id, _ := flat[i].(string)
+		seqStr, _ := flat[i+1].(string)
+		seq, err := strconv.ParseFloat(seqStr, 64)
+		if err != nil {
+			return nil, fmt.Errorf("seq of inbox item %s: %w", id, err)
+		}
+		it := Item{ID: id, Seq: uint64(seq)}
+		if d, _ := flat[i+2].(string); d != "" {
+			it.Data = []byte(d)
+		}
+		items = append(items, it)
+	}
+	return items, nil
+}
+
 // Inbox implements Store.
 func (r *Redis) Inbox(ctx context.Context, k Key, limit int) ([]Item, error) {
 	if err := k.check(); err != nil {
@@ -379,9 +458,10 @@ func (r *Redis) Extend(ctx context.Context, l Lease, ttl time.Duration) error {
 	return nil
 }
 
-// releaseSrc: KEYS lock inbox outbox; ARGV lock value. Returns -1 if held
-// by another or free with items or messages waiting, 0 if the inbox is not
-// empty, 1 if released (or free with nothing waiting: a retry, or an
+// releaseSrc: KEYS lock inbox outbox; ARGV lock-value n last. Trims the n
+// oldest outbox messages if the n-th is last (as trimSrc). Returns -1 if
+// held by another or free with items or messages waiting, 0 if the inbox
+// is not empty, 1 if released (or free with nothing waiting: a retry, or an
 // expiry).
 const releaseSrc = `
 local v = redis.call('GET', KEYS[1])
@@ -389,18 +469,34 @@ if v ~= ARGV[1] then
   if v or redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
   return 1
 end
+local n = tonumber(ARGV[2])
+if n > 0 and redis.call('LINDEX', KEYS[3], n - 1) == ARGV[3] then redis.call('LTRIM', KEYS[3], n, -1) end
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
 `
 
+// lastJSON returns the JSON of the last of msgs as Commit stored it
+// (encoding/json writes the same bytes for a Message decoded from them), or
+// nil.
+func lastJSON(msgs []Message) ([]byte, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	return json.Marshal(msgs[len(msgs)-1])
+}
+
 // Release implements Store.
-func (r *Redis) Release(ctx context.Context, l Lease) (bool, error) {
+func (r *Redis) Release(ctx context.Context, l Lease, published []Message) (bool, error) {
 	if err := l.Key.check(); err != nil {
 		return false, fmt.Errorf("release %s: %w", l.Key, err)
 	}
+	last, err := lastJSON(published)
+	if err != nil {
+		return false, fmt.Errorf("release %s: encode: %w", l.Key, err)
+	}
 	ks := r.keys(l.Key)
-	n, err := r.scripts.release.Run(ctx, r.client, []string{ks.lock, ks.inbox, ks.outbox}, lockValue(l.Token, l.Seq)).Int64()
+	n, err := r.scripts.release.Run(ctx, r.client, []string{ks.lock, ks.inbox, ks.outbox}, lockValue(l.Token, l.Seq), len(published), last).Int64()
 	if err != nil {
 		return false, fmt.Errorf("release %s: %w", l.Key, err)
 	}
@@ -448,26 +544,35 @@ func (r *Redis) Load(ctx context.Context, k Key) (fsm.Campaign, error) {
 
 // commitSrc: KEYS state ledger inbox inboxdata outbox lock fence; ARGV
 // lock-value fence version(0: no campaign) data terminal(1/0) retention_ms
-// now_ms n_outbox outbox... n_applied applied... n_dequeue dequeue... state
-// write-id. Returns {0 (written, or written already by this write id), 1
-// (lock lost) or 2 (version conflict), state index entry to repair or an
-// empty string}.
+// now_ms head trim_n trim_last read n_outbox outbox... n_applied applied...
+// n_dequeue dequeue... state write-id. Returns {0 (written, or written
+// already by this write id), 1 (lock lost), 2 (version conflict) or 3 (head
+// is not the inbox's first item), state index entry to repair or an empty
+// string, the inbox head after the write when read is 1 (id, seq, data, …)}.
 //
 // The state, ledger and fence keys expire together after a terminal write
 // and are made persistent by any other write of the campaign; the inbox and
 // outbox are never given a TTL (they delete themselves when empty). A write
 // that changes the state, or writes a terminal one (which moves the expiry),
 // records the state index entry (ix) the campaign must now have.
-const commitSrc = ixDirtyLua + `
-if redis.call('GET', KEYS[6]) ~= ARGV[1] then return {1, ''} end
+var commitSrc = ixDirtyLua + snapshotLua + `
+local function head()
+  if ARGV[11] == '1' then return inboxHead(KEYS[3], KEYS[4], ` + strconv.Itoa(InboxHead) + `) end
+  return {}
+end
+if redis.call('GET', KEYS[6]) ~= ARGV[1] then return {1, '', {}} end
 local version = tonumber(ARGV[3])
-if version > 0 and redis.call('HGET', KEYS[1], 'wid') == ARGV[#ARGV] then return {0, ixDirty(KEYS[1])} end
+if version > 0 and redis.call('HGET', KEYS[1], 'wid') == ARGV[#ARGV] then return {0, ixDirty(KEYS[1]), head()} end
+if ARGV[8] ~= '' then
+  local first = redis.call('ZRANGE', KEYS[3], 0, 0)
+  if first[1] ~= ARGV[8] then return {3, '', head()} end
+end
 local fence = tonumber(ARGV[2])
 local sf = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
-if sf > fence then return {1, ''} end
+if sf > fence then return {1, '', {}} end
 if version > 0 then
   local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
-  if cur ~= version - 1 then return {2, ''} end
+  if cur ~= version - 1 then return {2, '', {}} end
   redis.call('HSET', KEYS[1], 'data', ARGV[4], 'version', ARGV[3], 'fence', ARGV[2], 'wid', ARGV[#ARGV])
   local state = ARGV[#ARGV-1]
   if redis.call('HGET', KEYS[1], 'st') ~= state or ARGV[5] == '1' then
@@ -479,7 +584,9 @@ if version > 0 then
     redis.call('HSET', KEYS[1], 'st', state, 'ix', state .. '|' .. exp .. '|' .. t[1] .. string.format('%06d', tonumber(t[2])))
   end
 end
-local i = 8
+local tn = tonumber(ARGV[9])
+if tn > 0 and redis.call('LINDEX', KEYS[5], tn - 1) == ARGV[10] then redis.call('LTRIM', KEYS[5], tn, -1) end
+local i = 12
 local n = tonumber(ARGV[i])
 for j = 1, n do redis.call('RPUSH', KEYS[5], ARGV[i+j]) end
 i = i + n + 1
@@ -506,25 +613,44 @@ else
     redis.call('PEXPIRE', KEYS[7], pttl)
   end
 end
-return {0, ixDirty(KEYS[1])}
+return {0, ixDirty(KEYS[1]), head()}
 `
 
-// Commit implements Store. A campaign's first write (Version 1) also adds it
-// to the tenant's index, just before the script (List skips an id whose
-// campaign does not exist).
+// Commit implements Store.
 func (r *Redis) Commit(ctx context.Context, w Write) error {
+	_, err := r.commit(ctx, w, false)
+	return err
+}
+
+// CommitRead implements Store.
+func (r *Redis) CommitRead(ctx context.Context, w Write) ([]Item, error) {
+	return r.commit(ctx, w, true)
+}
+
+// commit runs the commit script. A campaign's first write (Version 1) also
+// adds it to the tenant's index, just before the script (List skips an id
+// whose campaign does not exist).
+func (r *Redis) commit(ctx context.Context, w Write, read bool) ([]Item, error) {
 	k := w.Lease.Key
 	if err := checkWrite(w); err != nil {
-		return fmt.Errorf("commit %s: %w", k, err)
+		return nil, fmt.Errorf("commit %s: %w", k, err)
 	}
-	args := make([]any, 0, 12+len(w.Outbox)+len(w.Applied)+len(w.Dequeue))
+	trimLast, err := lastJSON(w.Trim)
+	if err != nil {
+		return nil, fmt.Errorf("commit %s: encode: %w", k, err)
+	}
+	readArg := "0"
+	if read {
+		readArg = "1"
+	}
+	args := make([]any, 0, 16+len(w.Outbox)+len(w.Applied)+len(w.Dequeue))
 	args = append(args, lockValue(w.Lease.Token, w.Lease.Seq), w.Lease.Fence)
 	if c := w.Campaign; c != nil {
 		cc := *c
 		cc.Fence = w.Lease.Fence
 		data, err := json.Marshal(cc)
 		if err != nil {
-			return fmt.Errorf("commit %s: encode: %w", k, err)
+			return nil, fmt.Errorf("commit %s: encode: %w", k, err)
 		}
 		terminal := "0"
 		if c.State.Terminal() {
@@ -534,11 +660,11 @@ func (r *Redis) Commit(ctx context.Context, w Write) error {
 	} else {
 		args = append(args, 0, "", "0")
 	}
-	args = append(args, ttlMillis(r.retention), time.Now().UnixMilli(), len(w.Outbox))
+	args = append(args, ttlMillis(r.retention), time.Now().UnixMilli(), w.Head, len(w.Trim), trimLast, readArg, len(w.Outbox))
 	for _, msg := range w.Outbox {
 		b, err := json.Marshal(msg)
 		if err != nil {
-			return fmt.Errorf("commit %s: encode outbox message: %w", k, err)
+			return nil, fmt.Errorf("commit %s: encode outbox message: %w", k, err)
 		}
 		args = append(args, b)
 	}
@@ -563,29 +689,35 @@ func (r *Redis) Commit(ctx context.Context, w Write) error {
 	if c := w.Campaign; c != nil && c.Version == 1 {
 		err := r.client.ZAdd(ctx, r.indexKey(k.Tenant), redis.Z{Score: float64(c.CreatedAt.UnixMilli()), Member: k.Campaign}).Err()
 		if err != nil {
-			return fmt.Errorf("commit %s: index: %w", k, err)
+			return nil, fmt.Errorf("commit %s: index: %w", k, err)
 		}
 	}
 	ks := r.keys(k)
 	raw, err := r.scripts.commit.Run(ctx, r.client,
 		[]string{ks.state, ks.ledger, ks.inbox, ks.inboxData, ks.outbox, ks.lock, ks.fence}, args...).Slice()
 	if err != nil {
-		return fmt.Errorf("commit %s: %w", k, err)
+		return nil, fmt.Errorf("commit %s: %w", k, err)
 	}
-	if len(raw) != 2 {
-		return fmt.Errorf("commit %s: unexpected script answer %v", k, raw)
+	if len(raw) != 3 {
+		return nil, fmt.Errorf("commit %s: unexpected script answer %v", k, raw)
+	}
+	items, err := readItems(raw[2])
+	if err != nil {
+		return nil, fmt.Errorf("commit %s: %w", k, err)
 	}
 	n, _ := raw[0].(int64)
 	switch n {
 	case 0:
 		r.repairIndex(ctx, k, raw[1])
-		return nil
+		return items, nil
 	case 1:
-		return fmt.Errorf("commit %s: %w", k, ErrLockLost)
+		return nil, fmt.Errorf("commit %s: %w", k, ErrLockLost)
 	case 2:
-		return fmt.Errorf("commit %s: version %d written: %w", k, w.Campaign.Version, ErrConflict)
+		return nil, fmt.Errorf("commit %s: version %d written: %w", k, w.Campaign.Version, ErrConflict)
+	case 3:
+		return items, fmt.Errorf("commit %s: %s: %w", k, w.Head, ErrNotHead)
 	}
-	return fmt.Errorf("commit %s: unexpected script answer %d", k, n)
+	return nil, fmt.Errorf("commit %s: unexpected script answer %d", k, n)
 }
 
 // Outbox implements Store.

@@ -197,7 +197,7 @@ func TestRedisOutage(t *testing.T) {
 	if err != nil || got.Fence != l.Fence {
 		t.Fatalf("Load after a restart with data = %+v, %v", got, err)
 	}
-	if _, err := s.Release(ctx, l); err != nil { // scripts run again (NOSCRIPT handled)
+	if _, err := s.Release(ctx, l, nil); err != nil { // scripts run again (NOSCRIPT handled)
 		t.Fatalf("Release after a restart: %v", err)
 	}
 

@@ -32,6 +32,10 @@ var (
 	ErrConflict = errors.New("store: version conflict")
 	// ErrIdempotencyMismatch: an idempotency key reused with another request.
 	ErrIdempotencyMismatch = errors.New("store: idempotency key reused with a different request")
+	// ErrNotHead: the write named an inbox item (Write.Head) that is no longer
+	// the inbox's first: an earlier command was parked meanwhile. Nothing
+	// was written.
+	ErrNotHead = errors.New("store: not the inbox's first item")
 	// ErrInvalid: an argument the store cannot use (an empty or malformed
 	// key, a bad List cursor or state, a non-positive TTL, a campaign that
 	// does not belong to the lease's key). Nothing was written.
@@ -91,6 +95,9 @@ type Enqueued struct {
 	// drain the inbox (then Release). It is nil when someone else holds it:
 	// that holder will find the item before it can release.
 	Lease *Lease
+	// Snapshot, with Lease, is what the holder starts from, read in the
+	// same atomic step: no other round trip is needed to begin draining.
+	Snapshot *Snapshot
 	// HolderSeq, when Lease is nil and the lock is held, is the stream
 	// sequence of the message that backs the holder (its Lease.Seq). When it
 	// is the caller's own Item.Seq, the holder took over the caller's message
@@ -101,6 +108,20 @@ type Enqueued struct {
 	// backed by no message; see Take).
 	Held bool
 }
+
+// Snapshot is a campaign as a new lock holder finds it.
+type Snapshot struct {
+	// Campaign is the stored campaign, nil when there is none.
+	Campaign *fsm.Campaign
+	// Inbox is the inbox's first InboxHead items, in Seq order.
+	Inbox []Item
+	// Outbox is the whole outbox, oldest first: what a lost holder left
+	// unpublished.
+	Outbox []Message
+}
+
+// InboxHead is how many inbox items Enqueue's Snapshot and CommitRead return.
+const InboxHead = 32
 
 // Write is one atomic, fenced change of a campaign.
 type Write struct {
@@ -120,6 +141,13 @@ type Write struct {
 	Applied []string
 	// Dequeue removes these ids from the inbox.
 	Dequeue []string
+	// Head, when not empty, is the inbox item the write acts on: the write
+	// happens only if it is still the inbox's first item (ErrNotHead).
+	Head string
+	// Trim holds outbox messages the caller published: they are removed
+	// first, exactly as TrimOutbox would (the oldest len(Trim) messages, if
+	// the last of them is at that position).
+	Trim []Message
 }
 
 // IdemRecord is a stored HTTP answer for an Idempotency-Key.
@@ -170,15 +198,16 @@ type Store interface {
 	Inbox(ctx context.Context, k Key, limit int) ([]Item, error)
 	// Extend sets the lock's TTL to ttl again. ErrLockLost if not held by l.
 	Extend(ctx context.Context, l Lease, ttl time.Duration) error
-	// Release frees the lock if the inbox is empty and reports whether it
-	// did; false means items arrived meanwhile: drain them, then try again.
+	// Release removes published from the outbox as TrimOutbox would, then
+	// frees the lock if the inbox is empty and reports whether it did; false
+	// means items arrived meanwhile: drain them, then try again.
 	// When l no longer holds the lock but it is free and the inbox and the
 	// outbox are empty (a retry after the release's reply was lost, or an
 	// expiry with nothing left to do) it reports true as well. ErrLockLost
 	// if another holder has the lock, or it is free with items or messages
 	// waiting (another holder wrote them meanwhile and died: the caller must
 	// take the lock again and publish them).
-	Release(ctx context.Context, l Lease) (bool, error)
+	Release(ctx context.Context, l Lease, published []Message) (bool, error)
 	// Abandon frees the lock whatever the inbox holds (shutdown). It is not
 	// an error if the lock is no longer held by l.
 	Abandon(ctx context.Context, l Lease) error
@@ -195,6 +224,10 @@ type Store interface {
 	// expiry as it is (or, when the campaign does not exist, lets the ledger
 	// expire after the retention).
 	Commit(ctx context.Context, w Write) error
+	// CommitRead is Commit that also returns the inbox's first InboxHead
+	// items after the write (also with ErrNotHead, nothing written: the
+	// items as they are).
+	CommitRead(ctx context.Context, w Write) ([]Item, error)
 	// Outbox returns the campaign's outbox, oldest first.
 	Outbox(ctx context.Context, k Key) ([]Message, error)
 	// TrimOutbox removes published, the oldest messages of the outbox as

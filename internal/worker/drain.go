@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,75 +30,126 @@ var errBacksHolder = errors.New("message backs another holder's lock")
 // inboxBatch is how many inbox items are read at once.
 const inboxBatch = 32
 
-// drainer holds one campaign's lock and empties its inbox.
+// drainer holds one campaign's lock and empties its inbox. It knows the
+// campaign as stored (from the snapshot the lock came with, then from its
+// own fenced writes), the inbox's head (from the snapshot, then from each
+// write) and the outbox messages it has not trimmed yet, so that applying a
+// command costs one store round trip: the write, which also trims what was
+// published since the previous one and returns the inbox.
 type drainer struct {
 	w        *Worker
 	l        store.Lease
 	k        store.Key
 	scanFrom uint64 // stream sequences below this were read ahead already
+
+	cur    *fsm.Campaign   // as stored; nil: none
+	inbox  []store.Item    // the inbox's first items, as last seen
+	outbox []store.Message // in the store's outbox, oldest first
+	sent   int             // outbox[:sent] are published (trimmed by the next write or the release)
+	head   string          // the item the next write acts on first (Write.Head), then ""
 }
 
 // drain empties the campaign's inbox in stream order, then releases the lock.
-// It returns nil once released; errStopping when run ended between items (the
-// lock is then abandoned); a store.ErrLockLost or errCrash error otherwise.
-func (w *Worker) drain(ctx, run context.Context, l store.Lease) error {
+// snap is what the lock came with (nil: read it). It returns nil once
+// released; errStopping when run ended between items (the lock is then
+// abandoned); a store.ErrLockLost or errCrash error otherwise.
+func (w *Worker) drain(ctx, run context.Context, l store.Lease, snap *store.Snapshot) error {
 	d := &drainer{w: w, l: l, k: l.Key, scanFrom: 1}
+	if snap == nil {
+		var err error
+		if snap, err = d.read(ctx); err != nil {
+			return err
+		}
+	}
+	d.cur, d.inbox, d.outbox = snap.Campaign, snap.Inbox, snap.Outbox
 	empty := 0 // consecutive empty inbox reads the store would not release on
 	// A previous holder may have crashed between a write and its publish.
 	if err := d.flush(ctx); err != nil {
 		return err
 	}
 	for {
-		var items []store.Item
-		if err := w.retry(ctx, "read inbox", func() (err error) { items, err = w.d.Store.Inbox(ctx, d.k, inboxBatch); return err }); err != nil {
-			return err
-		}
-		if len(items) == 0 {
+		if len(d.inbox) == 0 {
 			var released bool
-			if err := w.retry(ctx, "release lock", func() (err error) { released, err = w.d.Store.Release(ctx, l); return err }); err != nil {
+			published := d.outbox[:d.sent]
+			if err := w.retry(ctx, "release lock", func() (err error) { released, err = w.d.Store.Release(ctx, l, published); return err }); err != nil {
 				return err
 			}
 			if released {
 				return nil
 			}
+			d.outbox, d.sent = d.outbox[d.sent:], 0 // trimmed before the inbox was found not empty
+			if err := d.readInbox(ctx); err != nil {
+				return err
+			}
 			// Items arrived between the two reads; should the store ever
 			// keep saying so with nothing to read, do not spin on it.
-			if empty++; empty > 3 {
-				if empty == 4 {
-					w.campaignLog(ctx, d.k, "").Warn("inbox reads empty but the lock cannot be released")
+			if len(d.inbox) == 0 {
+				if empty++; empty > 3 {
+					if empty == 4 {
+						w.campaignLog(ctx, d.k, "").Warn("inbox reads empty but the lock cannot be released")
+					}
+					sleep(ctx, 100*time.Millisecond)
 				}
-				sleep(ctx, 100*time.Millisecond)
 			}
 			continue
 		}
 		empty = 0
-	items:
-		for _, si := range items {
-			if run.Err() != nil {
-				return w.abandon(ctx, l, nil)
-			}
-			var pulled bool
-			if err := w.retry(ctx, "read ahead", func() (err error) { pulled, err = d.readAhead(ctx, items, si.Seq); return err }); err != nil {
-				return err
-			}
-			if pulled {
-				break items // an earlier command was still in transit: start again from the head
-			}
-			// A command parked (and acknowledged, so gone from the stream)
-			// after the inbox was read sorts before si too: look again.
-			var head []store.Item
-			if err := w.retry(ctx, "read inbox", func() (err error) { head, err = w.d.Store.Inbox(ctx, d.k, 1); return err }); err != nil {
-				return err
-			}
-			if len(head) == 0 || head[0].ID != si.ID {
-				break items
-			}
-			if err := d.process(ctx, si); err != nil {
-				return err
-			}
-			d.scanFrom = max(d.scanFrom, si.Seq+1)
+		si := d.inbox[0]
+		if run.Err() != nil {
+			return w.abandon(ctx, l, nil)
 		}
+		var pulled bool
+		if err := w.retry(ctx, "read ahead", func() (err error) { pulled, err = d.readAhead(ctx, si.Seq); return err }); err != nil {
+			return err
+		}
+		if pulled { // an earlier command was still in transit: start again from the head
+			if err := d.readInbox(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		// A command parked (and acknowledged, so gone from the stream)
+		// after the inbox was read sorts before si too: the first write
+		// acting on si is refused then (ErrNotHead), with the inbox as it is.
+		d.head = si.ID
+		err := d.process(ctx, si)
+		if errors.Is(err, store.ErrNotHead) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		d.scanFrom = max(d.scanFrom, si.Seq+1)
 	}
+}
+
+// read reads what a lease taken without a snapshot (store.Take) starts from.
+func (d *drainer) read(ctx context.Context) (*store.Snapshot, error) {
+	w := d.w
+	snap := &store.Snapshot{}
+	if err := w.retry(ctx, "load campaign", func() error {
+		c, err := w.d.Store.Load(ctx, d.k)
+		if errors.Is(err, store.ErrNotFound) {
+			snap.Campaign = nil
+			return nil
+		}
+		snap.Campaign = &c
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	if err := w.retry(ctx, "read outbox", func() (err error) { snap.Outbox, err = w.d.Store.Outbox(ctx, d.k); return err }); err != nil {
+		return nil, err
+	}
+	if err := w.retry(ctx, "read inbox", func() (err error) { snap.Inbox, err = w.d.Store.Inbox(ctx, d.k, store.InboxHead); return err }); err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+// readInbox reads the inbox's head again.
+func (d *drainer) readInbox(ctx context.Context) error {
+	return d.w.retry(ctx, "read inbox", func() (err error) { d.inbox, err = d.w.d.Store.Inbox(ctx, d.k, store.InboxHead); return err })
 }
 
 // readAhead makes sure no command of the campaign that the stream accepted
@@ -107,7 +157,7 @@ func (w *Worker) drain(ctx, run context.Context, l store.Lease) error {
 // has not parked it yet): it parks any it finds in the inbox itself and
 // reports whether it did. This is what puts a pause published while a step
 // runs ahead of the campaign's next advance, whatever the workers' timing.
-func (d *drainer) readAhead(ctx context.Context, items []store.Item, before uint64) (bool, error) {
+func (d *drainer) readAhead(ctx context.Context, before uint64) (bool, error) {
 	pulled := false
 	for d.scanFrom < before {
 		raw, ok, err := events.NextCommand(ctx, d.w.commands, d.k.Tenant, d.k.Campaign, d.scanFrom)
@@ -119,7 +169,7 @@ func (d *drainer) readAhead(ctx context.Context, items []store.Item, before uint
 		}
 		d.scanFrom = raw.Sequence + 1
 		cmd, err := events.DecodeCommand(raw.Subject, raw.Header, raw.Data, d.w.d.Workflows)
-		if err != nil || queued(items, cmd.ID) {
+		if err != nil || queued(d.inbox, cmd.ID) {
 			continue // invalid ones are dead-lettered by the worker that receives them
 		}
 		// The header is the publisher's: keep it only if it is a valid traceparent.
@@ -160,18 +210,7 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 	ctx, span := w.startApply(ctx, d.k, it)
 	defer func() { failSpan(span, err); span.End() }()
 	log := w.campaignLog(ctx, d.k, it.ID)
-	var cur *fsm.Campaign
-	if err := w.retry(ctx, "load campaign", func() error {
-		c, err := w.d.Store.Load(ctx, d.k)
-		if errors.Is(err, store.ErrNotFound) {
-			cur = nil
-			return nil
-		}
-		cur = &c
-		return err
-	}); err != nil {
-		return err
-	}
+	cur := d.cur
 	now := w.d.Now()
 	reject := func(reason string) error {
 		if cur == nil {
@@ -316,7 +355,7 @@ func (d *drainer) runStep(ctx context.Context, c fsm.Campaign, it item, itemID s
 	if ctx.Err() != nil {
 		return fmt.Errorf("step %s of %s interrupted: %w", step.Name, d.k, context.Cause(ctx))
 	}
-	if errors.Is(callErr, errCrash) || errors.Is(callErr, store.ErrLockLost) || errors.Is(callErr, store.ErrConflict) {
+	if errors.Is(callErr, errCrash) || errors.Is(callErr, store.ErrLockLost) || errors.Is(callErr, store.ErrConflict) || errors.Is(callErr, store.ErrNotHead) {
 		return callErr
 	}
 	if err := w.fault(AfterStepCall, d.k); err != nil {
@@ -383,31 +422,39 @@ func (d *drainer) write(ctx context.Context, wr store.Write) error {
 	w := d.w
 	wr.Lease = d.l
 	wr.ID = store.NewToken() // the same for every retry: a retry after a lost reply finds its write
+	wr.Head, wr.Trim = d.head, d.outbox[:d.sent]
 	if err := w.fault(BeforeWrite, d.k); err != nil {
 		return err
 	}
-	if err := w.retry(ctx, "commit", func() error { return w.fenced(w.d.Store.Commit(ctx, wr)) }); err != nil {
+	var items []store.Item
+	err := w.retry(ctx, "commit", func() (err error) { items, err = w.d.Store.CommitRead(ctx, wr); return w.fenced(err) })
+	if errors.Is(err, store.ErrNotHead) {
+		d.inbox, d.head = items, ""
+		return err
+	}
+	if err != nil {
 		return fmt.Errorf("commit %s: %w", d.k, err)
+	}
+	d.head, d.inbox = "", items
+	d.outbox, d.sent = append(d.outbox[d.sent:len(d.outbox):len(d.outbox)], wr.Outbox...), 0
+	if c := wr.Campaign; c != nil {
+		cc := *c
+		cc.Fence = d.l.Fence
+		d.cur = &cc
 	}
 	if err := w.fault(AfterWrite, d.k); err != nil {
 		return err
 	}
-	if len(wr.Outbox) == 0 {
-		return nil
-	}
 	return d.flush(ctx)
 }
 
-// flush publishes the campaign's outbox and trims what it published.
-// Events are published so that no sequence is stored twice, even long after
-// the stream's duplicate window; advances are deduplicated by their id and,
-// when stale, dropped by the state machine.
+// flush publishes the outbox messages not published yet; the next write
+// (or the release) trims them. Events are published so that no sequence is
+// stored twice, even long after the stream's duplicate window; advances are
+// deduplicated by their id and, when stale, dropped by the state machine.
 func (d *drainer) flush(ctx context.Context) error {
 	w := d.w
-	var msgs []store.Message
-	if err := w.retry(ctx, "read outbox", func() (err error) { msgs, err = w.d.Store.Outbox(ctx, d.k); return err }); err != nil {
-		return err
-	}
+	msgs := d.outbox[d.sent:]
 	if len(msgs) == 0 {
 		return nil
 	}
@@ -417,14 +464,14 @@ func (d *drainer) flush(ctx context.Context) error {
 	var evs, cmds []*nats.Msg
 	for _, m := range msgs {
 		nm := fromStore(m)
-		if strings.HasPrefix(m.Subject, "campaign.evt.") {
+		if events.IsEventSubject(m.Subject) {
 			evs = append(evs, nm)
 		} else {
 			cmds = append(cmds, nm)
 		}
 	}
 	if len(evs) > 0 {
-		if err := w.retry(ctx, "publish events", func() error { _, err := events.PublishEvents(ctx, w.d.JS, d.k.Tenant, d.k.Campaign, evs); return err }); err != nil {
+		if err := w.retry(ctx, "publish events", func() error { _, err := w.events.PublishEvents(ctx, d.k.Tenant, d.k.Campaign, evs); return err }); err != nil {
 			return fmt.Errorf("publish events of %s: %w", d.k, err)
 		}
 	}
@@ -436,9 +483,7 @@ func (d *drainer) flush(ctx context.Context) error {
 	if err := w.fault(AfterPublish, d.k); err != nil {
 		return err
 	}
-	if err := w.retry(ctx, "trim outbox", func() error { return w.fenced(w.d.Store.TrimOutbox(ctx, d.l, msgs)) }); err != nil {
-		return fmt.Errorf("trim outbox of %s: %w", d.k, err)
-	}
+	d.sent = len(d.outbox)
 	return nil
 }
 

@@ -241,16 +241,17 @@ func (w *Worker) park(work, run context.Context, hb *heartbeat, k store.Key, si 
 		}
 		return nil // duplicate, or the lock holder will find it
 	}
-	return w.hold(work, run, hb, *res.Lease)
+	return w.hold(work, run, hb, *res.Lease, res.Snapshot)
 }
 
-// hold drains the campaign of lease l under hb's lock extension.
-func (w *Worker) hold(work, run context.Context, hb *heartbeat, l store.Lease) error {
+// hold drains the campaign of lease l under hb's lock extension, from snap
+// (nil: read it).
+func (w *Worker) hold(work, run context.Context, hb *heartbeat, l store.Lease, snap *store.Snapshot) error {
 	ctx, lost := context.WithCancelCause(work)
 	defer lost(nil)
 	hb.hold(&l, lost)
 	defer hb.hold(nil, nil)
-	err := w.drain(ctx, run, l)
+	err := w.drain(ctx, run, l, snap)
 	if err == nil {
 		return nil // released: a heartbeat that raced the release changes nothing
 	}
@@ -316,6 +317,6 @@ func (w *Worker) retry(ctx context.Context, what string, op func() error) error 
 
 func permanent(err error) bool {
 	var inv *events.InvalidCommand
-	return errors.Is(err, store.ErrLockLost) || errors.Is(err, store.ErrConflict) || errors.Is(err, errCrash) ||
+	return errors.Is(err, store.ErrLockLost) || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotHead) || errors.Is(err, errCrash) ||
 		errors.Is(err, store.ErrNotFound) || errors.As(err, &inv)
 }

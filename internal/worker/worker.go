@@ -133,9 +133,10 @@ type Worker struct {
 	log      *slog.Logger
 	hb       time.Duration    // heartbeat: lock extension and InProgress
 	commands jetstream.Stream // CAMPAIGN_COMMANDS, for reading ahead
-	ready    atomic.Bool      // store reachable
-	stalled  atomic.Int32     // fault hooks running: heartbeats pause
-	up       atomic.Bool      // Run is pulling
+	events   *events.Publisher
+	ready    atomic.Bool  // store reachable
+	stalled  atomic.Int32 // fault hooks running: heartbeats pause
+	up       atomic.Bool  // Run is pulling
 	tracer   trace.Tracer
 }
 
@@ -169,7 +170,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: stream %s: %w", events.StreamCommands, err)
 	}
-	w := &Worker{cfg: cfg, d: d, log: d.Logger.With("component", "worker"), hb: hb, commands: commands}
+	w := &Worker{cfg: cfg, d: d, log: d.Logger.With("component", "worker"), hb: hb, commands: commands, events: events.NewPublisher(d.JS)}
 	w.tracer = tracing.Tracer(d.TracerProvider)
 	w.ready.Store(d.Store.Ping(ctx) == nil)
 	return w, nil

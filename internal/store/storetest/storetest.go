@@ -82,6 +82,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"LostReply", testLostReply},
 		{"ReleaseAfterTakeover", testReleaseAfterTakeover},
 		{"StrandedAndTake", testStrandedAndTake},
+		{"SnapshotAndHead", testSnapshotAndHead},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -162,7 +163,7 @@ func mustCommit(t *testing.T, s store.Store, w store.Write) {
 
 func mustRelease(t *testing.T, s store.Store, l store.Lease, want bool) {
 	t.Helper()
-	got, err := s.Release(t.Context(), l)
+	got, err := s.Release(t.Context(), l, nil)
 	if err != nil {
 		t.Fatalf("Release(%s): %v", l.Key, err)
 	}
@@ -407,7 +408,7 @@ func testWrongTokenOrFence(t *testing.T, s store.Store) {
 	bad := l
 	bad.Token = "not-the-token"
 	wantErr(t, "Extend(wrong token)", s.Extend(ctx, bad, longTTL), store.ErrLockLost)
-	_, err := s.Release(ctx, bad)
+	_, err := s.Release(ctx, bad, nil)
 	wantErr(t, "Release(wrong token)", err, store.ErrLockLost)
 	wantErr(t, "Commit(wrong token)", s.Commit(ctx, fullWrite(bad, 1, "a")), store.ErrLockLost)
 	wantErr(t, "TrimOutbox(wrong token)", s.TrimOutbox(ctx, bad, outbox(t, s, k)), store.ErrLockLost)
@@ -451,7 +452,7 @@ func testExpiredLease(t *testing.T, s store.Store) {
 	wantErr(t, "Commit after the TTL", s.Commit(ctx, fullWrite(l1, 1, "a")), store.ErrLockLost)
 	wantErr(t, "Extend after the TTL", s.Extend(ctx, l1, longTTL), store.ErrLockLost)
 	wantErr(t, "TrimOutbox after the TTL", s.TrimOutbox(ctx, l1, outbox(t, s, k)), store.ErrLockLost)
-	_, err := s.Release(ctx, l1)
+	_, err := s.Release(ctx, l1, nil)
 	wantErr(t, "Release after the TTL", err, store.ErrLockLost)
 	untouched(t, s, k, "a")
 
@@ -968,7 +969,7 @@ func testConcurrentHolders(t *testing.T, s store.Store) {
 			}
 			if len(items) == 0 {
 				holders.Add(-1) // before Release: the next holder may come at once
-				ok, err := s.Release(ctx, l)
+				ok, err := s.Release(ctx, l, nil)
 				if err != nil || ok {
 					return err
 				}
@@ -1224,7 +1225,7 @@ func testRetriedCalls(t *testing.T, s store.Store) {
 	if res, err := s.Enqueue(ctx, k, item("c", 9), store.Claim{}); err != nil || res.Lease != nil {
 		t.Fatalf("park-only Enqueue = %+v, %v", res, err)
 	}
-	_, err = s.Release(ctx, l)
+	_, err = s.Release(ctx, l, nil)
 	wantErr(t, "Release retried with items waiting under a free lock", err, store.ErrLockLost)
 
 	// A retried reservation is the caller's own; another caller's is not.
@@ -1408,7 +1409,7 @@ func testLostReply(t *testing.T, s store.Store) {
 		}
 	}
 	lose("Release", func(k store.Key) error {
-		done, err := s.Release(ctx, leases[k])
+		done, err := s.Release(ctx, leases[k], nil)
 		if err == nil && !done {
 			err = errors.New("not released")
 		}
@@ -1469,7 +1470,7 @@ func testReleaseAfterTakeover(t *testing.T, s store.Store) {
 		Outbox:  []store.Message{{Subject: "campaign.evt.acme.takeover.cancelled", Data: []byte("{}")}},
 		Applied: []string{"a", "b"}, Dequeue: []string{"a", "b"}})
 	expire(shortTTL) // l2 dies before publishing
-	_, err := s.Release(t.Context(), l1)
+	_, err := s.Release(t.Context(), l1, nil)
 	wantErr(t, "Release by the stalled holder with an outbox waiting", err, store.ErrLockLost)
 	if res := mustEnqueue(t, s, k, item("a", 1), longTTL); res.Lease == nil || !res.Duplicate {
 		t.Fatalf("Enqueue of the stalled holder's item again = %+v; want a duplicate with the lock, to publish the outbox", res)
@@ -1534,4 +1535,76 @@ func testStrandedAndTake(t *testing.T, s store.Store) {
 	if _, err := s.Take(ctx, stranded, store.Claim{TTL: longTTL}); !errors.Is(err, store.ErrInvalid) {
 		t.Fatalf("Take without a token: %v, want ErrInvalid", err)
 	}
+}
+
+// testSnapshotAndHead: the lease comes with the campaign as its holder
+// finds it; CommitRead returns the inbox after the write, refuses a write
+// whose Head is no longer first, and trims what the holder published;
+// Release trims too.
+func testSnapshotAndHead(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	k := store.Key{Tenant: "acme", Campaign: "snapshot"}
+	res := mustEnqueue(t, s, k, item("b", 5), longTTL)
+	if res.Lease == nil || res.Snapshot == nil || res.Snapshot.Campaign != nil || len(res.Snapshot.Outbox) != 0 ||
+		!slices.Equal(itemIDs(res.Snapshot.Inbox), []string{"b"}) || string(res.Snapshot.Inbox[0].Data) != "data of b" || res.Snapshot.Inbox[0].Seq != 5 {
+		t.Fatalf("Enqueue on a new campaign = %+v; want the lease and a snapshot of b alone", res)
+	}
+	l := *res.Lease
+	m1 := store.Message{Subject: "campaign.evt.acme.snapshot.created", Header: map[string]string{"Nats-Msg-Id": "acme.snapshot.1"}, Data: []byte("1")}
+	items, err := s.CommitRead(ctx, store.Write{ID: store.NewToken(), Lease: l, Head: "b", Campaign: newCampaign(k, 1, fsm.Pending),
+		Outbox: []store.Message{m1}, Applied: []string{"b"}, Dequeue: []string{"b"}})
+	if err != nil || len(items) != 0 {
+		t.Fatalf("CommitRead = %v, %v; want an empty inbox", items, err)
+	}
+	// An earlier command parked meanwhile (seq 3 < 6): a write acting on 6
+	// is refused and told what is first now.
+	mustNoLease(t, s, k, item("d", 6))
+	mustNoLease(t, s, k, item("c", 3))
+	items, err = s.CommitRead(ctx, store.Write{ID: store.NewToken(), Lease: l, Head: "d", Campaign: newCampaign(k, 2, fsm.Running), Dequeue: []string{"d"}})
+	if !errors.Is(err, store.ErrNotHead) || !slices.Equal(itemIDs(items), []string{"c", "d"}) {
+		t.Fatalf("CommitRead on a head that moved = %v, %v; want ErrNotHead and [c d]", itemIDs(items), err)
+	}
+	if got := mustLoad(t, s, k); got.Version != 1 {
+		t.Fatalf("a refused write wrote version %d", got.Version)
+	}
+	// The write on c, with m1 published: trimmed in the same step.
+	m2 := store.Message{Subject: "campaign.evt.acme.snapshot.started", Header: map[string]string{"Nats-Msg-Id": "acme.snapshot.2"}, Data: []byte("2")}
+	w := store.Write{ID: store.NewToken(), Lease: l, Head: "c", Campaign: newCampaign(k, 2, fsm.Running),
+		Outbox: []store.Message{m2}, Applied: []string{"c"}, Dequeue: []string{"c"}, Trim: []store.Message{m1}}
+	for range 2 { // the second time a retry: same effect, same answer
+		items, err = s.CommitRead(ctx, w)
+		if err != nil || !slices.Equal(itemIDs(items), []string{"d"}) {
+			t.Fatalf("CommitRead = %v, %v; want [d]", itemIDs(items), err)
+		}
+		if got := outbox(t, s, k); !reflect.DeepEqual(got, []store.Message{m2}) {
+			t.Fatalf("outbox = %+v, want m2 alone", got)
+		}
+	}
+	// A new holder's snapshot holds what a lost one left.
+	if err := s.Abandon(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	res = mustEnqueue(t, s, k, item("d", 6), longTTL)
+	if res.Lease == nil || res.Snapshot == nil || res.Snapshot.Campaign == nil || res.Snapshot.Campaign.Version != 2 ||
+		!reflect.DeepEqual(res.Snapshot.Outbox, []store.Message{m2}) || !slices.Equal(itemIDs(res.Snapshot.Inbox), []string{"d"}) {
+		t.Fatalf("snapshot after a lost holder = %+v", res.Snapshot)
+	}
+	l = *res.Lease
+	mustCommit(t, s, store.Write{Lease: l, Dequeue: []string{"d"}})
+	for range 2 {
+		if done, err := s.Release(ctx, l, []store.Message{m2}); err != nil || !done {
+			t.Fatalf("Release with the outbox published = %v, %v", done, err)
+		}
+	}
+	if got := outbox(t, s, k); len(got) != 0 {
+		t.Fatalf("outbox after Release = %+v", got)
+	}
+}
+
+func itemIDs(items []store.Item) []string {
+	ids := make([]string, len(items))
+	for i, it := range items {
+		ids[i] = it.ID
+	}
+	return ids
 }
