@@ -6,6 +6,7 @@
 //	orchestrator trace <tenant>/<campaign> [--follow]         a campaign's timeline from CAMPAIGN_EVENTS
 //	orchestrator dlq list [--json]                            the dead letters of CAMPAIGN_DLQ
 //	orchestrator dlq replay <seq>|--all [--purge]             send dead letters back with their command ids
+//	orchestrator bench [flags] [--baseline]                   load test: campaigns through the service, beside the bare pipeline
 //
 // Every setting is an environment variable and a flag (`orchestrator serve -h`).
 package main
@@ -50,6 +51,7 @@ const usage = `usage:
   orchestrator trace <tenant>/<campaign> [--follow]         a campaign's timeline from CAMPAIGN_EVENTS
   orchestrator dlq list [--json]                            the dead letters of CAMPAIGN_DLQ
   orchestrator dlq replay <seq>|--all [--purge]             send dead letters back with their command ids
+  orchestrator bench [flags] [--baseline]                   load test: campaigns through the service, beside the bare pipeline (see bench -h)
   (trace and dlq talk to NATS only: --nats-url, default $NATS_URL or nats://127.0.0.1:4222)
 `
 
@@ -78,6 +80,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return trace(ctx, args[1:], getenv, stdout, stderr)
 	case "dlq":
 		return dlq(ctx, args[1:], getenv, stdout, stderr)
+	case "bench":
+		return benchCmd(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/campaign-orchestrator/orchestrator/internal/bench"
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/events/natstest"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
@@ -139,9 +140,11 @@ func (e *benchEnv) batch(b *testing.B, n int) time.Duration {
 
 // BenchmarkCommandVsBarePipeline puts the worker's cost per command beside a
 // bare JetStream pipeline measured in the same run, on the same machine load
-// (alternating batches): the bare pipeline publishes each command with a
-// message id, consumes it with 16 handlers, publishes one event (with its own
-// id) and acks; it has no store, no lock, no state machine and no step call.
+// (alternating batches): the bare pipeline (internal/bench.Bare, the
+// baseline of `orchestrator bench`, here without Redis) publishes each
+// command with a message id, fetches it in batches for 16 handlers,
+// publishes one event (with its own id) and acks; it has no store, no lock,
+// no state machine and no step call.
 // The worker runs whole campaigns (7 commands each: create-and-start, five
 // steps against a local fake downstream, completion) on the in-process store.
 // The ratio worker/bare is the price of the guarantees per command.
@@ -170,8 +173,7 @@ func BenchmarkCommandVsBarePipeline(b *testing.B) {
 
 // bareEnv is the baseline of BenchmarkCommandVsBarePipeline.
 type bareEnv struct {
-	js   jetstream.JetStream
-	acks chan struct{}
+	bare *bench.Bare
 }
 
 func newBareEnv(b *testing.B) *bareEnv {
@@ -179,65 +181,20 @@ func newBareEnv(b *testing.B) *bareEnv {
 	_, js := natstest.Connect(b, srv)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, cfg := range []jetstream.StreamConfig{
-		{Name: "BARE_CMD", Subjects: []string{"bare.cmd.>"}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage},
-		{Name: "BARE_EVT", Subjects: []string{"bare.evt.>"}, Storage: jetstream.FileStorage},
-	} {
-		if _, err := js.CreateStream(ctx, cfg); err != nil {
-			b.Fatal(err)
-		}
-	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, "BARE_CMD", jetstream.ConsumerConfig{Durable: "bare", AckPolicy: jetstream.AckExplicitPolicy})
+	bare, err := bench.NewBare(ctx, bench.BareConfig{JS: js, Workers: 16})
 	if err != nil {
 		b.Fatal(err)
 	}
-	e := &bareEnv{js: js, acks: make(chan struct{}, 1024)}
-	sem := make(chan struct{}, 16)
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem }()
-			ev := nats.NewMsg("bare.evt." + m.Subject()[len("bare.cmd."):])
-			ev.Header.Set(nats.MsgIdHdr, "evt-"+m.Headers().Get(nats.MsgIdHdr))
-			ev.Data = m.Data()
-			pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if _, err := js.PublishMsg(pctx, ev); err != nil {
-				return // left for redelivery; the batch waits
-			}
-			if m.Ack() == nil {
-				e.acks <- struct{}{}
-			}
-		}()
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(cc.Stop)
-	return e
+	b.Cleanup(func() { _ = bare.Close() })
+	return &bareEnv{bare: bare}
 }
 
-func (e *bareEnv) batch(b *testing.B, n int) time.Duration {
-	start := time.Now()
-	const msgs = benchCampaigns * 7
-	for i := range msgs {
-		m := nats.NewMsg(fmt.Sprintf("bare.cmd.c%d.m%d", n, i))
-		m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("b-%d-%d", n, i))
-		m.Data = []byte(`{"name":"bench","start":true}`)
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := e.js.PublishMsg(ctx, m)
-		cancel()
-		if err != nil {
-			b.Fatal(err)
-		}
+func (e *bareEnv) batch(b *testing.B, _ int) time.Duration {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	took, err := e.bare.Run(ctx, benchCampaigns*7)
+	if err != nil {
+		b.Fatal(err)
 	}
-	deadline := time.After(60 * time.Second)
-	for range msgs {
-		select {
-		case <-e.acks:
-		case <-deadline:
-			b.Fatal("bare pipeline: batch not acked within 60 s")
-		}
-	}
-	return time.Since(start)
+	return took
 }
