@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -74,6 +75,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	senders := fs.Int("senders", 32, "goroutines sending the creates")
 	logLevel := fs.String("log-level", "info", "level of the orchestrator's logs, which go to --log-file (warnings and errors also to stderr)")
 	logFile := fs.String("log-file", "", "file for the orchestrator's logs (default: formatted, then discarded)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (go tool pprof) to this file")
 	printUsage := func(w io.Writer) {
 		fmt.Fprint(w, benchUsage)
 		fs.SetOutput(w)
@@ -98,6 +100,17 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errors.New("bench: --nats-url and --nats-server: give one")
 	case *campaigns <= 0 && (*rate <= 0 || *duration <= 0):
 		return errors.New("bench: --campaigns must be positive")
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("bench: --cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bench: --cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
