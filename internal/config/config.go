@@ -49,6 +49,7 @@ type Config struct {
 	StepMaxRetries     int
 	StepBackoffBase    time.Duration
 	Workers            int
+	StepsInFlight      int
 	APITokensFile      string
 	APITokens          string
 	LogLevel           slog.Level
@@ -112,6 +113,7 @@ var settings = []setting{
 	{"STEP_MAX_RETRIES", "2", "retries of a step after a network error"},
 	{"STEP_BACKOFF_BASE", "500ms", "first retry delay of a step (doubles each retry, with jitter)"},
 	{"WORKERS", "8", "commands handled at once by this process"},
+	{"STEPS_IN_FLIGHT", "4096", "step calls running at once in this process (a step's call does not hold one of WORKERS)"},
 	{"API_TOKENS_FILE", "", "file of hashed API tokens mapped to tenants (see `orchestrator token hash`)"},
 	{"API_TOKENS", "", "tenant:token pairs, comma-separated (prefer API_TOKENS_FILE)"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
@@ -171,6 +173,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 		StepMaxRetries:     p.intIn("STEP_MAX_RETRIES", 0, 20),
 		StepBackoffBase:    p.duration("STEP_BACKOFF_BASE"),
 		Workers:            p.intIn("WORKERS", 1, 1024),
+		StepsInFlight:      p.intIn("STEPS_IN_FLIGHT", 1, 1<<20),
 		APITokensFile:      p.file("API_TOKENS_FILE"),
 		APITokens:          p.str("API_TOKENS"),
 		LogLevel:           p.level("LOG_LEVEL"),

@@ -110,7 +110,7 @@ func TestLoadSpecs(t *testing.T) {
 	wantBackoff := []time.Duration{45 * time.Second, time.Minute, 2 * time.Minute, 5 * time.Minute, 5 * time.Minute}
 	if c.Durable != events.ConsumerName || c.AckPolicy != jetstream.AckExplicitPolicy || c.DeliverPolicy != jetstream.DeliverAllPolicy ||
 		c.MaxDeliver != 8 || c.AckWait != 45*time.Second || !reflect.DeepEqual(c.BackOff, wantBackoff) ||
-		c.MaxAckPending != 1000 || c.MaxWaiting != 512 || c.ReplayPolicy != jetstream.ReplayInstantPolicy {
+		c.MaxAckPending != 20000 || c.MaxWaiting != 512 || c.ReplayPolicy != jetstream.ReplayInstantPolicy {
 		t.Errorf("consumer = %+v", c)
 	}
 	if c.BackOff[0] != c.AckWait || c.AckWait <= defaultLockTTL {

@@ -345,11 +345,21 @@ func (d *drainer) runStep(ctx context.Context, c fsm.Campaign, it item, itemID s
 		cur = r.Campaign
 		return nil
 	}
+	// The call may take seconds: the handler's slot goes back to pulling
+	// commands, and the call waits for one of the StepsInFlight instead.
+	freeSlot(ctx)
+	select {
+	case w.steps <- struct{}{}:
+	case <-ctx.Done():
+		span.End()
+		return fmt.Errorf("step %s of %s: %w", step.Name, d.k, context.Cause(ctx))
+	}
 	started := time.Now()
 	res, callErr := w.d.Steps.Call(sctx, stepclient.Request{
 		Tenant: d.k.Tenant, Campaign: d.k.Campaign, Step: step, Run: c.Run(step.Name), Attempt: max(c.Attempt, 1),
 		Params: c.Params, Outputs: outputs, Fence: d.l.Fence, Traceparent: tracing.Traceparent(sctx),
 	}, onRetry)
+	<-w.steps
 	failSpan(span, callErr)
 	span.End()
 	if ctx.Err() != nil {

@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,6 +50,8 @@ type harnessOpts struct {
 	logged func(i int, msg string)
 	sweep  time.Duration // Config.SweepEvery; 0: an hour (no sweep after the first)
 	proxy  bool          // the Redis store through a redistest.Proxy (h.proxy)
+	// stepTimeout is the step client's timeout per attempt; 0: 2 s.
+	stepTimeout time.Duration
 }
 
 type harness struct {
@@ -112,7 +115,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	}
 	t.Cleanup(func() { _ = h.store.Close() })
 	h.wf = workflow.Default(h.down.URL())
-	steps := stepclient.New(stepclient.Config{MaxRetries: 2, BackoffBase: 20 * time.Millisecond, Timeout: 2 * time.Second})
+	steps := stepclient.New(stepclient.Config{MaxRetries: 2, BackoffBase: 20 * time.Millisecond, Timeout: cmp.Or(o.stepTimeout, 2*time.Second)})
 	n := max(o.workers, 1)
 	var wg sync.WaitGroup
 	for i := range n {

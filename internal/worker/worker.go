@@ -61,6 +61,12 @@ type Config struct {
 	// SweepEvery is how often the store is searched for campaigns with work
 	// waiting and no holder (default LockTTL; see sweep.go).
 	SweepEvery time.Duration
+	// StepsInFlight bounds the step calls running at once (STEPS_IN_FLIGHT,
+	// default 4096). A handler gives its slot (one of Workers) back when
+	// its step call starts, so slow steps do not hold the pulling of
+	// commands: Workers bounds the commands being parked and applied,
+	// StepsInFlight the steps waiting on their services.
+	StepsInFlight int
 }
 
 func (c Config) withDefaults() Config {
@@ -81,6 +87,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SweepEvery <= 0 {
 		c.SweepEvery = c.LockTTL
+	}
+	if c.StepsInFlight <= 0 {
+		c.StepsInFlight = 4096
 	}
 	return c
 }
@@ -134,6 +143,7 @@ type Worker struct {
 	hb       time.Duration    // heartbeat: lock extension and InProgress
 	commands jetstream.Stream // CAMPAIGN_COMMANDS, for reading ahead
 	events   *events.Publisher
+	steps    chan struct{} // one per step call in flight (StepsInFlight)
 	ready    atomic.Bool  // store reachable
 	stalled  atomic.Int32 // fault hooks running: heartbeats pause
 	up       atomic.Bool  // Run is pulling
@@ -170,7 +180,8 @@ func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: stream %s: %w", events.StreamCommands, err)
 	}
-	w := &Worker{cfg: cfg, d: d, log: d.Logger.With("component", "worker"), hb: hb, commands: commands, events: events.NewPublisher(d.JS)}
+	w := &Worker{cfg: cfg, d: d, log: d.Logger.With("component", "worker"), hb: hb, commands: commands, events: events.NewPublisher(d.JS),
+		steps: make(chan struct{}, cfg.StepsInFlight)}
 	w.tracer = tracing.Tracer(d.TracerProvider)
 	w.ready.Store(d.Store.Ping(ctx) == nil)
 	return w, nil
@@ -243,8 +254,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		for msg := range batch.Messages() {
 			got++
 			wg.Go(func() {
-				defer func() { <-slots }()
-				w.handle(work, ctx, msg)
+				free := sync.OnceFunc(func() { <-slots })
+				defer free()
+				w.handle(context.WithValue(work, slotKey{}, free), ctx, msg)
 			})
 		}
 		cancelFetch()
@@ -330,6 +342,17 @@ func (p *pullHealth) ok() {
 		p.log.Info("pulling commands works again", "failed_pulls", p.n, "after", time.Since(p.since).Round(time.Millisecond))
 		p.failing, p.n = "", 0
 		p.b.Reset()
+	}
+}
+
+// slotKey is the context key of a handler's function that gives its slot
+// back (see Config.StepsInFlight).
+type slotKey struct{}
+
+// freeSlot gives the handler's slot back to the pulling loop, once.
+func freeSlot(ctx context.Context) {
+	if free, ok := ctx.Value(slotKey{}).(func()); ok {
+		free()
 	}
 }
 

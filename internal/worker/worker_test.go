@@ -735,3 +735,36 @@ func TestStrandedCampaignSwept(t *testing.T) {
 		})
 	}
 }
+
+// A step's call does not hold a command handler (issue 8, part 5): with 4
+// handlers, 20 campaigns' first steps are all in flight at once.
+func TestStepsOverlap(t *testing.T) {
+	const campaigns = 20
+	// Calls that never time out: with handlers held by their calls, only 4
+	// would ever be in flight.
+	h := newHarness(t, harnessOpts{perWorker: 4, stepTimeout: time.Minute})
+	block := make(chan struct{})
+	unblock := sync.OnceFunc(func() { close(block) })
+	t.Cleanup(unblock)
+	names := make([]string, campaigns)
+	for i := range names {
+		names[i] = fmt.Sprintf("overlap-%d", i)
+		h.down.on(names[i], "validate", behaviour{Block: block})
+		h.create("acme", names[i], true)
+	}
+	waitFor(t, 20*time.Second, "every campaign's first step in flight at once", func() bool {
+		for _, c := range names {
+			if len(h.down.Begun(c)) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	unblock()
+	for _, c := range names {
+		h.waitEvent("acme", c, fsm.EvCompleted, 0, 30*time.Second)
+	}
+	if ov := h.down.Overlaps(); len(ov) > 0 {
+		t.Fatalf("overlapping calls of one campaign: %v", ov)
+	}
+}
