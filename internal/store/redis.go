@@ -312,18 +312,8 @@ func (r *Redis) Stranded(ctx context.Context, cursor string, limit int) ([]Key, 
 
 // inboxSrc: KEYS inbox inboxdata; ARGV stop index. Returns a flat list
 // id, seq, data, ... in Seq order.
-const inboxSrc = `
-local ids = redis.call('ZRANGE', KEYS[1], 0, ARGV[1], 'WITHSCORES')
-local out = {}
-for i = 1, #ids, 2 do
-  local d = redis.call('HGET', KEYS[2], ids[i])
-  if d then
-    out[#out+1] = ids[i]
-    out[#out+1] = ids[i+1]
-    out[#out+1] = d
-  end
-end
-return out
+var inboxSrc = snapshotLua + `
+return inboxHead(KEYS[1], KEYS[2], tonumber(ARGV[1]) + 1)
 `
 
 // snapshotLua defines inboxHead(inbox, inboxdata, n), the first n inbox
@@ -408,27 +398,13 @@ func (r *Redis) Inbox(ctx context.Context, k Key, limit int) ([]Item, error) {
 		stop = int64(limit) - 1
 	}
 	ks := r.keys(k)
-	res, err := r.scripts.inbox.Run(ctx, r.client, []string{ks.inbox, ks.inboxData}, stop).StringSlice()
+	res, err := r.scripts.inbox.Run(ctx, r.client, []string{ks.inbox, ks.inboxData}, stop).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("inbox %s: %w", k, err)
 	}
-	if len(res)%3 != 0 {
-		return nil, fmt.Errorf("inbox %s: unexpected script answer of %d values", k, len(res))
-	}
-	if len(res) == 0 {
-		return nil, nil
-	}
-	items := make([]Item, 0, len(res)/3)
-	for i := 0; i < len(res); i += 3 {
-		seq, err := strconv.ParseFloat(res[i+1], 64)
-		if err != nil {
-			return nil, fmt.Errorf("inbox %s: seq of %s: %w", k, res[i], err)
-		}
-		it := Item{ID: res[i], Seq: uint64(seq)}
-		if res[i+2] != "" {
-			it.Data = []byte(res[i+2])
-		}
-		items = append(items, it)
+	items, err := readItems(any(res))
+	if err != nil {
+		return nil, fmt.Errorf("inbox %s: %w", k, err)
 	}
 	return items, nil
 }
