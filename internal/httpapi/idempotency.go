@@ -66,7 +66,7 @@ const (
 // one kept in the store, which the first ingress to start stored (a fresh
 // random one) for every process sharing the store. It is called once, at
 // start-up. The secret itself is never logged nor put in an error.
-func idempotencySecret(ctx context.Context, configured []byte, st store.Store, log *slog.Logger) ([]byte, error) {
+func idempotencySecret(ctx context.Context, configured []byte, st Store, log *slog.Logger) ([]byte, error) {
 	if len(configured) > 0 {
 		if len(configured) < MinIdempotencySecretLength {
 			return nil, fmt.Errorf("httpapi: IDEMPOTENCY_SECRET is %d bytes, at least %d are needed", len(configured), MinIdempotencySecretLength)

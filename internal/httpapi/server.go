@@ -82,11 +82,27 @@ type Workflows interface {
 	Get(name string) (fsm.Workflow, bool)
 }
 
+// Store is what the ingress asks of the store: campaigns to read, the
+// ledger (to confirm a duplicate command id), idempotency records and their
+// secret. store.Store satisfies it.
+type Store interface {
+	Load(ctx context.Context, k store.Key) (fsm.Campaign, error)
+	List(ctx context.Context, tenant string, state fsm.State, cursor string, limit int) (store.Page, error)
+	Applied(ctx context.Context, k store.Key, id string) (bool, error)
+	ReserveIdem(ctx context.Context, tenant, key string, rec store.IdemRecord, ttl time.Duration) (store.IdemRecord, bool, error)
+	CompleteIdem(ctx context.Context, tenant, key string, rec store.IdemRecord, ttl time.Duration) error
+	DeleteIdem(ctx context.Context, tenant, key, owner string) error
+	Secret(ctx context.Context, name string, candidate []byte) ([]byte, error)
+	Ping(ctx context.Context) error
+}
+
+var _ Store = store.Store(nil)
+
 // Deps are the ingress's connections to the rest of the service.
 type Deps struct {
 	JS        jetstream.JetStream
 	NC        *nats.Conn
-	Store     store.Store
+	Store     Store
 	Workflows Workflows
 	// Ready is an extra readiness check (the workers); nil: none.
 	Ready func(ctx context.Context) error

@@ -33,6 +33,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
+	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 	"github.com/campaign-orchestrator/orchestrator/internal/metrics"
 	"github.com/campaign-orchestrator/orchestrator/internal/stepclient"
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
@@ -94,10 +95,30 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// Store is what the worker asks of the store (store.Store satisfies it;
+// the contract suite proves both implementations).
+type Store interface {
+	// The lock and the inbox.
+	Enqueue(ctx context.Context, k store.Key, item store.Item, claim store.Claim) (store.Enqueued, error)
+	Take(ctx context.Context, k store.Key, claim store.Claim) (*store.Lease, error)
+	Stranded(ctx context.Context, cursor string, limit int) ([]store.Key, string, error)
+	Inbox(ctx context.Context, k store.Key, limit int) ([]store.Item, error)
+	Extend(ctx context.Context, l store.Lease, ttl time.Duration) error
+	Release(ctx context.Context, l store.Lease, published []store.Message) (bool, error)
+	Abandon(ctx context.Context, l store.Lease) error
+	// The campaign and its outbox.
+	Load(ctx context.Context, k store.Key) (fsm.Campaign, error)
+	Outbox(ctx context.Context, k store.Key) ([]store.Message, error)
+	CommitRead(ctx context.Context, w store.Write) ([]store.Item, error)
+	Ping(ctx context.Context) error
+}
+
+var _ Store = store.Store(nil)
+
 // Deps are the Worker's collaborators.
 type Deps struct {
 	JS        jetstream.JetStream
-	Store     store.Store
+	Store     Store
 	Steps     StepCaller
 	Workflows events.Workflows
 	Logger    *slog.Logger
@@ -144,9 +165,9 @@ type Worker struct {
 	commands jetstream.Stream // CAMPAIGN_COMMANDS, for reading ahead
 	events   *events.Publisher
 	steps    chan struct{} // one per step call in flight (StepsInFlight)
-	ready    atomic.Bool  // store reachable
-	stalled  atomic.Int32 // fault hooks running: heartbeats pause
-	up       atomic.Bool  // Run is pulling
+	ready    atomic.Bool   // store reachable
+	stalled  atomic.Int32  // fault hooks running: heartbeats pause
+	up       atomic.Bool   // Run is pulling
 	tracer   trace.Tracer
 }
 
