@@ -1,0 +1,293 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+)
+
+// The lock and the inbox of a campaign: parking, taking, extending and
+// releasing the lock, reading the inbox and the snapshot a holder starts from.
+
+// enqueueSrc: KEYS state ledger inbox inboxdata lock fence outbox; ARGV id
+// ("": take the lock only, see Take) seq data lock-value ("": park only)
+// ttl_ms retention_ms. Returns {duplicate, acquired, fence, state index
+// entry to repair or an empty string, value of the lock when held by
+// someone else or an empty string}, and when acquired the snapshot: the
+// campaign's data (or an empty string), its inbox head (id, seq, data, …)
+// and its outbox.
+var enqueueSrc = ixDirtyLua + snapshotLua + lua("enqueue")
+
+// Enqueue implements Store.
+func (r *Redis) Enqueue(ctx context.Context, k Key, item Item, claim Claim) (Enqueued, error) {
+	if err := checkEnqueue(k, item, claim); err != nil {
+		return Enqueued{}, err
+	}
+	lock, ttl := "", int64(1)
+	if claim.Token != "" {
+		lock, ttl = lockValue(claim.Token, item.Seq), ttlMillis(claim.TTL)
+	}
+	ks := r.keys(k)
+	raw, err := r.scripts.enqueue.Run(ctx, r.client,
+		[]string{ks.state, ks.ledger, ks.inbox, ks.inboxData, ks.lock, ks.fence, ks.outbox},
+		item.ID, item.Seq, item.Data, lock, ttl, ttlMillis(r.retention)).Slice()
+	if err != nil {
+		return Enqueued{}, fmt.Errorf("enqueue %s: %w", k, err)
+	}
+	if len(raw) != 5 && len(raw) != 8 {
+		return Enqueued{}, fmt.Errorf("enqueue %s: unexpected script answer %v", k, raw)
+	}
+	dup, _ := raw[0].(int64)
+	acquired, _ := raw[1].(int64)
+	fence, _ := raw[2].(int64)
+	out := Enqueued{Duplicate: dup == 1}
+	if acquired == 1 && len(raw) == 8 {
+		out.Lease = &Lease{Key: k, Token: claim.Token, Fence: uint64(fence), Seq: item.Seq}
+		if out.Snapshot, err = readSnapshot(raw[5], raw[6], raw[7]); err != nil {
+			return Enqueued{}, fmt.Errorf("enqueue %s: %w", k, err)
+		}
+	} else if holder, _ := raw[4].(string); holder != "" {
+		out.HolderSeq, out.Held = lockSeq(holder), true
+	}
+	r.repairIndex(ctx, k, raw[3])
+	return out, nil
+}
+
+// Take implements Store: the enqueue script without an item.
+func (r *Redis) Take(ctx context.Context, k Key, claim Claim) (*Lease, error) {
+	if err := checkTake(k, claim); err != nil {
+		return nil, err
+	}
+	ks := r.keys(k)
+	raw, err := r.scripts.enqueue.Run(ctx, r.client,
+		[]string{ks.state, ks.ledger, ks.inbox, ks.inboxData, ks.lock, ks.fence, ks.outbox},
+		"", 0, "", lockValue(claim.Token, 0), ttlMillis(claim.TTL), ttlMillis(r.retention)).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("take %s: %w", k, err)
+	}
+	if len(raw) != 5 && len(raw) != 8 {
+		return nil, fmt.Errorf("take %s: unexpected script answer %v", k, raw)
+	}
+	r.repairIndex(ctx, k, raw[3])
+	if acquired, _ := raw[1].(int64); acquired != 1 {
+		return nil, nil
+	}
+	fence, _ := raw[2].(int64)
+	return &Lease{Key: k, Token: claim.Token, Fence: uint64(fence)}, nil
+}
+
+// Stranded implements Store: a SCAN of the campaigns' inbox and outbox keys
+// (every key of one campaign ends in inbox or outbox only for those two),
+// then one pipelined EXISTS of each one's lock. On a Redis Cluster the SCAN
+// sees one node; the store uses a single client today.
+func (r *Redis) Stranded(ctx context.Context, cursor string, limit int) ([]Key, string, error) {
+	var cur uint64
+	if cursor != "" {
+		var err error
+		if cur, err = strconv.ParseUint(cursor, 10, 64); err != nil {
+			return nil, "", fmt.Errorf("stranded: cursor %q: %w", cursor, ErrInvalid)
+		}
+	}
+	if limit <= 0 {
+		limit = DefaultListLimit
+	}
+	names, next, err := r.client.Scan(ctx, cur, r.prefix+":{*}:*box", int64(limit)).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("stranded: scan: %w", err)
+	}
+	seen := map[Key]bool{}
+	var keys []Key
+	for _, name := range names {
+		rest, ok := strings.CutPrefix(name, r.prefix+":{")
+		i := strings.LastIndex(rest, "}:")
+		if !ok || i < 0 || (rest[i+2:] != "inbox" && rest[i+2:] != "outbox") {
+			continue
+		}
+		t, c, ok := strings.Cut(rest[:i], "/")
+		k := Key{Tenant: t, Campaign: c}
+		if !ok || k.check() != nil || seen[k] {
+			continue
+		}
+		seen[k] = true
+		keys = append(keys, k)
+	}
+	out := keys[:0]
+	if len(keys) > 0 {
+		pipe := r.client.Pipeline()
+		held := make([]*redis.IntCmd, len(keys))
+		for i, k := range keys {
+			held[i] = pipe.Exists(ctx, r.keys(k).lock)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, "", fmt.Errorf("stranded: locks: %w", err)
+		}
+		for i, k := range keys {
+			if held[i].Val() == 0 {
+				out = append(out, k)
+			}
+		}
+	}
+	if next == 0 {
+		return out, "", nil
+	}
+	return out, strconv.FormatUint(next, 10), nil
+}
+
+// inboxSrc: KEYS inbox inboxdata; ARGV stop index. Returns a flat list
+// id, seq, data, ... in Seq order.
+var inboxSrc = snapshotLua + lua("inbox")
+
+// snapshotLua defines inboxHead(inbox, inboxdata, n), the first n inbox
+// items as a flat list id, seq, data, …, and snapshot(state, inbox,
+// inboxdata, outbox): the campaign's data (or an empty string), its first
+// InboxHead items and its outbox.
+var snapshotLua = lua("snapshot")
+
+// readSnapshot decodes the snapshot part of a script's answer.
+func readSnapshot(data, items, outbox any) (*Snapshot, error) {
+	s := &Snapshot{}
+	if d, _ := data.(string); d != "" {
+		var c fsm.Campaign
+		if err := json.Unmarshal([]byte(d), &c); err != nil {
+			return nil, fmt.Errorf("decode campaign: %w", err)
+		}
+		s.Campaign = &c
+	}
+	var err error
+	if s.Inbox, err = readItems(items); err != nil {
+		return nil, err
+	}
+	list, _ := outbox.([]any)
+	for i, x := range list {
+		str, _ := x.(string)
+		var m Message
+		if err := json.Unmarshal([]byte(str), &m); err != nil {
+			return nil, fmt.Errorf("decode outbox message %d: %w", i, err)
+		}
+		s.Outbox = append(s.Outbox, m)
+	}
+	return s, nil
+}
+
+// readItems decodes a flat list id, seq, data, … of inbox items.
+func readItems(v any) ([]Item, error) {
+	flat, _ := v.([]any)
+	if len(flat)%3 != 0 {
+		return nil, fmt.Errorf("unexpected inbox answer of %d values", len(flat))
+	}
+	var items []Item
+	for i := 0; i < len(flat); i += 3 {
+		id, _ := flat[i].(string)
+		seqStr, _ := flat[i+1].(string)
+		seq, err := strconv.ParseFloat(seqStr, 64)
+		if err != nil {
+			return nil, fmt.Errorf("seq of inbox item %s: %w", id, err)
+		}
+		it := Item{ID: id, Seq: uint64(seq)}
+		if d, _ := flat[i+2].(string); d != "" {
+			it.Data = []byte(d)
+		}
+		items = append(items, it)
+	}
+	return items, nil
+}
+
+// Inbox implements Store.
+func (r *Redis) Inbox(ctx context.Context, k Key, limit int) ([]Item, error) {
+	if err := k.check(); err != nil {
+		return nil, fmt.Errorf("inbox %s: %w", k, err)
+	}
+	stop := int64(-1)
+	if limit > 0 {
+		stop = int64(limit) - 1
+	}
+	ks := r.keys(k)
+	res, err := r.scripts.inbox.Run(ctx, r.client, []string{ks.inbox, ks.inboxData}, stop).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("inbox %s: %w", k, err)
+	}
+	items, err := readItems(any(res))
+	if err != nil {
+		return nil, fmt.Errorf("inbox %s: %w", k, err)
+	}
+	return items, nil
+}
+
+// extendSrc: KEYS lock; ARGV token ttl_ms. Returns 1 if extended.
+var extendSrc = lua("extend")
+
+// Extend implements Store.
+func (r *Redis) Extend(ctx context.Context, l Lease, ttl time.Duration) error {
+	if err := l.Key.check(); err != nil {
+		return fmt.Errorf("extend %s: %w", l.Key, err)
+	}
+	if err := checkTTL("extend "+l.Key.String(), ttl); err != nil {
+		return err
+	}
+	n, err := r.scripts.extend.Run(ctx, r.client, []string{r.keys(l.Key).lock}, lockValue(l.Token, l.Seq), ttlMillis(ttl)).Int64()
+	if err != nil {
+		return fmt.Errorf("extend %s: %w", l.Key, err)
+	}
+	if n != 1 {
+		return fmt.Errorf("extend %s: %w", l.Key, ErrLockLost)
+	}
+	return nil
+}
+
+// releaseSrc: KEYS lock inbox outbox; ARGV lock-value n last. Trims the n
+// oldest outbox messages if the n-th is last (as trimSrc). Returns -1 if
+// held by another or free with items or messages waiting, 0 if the inbox
+// is not empty, 1 if released (or free with nothing waiting: a retry, or an
+// expiry).
+var releaseSrc = lua("release")
+
+// lastJSON returns the JSON of the last of msgs as Commit stored it
+// (encoding/json writes the same bytes for a Message decoded from them), or
+// nil.
+func lastJSON(msgs []Message) ([]byte, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	return json.Marshal(msgs[len(msgs)-1])
+}
+
+// Release implements Store.
+func (r *Redis) Release(ctx context.Context, l Lease, published []Message) (bool, error) {
+	if err := l.Key.check(); err != nil {
+		return false, fmt.Errorf("release %s: %w", l.Key, err)
+	}
+	last, err := lastJSON(published)
+	if err != nil {
+		return false, fmt.Errorf("release %s: encode: %w", l.Key, err)
+	}
+	ks := r.keys(l.Key)
+	n, err := r.scripts.release.Run(ctx, r.client, []string{ks.lock, ks.inbox, ks.outbox}, lockValue(l.Token, l.Seq), len(published), last).Int64()
+	if err != nil {
+		return false, fmt.Errorf("release %s: %w", l.Key, err)
+	}
+	if n < 0 {
+		return false, fmt.Errorf("release %s: %w", l.Key, ErrLockLost)
+	}
+	return n == 1, nil
+}
+
+// abandonSrc: KEYS lock; ARGV lock value. Compare and delete.
+var abandonSrc = lua("abandon")
+
+// Abandon implements Store.
+func (r *Redis) Abandon(ctx context.Context, l Lease) error {
+	if err := l.Key.check(); err != nil {
+		return fmt.Errorf("abandon %s: %w", l.Key, err)
+	}
+	if err := r.scripts.abandon.Run(ctx, r.client, []string{r.keys(l.Key).lock}, lockValue(l.Token, l.Seq)).Err(); err != nil {
+		return fmt.Errorf("abandon %s: %w", l.Key, err)
+	}
+	return nil
+}
