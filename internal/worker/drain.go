@@ -205,7 +205,7 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 	var it item
 	if err := json.Unmarshal(si.Data, &it); err != nil {
 		w.campaignLog(ctx, d.k, si.ID).Error("undecodable inbox item dropped", "err", err)
-		return d.dequeue(ctx, si.ID)
+		return d.settle(ctx, si.ID)
 	}
 	ctx, span := w.startApply(ctx, d.k, it)
 	defer func() { failSpan(span, err); span.End() }()
@@ -214,7 +214,7 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 	now := w.d.Now()
 	reject := func(reason string) error {
 		if cur == nil {
-			return d.dequeue(ctx, si.ID)
+			return d.settle(ctx, si.ID)
 		}
 		err := d.commit(ctx, it, fsm.Reject(*cur, it.ID, it.Verb, reason, now), true, si.ID)
 		if errors.Is(err, events.ErrEventTooLarge) {
@@ -266,7 +266,7 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 			if err := d.deadLetter(ctx, it, si.Seq, invalid(cmd, "campaign id already used: its history is still in "+events.StreamEvents), metrics.DLQInvalid); err != nil {
 				return err
 			}
-			return d.dequeue(ctx, si.ID)
+			return d.settle(ctx, si.ID)
 		}
 	}
 	r, err := fsm.Apply(cur, cmd, now)
@@ -277,7 +277,7 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 		if err := d.deadLetter(ctx, it, si.Seq, invalid(cmd, "unknown campaign"), metrics.DLQUnknownCampaign); err != nil {
 			return err
 		}
-		return d.dequeue(ctx, si.ID)
+		return d.settle(ctx, si.ID)
 	case errors.Is(err, fsm.ErrStale):
 		return d.dequeue(ctx, si.ID)
 	case errors.As(err, &rej):
@@ -313,7 +313,13 @@ func invalid(cmd fsm.Command, reason string) *events.InvalidCommand {
 }
 
 // deadLetter copies an inbox item's command to the DLQ with inv's reason.
+// The copy is published before the fenced write that settles the item: the
+// lock is extended first, so that a drainer that outlived its lock (a
+// freeze) finds out before acting on what it knew of the campaign.
 func (d *drainer) deadLetter(ctx context.Context, it item, seq uint64, inv *events.InvalidCommand, class string) error {
+	if err := d.w.retry(ctx, "extend lock", func() error { return d.w.fenced(d.w.d.Store.Extend(ctx, d.l, d.w.cfg.LockTTL)) }); err != nil {
+		return err
+	}
 	if err := d.w.retry(ctx, "dead letter", func() error { return events.DeadLetter(ctx, d.w.d.JS, it.natsMsg(), inv, seq) }); err != nil {
 		return err
 	}
@@ -347,13 +353,13 @@ func (d *drainer) runStep(ctx context.Context, c fsm.Campaign, it item, itemID s
 	}
 	// The call may take seconds: the handler's slot goes back to pulling
 	// commands, and the call waits for one of the StepsInFlight instead.
-	freeSlot(ctx)
 	select {
 	case w.steps <- struct{}{}:
 	case <-ctx.Done():
 		span.End()
 		return fmt.Errorf("step %s of %s: %w", step.Name, d.k, context.Cause(ctx))
 	}
+	freeSlot(ctx) // once the call may start: a full STEPS_IN_FLIGHT holds the pulling back
 	started := time.Now()
 	res, callErr := w.d.Steps.Call(sctx, stepclient.Request{
 		Tenant: d.k.Tenant, Campaign: d.k.Campaign, Step: step, Run: c.Run(step.Name), Attempt: max(c.Attempt, 1),
@@ -421,10 +427,18 @@ func (d *drainer) commit(ctx context.Context, it item, r fsm.Result, applied boo
 	return d.write(ctx, wr)
 }
 
-// dequeue drops an inbox item that changes nothing (a stale advance, a
-// dead-lettered command).
+// dequeue drops an inbox item that changes nothing (a stale advance).
 func (d *drainer) dequeue(ctx context.Context, id string) error {
 	return d.write(ctx, store.Write{Dequeue: []string{id}})
+}
+
+// settle drops an inbox item that was dealt with for good without a state
+// change (dead-lettered, undecodable) and records its id in the ledger, so
+// that a redelivery (its ack lost) is a duplicate and is not applied later,
+// once the campaign exists. A ledger without a campaign expires after the
+// retention.
+func (d *drainer) settle(ctx context.Context, id string) error {
+	return d.write(ctx, store.Write{Dequeue: []string{id}, Applied: []string{id}})
 }
 
 // write commits wr under the lease and flushes the outbox.

@@ -158,7 +158,7 @@ func (w *Worker) handle(work, run context.Context, msg jetstream.Msg) {
 	}
 	si := store.Item{ID: it.ID, Seq: meta.Sequence.Stream, Data: data}
 	for {
-		err := w.park(work, run, hb, k, si)
+		err := w.park(work, run, hb, k, si, derr == nil && cmd.Verb == fsm.Advance)
 		if errors.Is(err, store.ErrLockLost) && work.Err() == nil {
 			log.Warn("campaign lock lost while draining: taking it again")
 			w.d.Metrics.LockLost()
@@ -217,7 +217,7 @@ func (w *Worker) term(msg jetstream.Msg, reason string) {
 // park puts the item in the campaign's inbox and, if that made this handler
 // the lock holder, drains the inbox. It returns errBacksHolder when the
 // lock's holder is backed by this very message.
-func (w *Worker) park(work, run context.Context, hb *heartbeat, k store.Key, si store.Item) error {
+func (w *Worker) park(work, run context.Context, hb *heartbeat, k store.Key, si store.Item, advance bool) error {
 	var res store.Enqueued
 	// One token for every retry: a retry after a lost reply finds its own lock.
 	claim := store.Claim{Token: store.NewToken(), TTL: w.cfg.LockTTL}
@@ -232,11 +232,13 @@ func (w *Worker) park(work, run context.Context, hb *heartbeat, k store.Key, si 
 		switch {
 		case res.Held && res.HolderSeq == si.Seq:
 			return errBacksHolder
-		case res.Held && res.HolderSeq == 0 && !res.Duplicate:
+		case res.Held && res.HolderSeq == 0 && !res.Duplicate && !advance:
 			// A sweep holds the campaign (sweep.go): it will apply the
 			// item, but this message stays the command's way to
 			// max_deliver should applying it keep failing; its
-			// redelivery finds it applied and acks it.
+			// redelivery finds it applied and acks it. (An advance is
+			// acked: the sweep applies or drops it, and a lost one is
+			// only stale.)
 			return errBacksHolder
 		}
 		return nil // duplicate, or the lock holder will find it
@@ -318,5 +320,6 @@ func (w *Worker) retry(ctx context.Context, what string, op func() error) error 
 func permanent(err error) bool {
 	var inv *events.InvalidCommand
 	return errors.Is(err, store.ErrLockLost) || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotHead) || errors.Is(err, errCrash) ||
+		errors.Is(err, events.ErrSequenceGap) || errors.Is(err, events.ErrInvalidEvent) ||
 		errors.Is(err, store.ErrNotFound) || errors.As(err, &inv)
 }

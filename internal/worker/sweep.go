@@ -3,13 +3,19 @@ package worker
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
 )
 
-// strandedPage is how many campaigns one Stranded call returns.
-const strandedPage = 100
+// strandedPage is how many campaigns one Stranded call returns, and
+// rescuesAtOnce how many a sweep drains at once (one that takes long, a
+// long workflow say, does not hold the others up).
+const (
+	strandedPage  = 100
+	rescuesAtOnce = 8
+)
 
 // sweep takes over, every SweepEvery, the campaigns that have work waiting
 // (inbox or outbox) and no lock holder. Such a campaign normally comes back
@@ -36,6 +42,9 @@ func (w *Worker) sweep(work, run context.Context) {
 }
 
 func (w *Worker) sweepOnce(work, run context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, rescuesAtOnce)
 	cursor := ""
 	for run.Err() == nil {
 		keys, next, err := w.d.Store.Stranded(run, cursor, strandedPage)
@@ -44,10 +53,15 @@ func (w *Worker) sweepOnce(work, run context.Context) {
 			return
 		}
 		for _, k := range keys {
-			if run.Err() != nil {
+			select {
+			case sem <- struct{}{}:
+			case <-run.Done():
 				return
 			}
-			w.rescue(work, run, k)
+			wg.Go(func() {
+				defer func() { <-sem }()
+				w.rescue(work, run, k)
+			})
 		}
 		if cursor = next; cursor == "" {
 			return

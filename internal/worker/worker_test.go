@@ -768,3 +768,71 @@ func TestStepsOverlap(t *testing.T) {
 		t.Fatalf("overlapping calls of one campaign: %v", ov)
 	}
 }
+
+// A command dead-lettered as "unknown campaign" whose ack was lost is not
+// applied when it comes back after the campaign was created: its id is in
+// the ledger (review of the hot path, finding 1).
+func TestDeadLetteredCommandNotAppliedLater(t *testing.T) {
+	var acks atomic.Int32
+	h := newHarness(t, harnessOpts{fault: func(i int) func(worker.FaultPoint, store.Key) error {
+		return func(p worker.FaultPoint, k store.Key) error {
+			if k.Campaign == "late" && p == worker.BeforeAck && acks.Add(1) == 1 {
+				return errInjected // the first ack is lost: the start comes back
+			}
+			return nil
+		}
+	}})
+	startID := newID()
+	h.publish("acme", "late", fsm.Start, startID, nil)
+	waitFor(t, 10*time.Second, "the start dead-lettered", func() bool { return len(h.deadLetters("late")) > 0 })
+	h.create("acme", "late", false)
+	h.waitEvent("acme", "late", fsm.EvCreated, 0, 10*time.Second)
+	h.waitCommandsEmpty() // the start came back and was handled
+	evs := h.history("acme", "late")
+	for _, e := range evs {
+		if e.CommandID == startID {
+			t.Fatalf("command %s was dead-lettered (unknown campaign) and later applied: %s", startID, types(evs))
+		}
+	}
+	if dl := h.deadLetters("late"); len(dl) != 1 {
+		t.Fatalf("%d dead letters, want 1: %q", len(dl), dl)
+	}
+}
+
+// A drainer that stalled past its lock does not act on what it knew of the
+// campaign before its next fenced write: the create another holder applied
+// meanwhile is not dead-lettered as a reused id (review, finding 2).
+func TestStalledDrainerDoesNotDeadLetterAppliedCreate(t *testing.T) {
+	var before, after atomic.Int32
+	woke := make(chan struct{})
+	h := newHarness(t, harnessOpts{workers: 2, sweep: 200 * time.Millisecond, fault: func(i int) func(worker.FaultPoint, store.Key) error {
+		return func(p worker.FaultPoint, k store.Key) error {
+			if k.Campaign != "stale" {
+				return nil
+			}
+			if p == worker.BeforeWrite && before.Add(1) == 1 {
+				time.Sleep(300 * time.Millisecond) // the create is parked behind the cancel meanwhile
+			}
+			if p == worker.AfterWrite && after.Add(1) == 1 {
+				time.Sleep(4 * time.Second) // frozen past the lock's TTL and the ack wait
+				close(woke)
+			}
+			return nil
+		}
+	}})
+	h.publish("acme", "stale", fsm.Cancel, newID(), nil)
+	createID := newID()
+	h.publish("acme", "stale", fsm.Create, createID, fsm.CreatePayload{Name: "x"})
+	h.waitEvent("acme", "stale", fsm.EvCreated, 0, 10*time.Second)
+	select {
+	case <-woke:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the stalled drainer never woke")
+	}
+	h.waitCommandsEmpty()
+	for _, r := range h.deadLetters("stale") {
+		if strings.Contains(r, "already used") {
+			t.Fatalf("create %s applied and dead-lettered as %q", createID, r)
+		}
+	}
+}
