@@ -133,7 +133,10 @@ func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Option
 		if err != nil {
 			return nil, err
 		}
-		if a.reaper, err = deadletter.New(actx, countMaxDeliveries(opt.DeadLetter, m), deadletter.Deps{JS: a.js, Logger: log}); err != nil {
+		if a.reaper, err = deadletter.New(actx, countMaxDeliveries(opt.DeadLetter, m), deadletter.Deps{JS: a.js, Logger: log,
+			Applied: func(ctx context.Context, tenant, campaign, id string) (bool, error) {
+				return a.store.Applied(ctx, store.Key{Tenant: tenant, Campaign: campaign}, id)
+			}}); err != nil {
 			return nil, err
 		}
 	}

@@ -39,6 +39,8 @@ const (
 	AlreadyStored Result = "already-stored"
 	// Gone: the command was no longer in CAMPAIGN_COMMANDS (handled before).
 	Gone Result = "gone"
+	// Applied: the command was in its campaign's ledger: removed, no copy.
+	Applied Result = "applied"
 	// Failed: see Outcome.Err; the sweep tries again later.
 	Failed Result = "failed"
 )
@@ -75,6 +77,11 @@ type Config struct {
 type Deps struct {
 	JS     jetstream.JetStream
 	Logger *slog.Logger
+	// Applied, when set, reports whether a command id is in its campaign's
+	// ledger (store.Store.Applied): a command applied already is no poison,
+	// whatever its deliveries (it backed a long-lived lock holder, say): it
+	// is removed from the work queue without a DLQ copy (Result Applied).
+	Applied func(ctx context.Context, tenant, campaign, id string) (bool, error)
 }
 
 // Reaper turns the poison messages of CAMPAIGN_COMMANDS, commands that
@@ -110,6 +117,7 @@ type Reaper struct {
 	// message may be seen there for a moment before the work queue removes
 	// it, notably on replicated streams).
 	suspects map[uint64]bool
+	applied  func(ctx context.Context, tenant, campaign, id string) (bool, error)
 }
 
 // New looks up the streams and the consumer and subscribes to the advisory,
@@ -128,7 +136,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Reaper, error) {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Reaper{cfg: cfg, js: d.JS, log: d.Logger.With("component", "deadletter"), advisories: make(chan *nats.Msg, 1024)}
+	r := &Reaper{cfg: cfg, js: d.JS, log: d.Logger.With("component", "deadletter"), advisories: make(chan *nats.Msg, 1024), applied: d.Applied}
 	var err error
 	if r.commands, err = d.JS.Stream(ctx, events.StreamCommands); err != nil {
 		return nil, fmt.Errorf("deadletter: stream %s: %w", events.StreamCommands, err)
@@ -277,6 +285,24 @@ func (r *Reaper) bury(parent context.Context, source string, seq, deliveries uin
 	}
 	inv := identify(raw)
 	o.CommandID, o.Subject = inv.ID, raw.Subject
+	if r.applied != nil && inv.ID != "" && inv.Tenant != "" && inv.Campaign != "" {
+		done, err := r.applied(ctx, inv.Tenant, inv.Campaign, inv.ID)
+		if err != nil {
+			return fail(fmt.Errorf("ledger of %s/%s: %w", inv.Tenant, inv.Campaign, err))
+		}
+		if done {
+			if err := r.commands.DeleteMsg(ctx, seq); err != nil {
+				if _, gerr := r.commands.GetMsg(ctx, seq); !errors.Is(gerr, jetstream.ErrMsgNotFound) {
+					return fail(fmt.Errorf("delete applied %s sequence %d: %w", events.StreamCommands, seq, err))
+				}
+			}
+			r.log.Info("command at max deliveries was applied already: removed from the work queue, no dead letter",
+				"tenant_id", inv.Tenant, "campaign_id", inv.Campaign, "command_id", inv.ID, "stream_seq", seq, "deliveries", deliveries, "source", source)
+			o.Result = Applied
+			r.observe(o)
+			return o
+		}
+	}
 	inv.Reason = fmt.Sprintf("max deliveries: delivered %d times to consumer %s without being acknowledged (its handler kept failing)", deliveries, events.ConsumerName)
 	copyMsg := events.NewDeadLetterMsg(&nats.Msg{Subject: raw.Subject, Header: raw.Header, Data: raw.Data}, inv, seq)
 	copyMsg.Header.Set(jetstream.MsgIDHeader, MaxDeliverMsgID(seq))

@@ -190,3 +190,39 @@ func TestSweepFindsExistingCopy(t *testing.T) {
 		t.Fatal("command still in the work queue")
 	}
 }
+
+// A command at max deliveries that its campaign's ledger holds (it backed a
+// long-lived lock holder, say) is no poison: removed, no dead letter; one
+// that is not applied is dead-lettered as before.
+func TestAppliedCommandNotDeadLettered(t *testing.T) {
+	e := newEnv(t)
+	var o outcomes
+	r, err := deadletter.New(testCtx(t), deadletter.Config{SweepEvery: time.Hour, Observe: o.observe}, deadletter.Deps{JS: e.js,
+		Applied: func(_ context.Context, tenant, campaign, id string) (bool, error) {
+			return tenant == "acme" && campaign == "c1" && id == "cmd-applied", nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, r)
+	applied := e.publish("acme", "c1", fsm.Start, "cmd-applied")
+	e.poison(applied)
+	poison := e.publish("acme", "c1", fsm.Pause, "cmd-poison")
+	e.poison(poison)
+	results := map[uint64]deadletter.Result{}
+	waitFor(t, 10*time.Second, "both handled", func() bool {
+		for _, x := range o.list() {
+			results[x.StreamSeq] = x.Result
+		}
+		return results[applied] != "" && results[poison] != ""
+	})
+	if e.inCommands(applied) || e.inCommands(poison) {
+		t.Fatal("a handled command is still in the work queue")
+	}
+	if results[applied] != deadletter.Applied || results[poison] != deadletter.Stored {
+		t.Fatalf("results %v: want %d %s and %d %s", results, applied, deadletter.Applied, poison, deadletter.Stored)
+	}
+	if entries := e.dlq(); len(entries) != 1 || entries[0].CommandID != "cmd-poison" {
+		t.Fatalf("dead letters %+v: want the unapplied command's alone", entries)
+	}
+}
