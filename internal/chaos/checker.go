@@ -193,12 +193,13 @@ type event struct {
 }
 
 type eventData struct {
-	Step   string          `json:"step"`
-	Run    int             `json:"run"`
-	Steps  []string        `json:"steps"`
-	Output json.RawMessage `json:"output"`
-	State  string          `json:"state"`
-	Reason string          `json:"reason"`
+	Step    string          `json:"step"`
+	Run     int             `json:"run"`
+	Attempt int             `json:"attempt"`
+	Steps   []string        `json:"steps"`
+	Output  json.RawMessage `json:"output"`
+	State   string          `json:"state"`
+	Reason  string          `json:"reason"`
 }
 
 var seqRE = regexp.MustCompile(`^[0-9]{20}$`)

@@ -279,7 +279,7 @@ func (s *scenario) finishStepNetwork(proxy *TCPProxy, late int) *Summary {
 	ctx := context.Background()
 	WaitQuiet(ctx, s.js, s.rdb, s.cl.Down, 3*time.Minute, s.t.Logf)
 	byKey := map[string][]Call{}
-	fiveKeys := map[string]bool{}
+	fiveKeys := map[string]int{} // run → the first attempt a 5xx answered
 	fives, unseen := 0, 0
 	for _, c := range s.cl.Down.Calls() {
 		byKey[c.Key] = append(byKey[c.Key], c)
@@ -290,8 +290,8 @@ func (s *scenario) finishStepNetwork(proxy *TCPProxy, late int) *Summary {
 			// network error, retried): only the others must fail fast.
 			if proxy.Tainted(c.Remote) {
 				unseen++
-			} else {
-				fiveKeys[c.Key] = true
+			} else if a, ok := fiveKeys[c.Key]; !ok || c.Attempt < a {
+				fiveKeys[c.Key] = c.Attempt
 			}
 		}
 	}
@@ -331,7 +331,9 @@ func (s *scenario) finishStepNetwork(proxy *TCPProxy, late int) *Summary {
 		switch strings.TrimPrefix(e.Type, "campaign.") {
 		case "step.retrying":
 			retrying[run]++
-			if fiveKeys[run] {
+			// Attempts before the one a 5xx answered (timed out, reset)
+			// are rightly retried; that one and later ones must not be.
+			if a, ok := fiveKeys[run]; ok && e.data.Attempt >= a {
 				s.extra = append(s.extra, Finding{Kind: KindFSM, Campaign: e.Tenant + "/" + e.Campaign,
 					Detail: fmt.Sprintf("run %s was answered 5xx, yet retried (event %s)", run, e.ID)})
 			}
