@@ -13,12 +13,13 @@
 #               and frozen, then checked; CHAOS_SCALE=2 doubles the load, CHAOS_FLAGS adds
 #               flags (-chaos.seed N, -chaos.report FILE). About 5 min at scale 1.
 #   make fuzz   each fuzz target for FUZZTIME (default 20s), one after the other.
-#   make lint   go vet and gofmt only.
+#   make lint   go vet, staticcheck (run at its pinned version) and gofmt.
 #   make tools  install the nats CLI (natscli v0.5.0) into $(GOBIN) or ~/go/bin.
 
 GO      ?= go
 BIN     := bin
 NATSCLI := github.com/nats-io/natscli/nats@v0.5.0
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: run test bench lint tools build clean test-chaos
 
@@ -34,6 +35,7 @@ run: build
 
 lint:
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	 if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
 

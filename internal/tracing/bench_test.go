@@ -126,7 +126,7 @@ func BenchmarkCommandSpans(b *testing.B) {
 				client.SetAttributes(semconv.HTTPResponseStatusCode(200))
 				client.End()
 				step.End()
-				sink = tracing.Traceparent(actx) // step.succeeded commit
+				sink += tracing.Traceparent(actx) // step.succeeded commit
 				apply.End()
 				handle.End()
 			}

@@ -289,7 +289,7 @@ func traceIDOf(t testing.TB, traceparent string) (trace.TraceID, trace.SpanID) {
 func attr(s sdktrace.ReadOnlySpan, key string) string {
 	for _, kv := range s.Attributes() {
 		if string(kv.Key) == key {
-			return kv.Value.Emit()
+			return kv.Value.String()
 		}
 	}
 	return ""

@@ -27,9 +27,6 @@ var errStopping = errors.New("worker stopping")
 // campaign back. Its current delivery is the holder's to end.
 var errBacksHolder = errors.New("message backs another holder's lock")
 
-// inboxBatch is how many inbox items are read at once.
-const inboxBatch = 32
-
 // drainer holds one campaign's lock and empties its inbox. It knows the
 // campaign as stored (from the snapshot the lock came with, then from its
 // own fenced writes), the inbox's head (from the snapshot, then from each

@@ -89,9 +89,9 @@ func TestDuplicateCommandOneEffect(t *testing.T) {
 	startID := newID()
 	h.publish("acme", "dup", fsm.Start, startID, nil)
 	h.publish("acme", "dup", fsm.Start, startID, nil)
-	evs := h.waitEvent("acme", "dup", fsm.EvCompleted, 0, 20*time.Second)
+	h.waitEvent("acme", "dup", fsm.EvCompleted, 0, 20*time.Second)
 	h.waitIdle("acme", "dup")
-	evs = h.history("acme", "dup")
+	evs := h.history("acme", "dup")
 	checkSequence(t, evs)
 	if n := count(evs, fsm.EvCreated); n != 1 {
 		t.Fatalf("%d campaign.created events: %s", n, types(evs))
@@ -296,9 +296,9 @@ func TestControlBeatsAdvance(t *testing.T) {
 			h.publish("acme", c, verb, newID(), nil) // accepted by the stream while the step runs
 			close(block)
 			want := map[fsm.Verb]string{fsm.Pause: fsm.EvPaused, fsm.Cancel: fsm.EvCancelled}[verb]
-			evs := h.waitEvent("acme", c, want, 0, 10*time.Second)
+			h.waitEvent("acme", c, want, 0, 10*time.Second)
 			h.waitIdle("acme", c)
-			evs = h.history("acme", c)
+			evs := h.history("acme", c)
 			checkSequence(t, evs)
 			next := standard[i%4+1]
 			for _, cl := range h.down.Calls(c) {
@@ -350,9 +350,9 @@ func TestCrashAtEveryPoint(t *testing.T) {
 	for _, p := range worker.FaultPoints {
 		c := "crash-" + string(p)
 		t.Run(string(p), func(t *testing.T) {
-			evs := h.waitEvent("acme", c, fsm.EvCompleted, 0, 30*time.Second)
+			h.waitEvent("acme", c, fsm.EvCompleted, 0, 30*time.Second)
 			st := h.waitIdle("acme", c)
-			evs = h.history("acme", c)
+			evs := h.history("acme", c)
 			checkSequence(t, evs)
 			if st.State != fsm.Completed || int(st.Seq) != len(evs) {
 				t.Fatalf("stored %s seq %d; %d events", st.State, st.Seq, len(evs))
@@ -517,9 +517,9 @@ func TestLateOutboxNoRepeat(t *testing.T) {
 		}
 	}})
 	h.create("acme", "late", true)
-	evs := h.waitEvent("acme", "late", fsm.EvCompleted, 0, 30*time.Second)
+	h.waitEvent("acme", "late", fsm.EvCompleted, 0, 30*time.Second)
 	h.waitIdle("acme", "late")
-	evs = h.history("acme", "late")
+	evs := h.history("acme", "late")
 	checkSequence(t, evs)
 	if crashes.Load() < 2 {
 		t.Fatalf("only %d crashes injected", crashes.Load())
@@ -566,9 +566,9 @@ func TestShutdownMidStepHandsOver(t *testing.T) {
 	mu.Lock()
 	h.stops[runner]() // SIGTERM to the worker running the step
 	mu.Unlock()
-	evs := h.waitEvent("acme", "handover", fsm.EvCompleted, 0, 30*time.Second)
+	h.waitEvent("acme", "handover", fsm.EvCompleted, 0, 30*time.Second)
 	h.waitIdle("acme", "handover")
-	evs = h.history("acme", "handover")
+	evs := h.history("acme", "handover")
 	checkSequence(t, evs)
 	if n := count(evs, fsm.EvStepStarted); n != len(standard) {
 		t.Fatalf("%d step.started (a re-run must not start the step again): %s", n, types(evs))
@@ -593,9 +593,9 @@ func TestOversizedOutputFailsStep(t *testing.T) {
 	big := append(append([]byte(`{"html":"`), bytes.Repeat([]byte("<b>x</b>"), 130_000)...), `"}`...) // about 1 MB
 	h.down.on("big", "render", behaviour{Body: big})
 	h.create("acme", "big", true)
-	evs := h.waitEvent("acme", "big", fsm.EvFailed, 0, 20*time.Second)
+	h.waitEvent("acme", "big", fsm.EvFailed, 0, 20*time.Second)
 	h.waitIdle("acme", "big")
-	evs = h.history("acme", "big")
+	evs := h.history("acme", "big")
 	checkSequence(t, evs)
 	var failed struct {
 		Step  string `json:"step"`
