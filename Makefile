@@ -46,7 +46,7 @@ test-chaos:
 	$(GO) test -race=false -tags chaos -count=1 -timeout 30m ./internal/chaos/ -run . -v $(CHAOS_FLAGS)
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./...
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 200ms -count 5 ./...
 
 bench-load: build
 	$(BIN)/orchestrator bench --campaigns 2000 --baseline $(BENCH_FLAGS)
