@@ -76,6 +76,9 @@ type LoadConfig struct {
 	// HTTPDeadline bounds the retries of one HTTP command (a killed ingress
 	// leaves its Idempotency-Key reserved for about 75 s).
 	HTTPDeadline time.Duration
+	// PublishAttempts bounds the publishes of one NATS command (default 10;
+	// more while a stream has no leader for seconds).
+	PublishAttempts int
 }
 
 // Load sends the commands and records them.
@@ -101,6 +104,9 @@ func (c CampaignRef) String() string { return c.Tenant + "/" + c.ID }
 func NewLoad(cfg LoadConfig, js jetstream.JetStream, addrs func() []string, logf func(string, ...any)) *Load {
 	if cfg.HTTPDeadline == 0 {
 		cfg.HTTPDeadline = 150 * time.Second
+	}
+	if cfg.PublishAttempts == 0 {
+		cfg.PublishAttempts = 10
 	}
 	return &Load{cfg: cfg, js: js, addrs: addrs, logf: logf, client: &http.Client{Timeout: 20 * time.Second}}
 }
@@ -267,7 +273,7 @@ func (l *Load) send(ctx context.Context, rng *rand.Rand, tenant, id, verb string
 // Nats-Msg-Id every time, so a retry after a lost PubAck is deduplicated).
 func (l *Load) publish(ctx context.Context, rec *CmdRecord, msg *nats.Msg) (outcome, detail string) {
 	var last error
-	for attempt := 1; attempt <= 10; attempt++ {
+	for attempt := 1; attempt <= l.cfg.PublishAttempts; attempt++ {
 		l.mu.Lock()
 		rec.Attempts = attempt
 		l.mu.Unlock()
@@ -386,33 +392,39 @@ func (l *Load) invalids(ctx context.Context) {
 		}); err != nil {
 			return
 		}
-		kind := kinds[n%len(kinds)]
-		id := fmt.Sprintf("bad-%d-%016x", n, rng.Uint64())
-		var msg *nats.Msg
-		switch kind {
-		case InvalidBadJSON:
-			msg = nats.NewMsg(events.CommandSubject(target.Tenant, target.ID, "pause"))
-			msg.Header.Set(jetstream.MsgIDHeader, id)
-			msg.Data = []byte(`{"id":"` + id + `","type":"pause","tenant_id":`)
-		case InvalidMismatch:
-			other := "intruder"
-			for _, t := range l.cfg.Tenants {
-				if t != target.Tenant {
-					other = t
-					break
-				}
-			}
-			msg = events.NewCommandMsg(events.CommandEnvelope{ID: id, Type: "pause", TenantID: other, CampaignID: target.ID}, "")
-			msg.Subject = events.CommandSubject(target.Tenant, target.ID, "pause")
-		case InvalidGhost:
-			target = CampaignRef{target.Tenant, fmt.Sprintf("ghost-%d", n)}
-			msg = events.NewCommandMsg(events.CommandEnvelope{ID: id, Type: "start", TenantID: target.Tenant, CampaignID: target.ID}, "")
-		}
-		verb := msg.Subject[strings.LastIndexByte(msg.Subject, '.')+1:]
-		rec := l.newRecord(CmdRecord{ID: id, Verb: verb, Tenant: target.Tenant, Campaign: target.ID, Via: "nats", Invalid: kind, Order: -1})
+		rec, msg := l.invalid(rng, n, kinds[n%len(kinds)], target)
 		outcome, detail := l.publish(ctx, rec, msg)
 		l.finish(rec, outcome, detail)
 	}
+}
+
+// invalid registers the n-th invalid command, of kind, aimed at target (an
+// existing campaign), and returns its record and message.
+func (l *Load) invalid(rng *rand.Rand, n int, kind string, target CampaignRef) (*CmdRecord, *nats.Msg) {
+	id := fmt.Sprintf("bad-%d-%016x", n, rng.Uint64())
+	var msg *nats.Msg
+	switch kind {
+	case InvalidBadJSON:
+		msg = nats.NewMsg(events.CommandSubject(target.Tenant, target.ID, "pause"))
+		msg.Header.Set(jetstream.MsgIDHeader, id)
+		msg.Data = []byte(`{"id":"` + id + `","type":"pause","tenant_id":`)
+	case InvalidMismatch:
+		other := "intruder"
+		for _, t := range l.cfg.Tenants {
+			if t != target.Tenant {
+				other = t
+				break
+			}
+		}
+		msg = events.NewCommandMsg(events.CommandEnvelope{ID: id, Type: "pause", TenantID: other, CampaignID: target.ID}, "")
+		msg.Subject = events.CommandSubject(target.Tenant, target.ID, "pause")
+	case InvalidGhost:
+		target = CampaignRef{target.Tenant, fmt.Sprintf("ghost-%d", n)}
+		msg = events.NewCommandMsg(events.CommandEnvelope{ID: id, Type: "start", TenantID: target.Tenant, CampaignID: target.ID}, "")
+	}
+	verb := msg.Subject[strings.LastIndexByte(msg.Subject, '.')+1:]
+	rec := l.newRecord(CmdRecord{ID: id, Verb: verb, Tenant: target.Tenant, Campaign: target.ID, Via: "nats", Invalid: kind, Order: -1})
+	return rec, msg
 }
 
 // Send sends one valid command outside the random load (a scenario's own

@@ -345,12 +345,12 @@ func (o *Orch) Stop() error { return o.signal(syscall.SIGSTOP) }
 // Cont sends SIGCONT.
 func (o *Orch) Cont() error { return o.signal(syscall.SIGCONT) }
 
-// Cluster is one scenario's processes: nats-server, redis-server, the
-// downstream fake and the orchestrator instances.
+// Cluster is one scenario's processes: nats-server (or a NATS cluster),
+// redis-server, the downstream fake and the orchestrator instances.
 type Cluster struct {
 	t     testing.TB
 	Dir   string
-	NATS  *NATSServer
+	NATS  string // NATS_URL: one URL, or the cluster's, comma-separated
 	Redis string // redis:// URL
 	Down  *Downstream
 	Orchs []*Orch
@@ -369,7 +369,7 @@ func (c *Cluster) NewOrch(name string, extra ...string) *Orch {
 		"PATH=" + os.Getenv("PATH"),
 		"HOME=" + c.Dir,
 		"TMPDIR=" + c.Dir,
-		"NATS_URL=" + c.NATS.URL(),
+		"NATS_URL=" + c.NATS,
 		"REDIS_URL=" + c.Redis,
 		"STEPS_BASE_URL=" + c.Down.URL(),
 		"LOG_LEVEL=info",

@@ -92,6 +92,12 @@ type scenario struct {
 }
 
 func newScenario(t *testing.T) *scenario {
+	return newScenarioNATS(t, func(dir string) string { return StartNATS(t, binaries.NATSServer, dir).URL() })
+}
+
+// newScenarioNATS is newScenario with the NATS servers that startNATS
+// starts in dir; it returns their client URL(s), comma-separated.
+func newScenarioNATS(t *testing.T, startNATS func(dir string) string) *scenario {
 	seed := *flagSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano()) % 1_000_000_007
@@ -113,13 +119,13 @@ func newScenario(t *testing.T) *scenario {
 		os.RemoveAll(dir)
 	})
 	rs := redistest.New(t)
-	ns := StartNATS(t, binaries.NATSServer, dir)
+	natsURL := startNATS(dir)
 	down := NewDownstream(seed, *flagLatency, *flagFailRate)
 	t.Cleanup(down.Close) // after the orchestrators (Cleanup runs last-in first-out)
-	s.cl = &Cluster{t: t, Dir: dir, NATS: ns, Redis: rs.URL(), Down: down}
+	s.cl = &Cluster{t: t, Dir: dir, NATS: natsURL, Redis: rs.URL(), Down: down}
 	down.SetOwner(s.cl.Owner)
 
-	s.nc, err = nats.Connect(ns.URL(), nats.MaxReconnects(-1))
+	s.nc, err = nats.Connect(natsURL, nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
