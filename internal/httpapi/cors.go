@@ -19,7 +19,7 @@ import (
 const (
 	corsAllowMethods  = "GET, POST, OPTIONS"
 	corsAllowHeaders  = "Content-Type, Authorization, Idempotency-Key, X-Tenant-ID, traceparent, Last-Event-ID"
-	corsExposeHeaders = "Idempotent-Replayed, Location"
+	corsExposeHeaders = "Idempotent-Replayed, Location, Retry-After"
 	corsMaxAge        = "600"
 )
 

@@ -11,5 +11,6 @@
 //
 // It talks to the rest of the service only through internal/events (subjects,
 // envelopes, history), internal/store (campaign state, the per-tenant index,
-// idempotency records) and the fsm domain types.
+// idempotency records), internal/deadletter (reading CAMPAIGN_DLQ) and the
+// fsm domain types.
 package httpapi

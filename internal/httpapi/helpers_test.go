@@ -7,8 +7,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -30,6 +32,8 @@ import (
 type testWorkflows map[string]fsm.Workflow
 
 func (w testWorkflows) Get(name string) (fsm.Workflow, bool) { wf, ok := w[name]; return wf, ok }
+
+func (w testWorkflows) Names() []string { return slices.Sorted(maps.Keys(w)) }
 
 var workflows = testWorkflows{
 	"standard": {Name: "standard", Steps: []fsm.Step{

@@ -77,9 +77,11 @@ type Config struct {
 	IdempotencySecret []byte
 }
 
-// Workflows resolves a workflow name (the workflow registry).
+// Workflows resolves a workflow name and lists the names (the workflow
+// registry).
 type Workflows interface {
 	Get(name string) (fsm.Workflow, bool)
+	Names() []string
 }
 
 // Store is what the ingress asks of the store: campaigns to read, the
@@ -242,6 +244,8 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/api/v1/campaigns/:id", s.getCampaign, s.authenticate)
 	e.GET("/api/v1/campaigns/:id/events", s.getEvents, s.authenticate)
 	e.POST("/api/v1/campaigns/:id/:verb", s.campaignVerb, s.authenticate)
+	e.GET("/api/v1/workflows", s.listWorkflows, s.authenticate)
+	e.GET("/api/v1/dlq", s.listDeadLetters, s.authenticate)
 	return e
 }
 
