@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -427,7 +428,12 @@ func StepFailed(c Campaign, cmdID string, attempt int, cause string, took time.D
 	r := Result{Campaign: changed(c, now)}
 	name := stepName(&c)
 	r.Campaign.InFlight = false
-	r.Campaign.Error = fmt.Sprintf("step %s: %s", name, cause)
+	// The campaign's error names the step once: the step client's errors
+	// already start with it ("step segment: attempt 1: …").
+	r.Campaign.Error = cause
+	if !strings.HasPrefix(cause, "step "+name+":") {
+		r.Campaign.Error = fmt.Sprintf("step %s: %s", name, cause)
+	}
 	r.emit(EvStepFailed, cmdID, now, map[string]any{
 		"step": name, "run": c.Run(name), "attempt": attempt,
 		"duration_ms": took.Milliseconds(), "error": cause,

@@ -312,3 +312,29 @@ func TestRandomWalkInvariants(t *testing.T) {
 		}
 	}
 }
+
+// A failed step's campaign error and campaign.failed name the step once,
+// whether or not the cause already does (the step client's errors do).
+func TestStepFailedNamesTheStepOnce(t *testing.T) {
+	for cause, want := range map[string]string{
+		"step validate: attempt 1: 500 Internal Server Error": "step validate: attempt 1: 500 Internal Server Error",
+		"output too large": "step validate: output too large",
+	} {
+		c := *campaignIn(t, fsm.Running)
+		r, err := fsm.Apply(&c, advanceFor(c), now)
+		if err != nil || !r.RunStep {
+			t.Fatalf("advance: %v", err)
+		}
+		r = fsm.StepFailed(r.Campaign, "adv", 1, cause, time.Millisecond, now)
+		if r.Campaign.Error != want {
+			t.Errorf("cause %q: campaign error %q, want %q", cause, r.Campaign.Error, want)
+		}
+		last := r.Events[len(r.Events)-1]
+		if last.Type != fsm.EvFailed {
+			t.Fatalf("last event %s, want %s", last.Type, fsm.EvFailed)
+		}
+		if got := last.Data["error"]; got != want {
+			t.Errorf("cause %q: campaign.failed error %q, want %q", cause, got, want)
+		}
+	}
+}

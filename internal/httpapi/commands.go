@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
+	"go.opentelemetry.io/otel/codes"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
@@ -243,9 +244,18 @@ func accepted(campaignID, commandID string) *answer {
 // duplicate, so the command takes effect once. A PubAck that reports a
 // duplicate only says that the stream has seen the id (on any subject):
 // confirmDuplicate decides whether it was this command. The command's
-// traceparent is the one of ctx's span, the request's server span.
-func (s *Server) publish(ctx context.Context, c *echo.Context, tenant, campaign string, verb fsm.Verb, commandID string, payload json.RawMessage) error {
+// traceparent is the one of a producer span "send campaign.cmd…", a child
+// of ctx's span (the request's server span).
+func (s *Server) publish(ctx context.Context, c *echo.Context, tenant, campaign string, verb fsm.Verb, commandID string, payload json.RawMessage) (err error) {
 	now := time.Now().UTC()
+	ctx, span := tracing.StartProducer(ctx, tracing.Tracer(s.deps.TracerProvider), tracing.CommandsTemplate,
+		events.CommandSubject(tenant, campaign, verb), 1)
+	defer func() {
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	tp := tracing.Traceparent(ctx)
 	env := events.CommandEnvelope{
 		ID: commandID, Type: string(verb), TenantID: tenant, CampaignID: campaign,

@@ -385,13 +385,17 @@ func TestOneTraceAcrossTheChain(t *testing.T) {
 				t.Errorf("span %q is a child of %q, want one of %v", sp.Name(), p.Name(), prefixes)
 			}
 			for _, sp := range byName["handle"] {
-				if sp.Name() == "handle create" {
-					parentIs(sp, "POST /api/v1/campaigns")
-					if got := attr(sp, string(tracing.AttrCommand)); got != cmdID {
-						t.Errorf("handle create: command id %q, want %q", got, cmdID)
+				// A command's consumer span is the child of its producer span.
+				parentIs(sp, "send "+tracing.CommandsTemplate)
+				if p, ok := byID[sp.Parent().SpanID()]; ok {
+					if sp.Name() == "handle create" {
+						parentIs(p, "POST /api/v1/campaigns")
+						if got := attr(sp, string(tracing.AttrCommand)); got != cmdID {
+							t.Errorf("handle create: command id %q, want %q", got, cmdID)
+						}
+					} else {
+						parentIs(p, "apply ") // an advance, published by the apply before it
 					}
-				} else {
-					parentIs(sp, "apply ") // an advance, published by the apply before it
 				}
 				if sp.SpanKind() != trace.SpanKindConsumer {
 					t.Errorf("span %q kind %s, want consumer", sp.Name(), sp.SpanKind())
@@ -400,8 +404,30 @@ func TestOneTraceAcrossTheChain(t *testing.T) {
 			// An item is applied under the span that parked it: its handling,
 			// or, when the drainer read it ahead from the stream before its
 			// handler parked it, the span that published it.
+			// Producer spans: one per publish of commands or events, the
+			// child of the request's server span or of an apply.
+			if n := len(byName["send"]); n < 8 {
+				t.Errorf("%d producer spans, want 8 or more: %v", n, names(spans))
+			}
+			for _, sp := range byName["send"] {
+				parentIs(sp, "POST /api/v1/campaigns", "apply ")
+				if sp.SpanKind() != trace.SpanKindProducer || attr(sp, "messaging.system") != "nats" || attr(sp, "messaging.operation.type") != "send" {
+					t.Errorf("span %q: kind %s, messaging.system %q, operation %q; want producer, nats, send",
+						sp.Name(), sp.SpanKind(), attr(sp, "messaging.system"), attr(sp, "messaging.operation.type"))
+				}
+			}
+			// An apply span with nothing under it is marked as a no-op.
+			children := map[trace.SpanID]int{}
+			for _, sp := range spans {
+				children[sp.Parent().SpanID()]++
+			}
 			for _, sp := range byName["apply"] {
-				parentIs(sp, "handle ", "apply ", "POST /api/v1/campaigns")
+				if children[sp.SpanContext().SpanID()] == 0 && attr(sp, string(tracing.AttrNoop)) != "true" {
+					t.Errorf("span %q (command %s) has no children and is not marked %s", sp.Name(), attr(sp, string(tracing.AttrCommand)), tracing.AttrNoop)
+				}
+			}
+			for _, sp := range byName["apply"] {
+				parentIs(sp, "handle ", "send "+tracing.CommandsTemplate)
 				p := byID[sp.Parent().SpanID()]
 				if p != nil && strings.HasPrefix(p.Name(), "handle ") && attr(p, string(tracing.AttrCommand)) != attr(sp, string(tracing.AttrCommand)) {
 					t.Errorf("span %q applies command %s under the handling of %s", sp.Name(), attr(sp, string(tracing.AttrCommand)), attr(p, string(tracing.AttrCommand)))
@@ -427,7 +453,8 @@ func TestOneTraceAcrossTheChain(t *testing.T) {
 				}
 			}
 
-			// Every event carries the traceparent of the apply span that emitted it.
+			// Every event carries the traceparent of the producer span of the
+			// apply that emitted it.
 			var types []string
 			for _, m := range evs {
 				types = append(types, m.Header.Get("Nats-Msg-Id"))
@@ -437,8 +464,10 @@ func TestOneTraceAcrossTheChain(t *testing.T) {
 					continue
 				}
 				tid, sid := traceIDOf(t, tp)
-				if sp, ok := byID[sid]; tid != want || !ok || !strings.HasPrefix(sp.Name(), "apply ") {
-					t.Errorf("event %s: traceparent %s is not an apply span of trace %s", m.Subject, tp, want)
+				if sp, ok := byID[sid]; tid != want || !ok || sp.Name() != "send "+tracing.EventsTemplate {
+					t.Errorf("event %s: traceparent %s is not a producer span of trace %s", m.Subject, tp, want)
+				} else {
+					parentIs(sp, "apply ")
 				}
 			}
 			if len(evs) != 14 { // created, started, 5×(step.started, step.succeeded), step.retrying, completed
@@ -536,8 +565,17 @@ func TestParkedCommandKeepsItsTrace(t *testing.T) {
 		t.Fatalf("apply pause links %v, want one link to the lock holder's span in the campaign's trace", links)
 	}
 	last := evs[len(evs)-1]
-	if tid, sid := traceIDOf(t, last.Header.Get("traceparent")); tid != pauseTrace || sid != apply.SpanContext().SpanID() {
-		t.Fatalf("campaign.paused traceparent %s, want apply pause's span %s", last.Header.Get("traceparent"), apply.SpanContext().SpanID())
+	var send sdktrace.ReadOnlySpan
+	for _, sp := range rec.Ended() {
+		if sp.Name() == "send "+tracing.EventsTemplate && sp.Parent().SpanID() == apply.SpanContext().SpanID() {
+			send = sp
+		}
+	}
+	if send == nil {
+		t.Fatal("no producer span under apply pause")
+	}
+	if tid, sid := traceIDOf(t, last.Header.Get("traceparent")); tid != pauseTrace || sid != send.SpanContext().SpanID() {
+		t.Fatalf("campaign.paused traceparent %s, want apply pause's producer span %s", last.Header.Get("traceparent"), send.SpanContext().SpanID())
 	}
 	for _, m := range evs[:len(evs)-1] {
 		if tid, _ := traceIDOf(t, m.Header.Get("traceparent")); tid == pauseTrace {
@@ -610,5 +648,70 @@ func TestCampaignLogLines(t *testing.T) {
 	}
 	if t.Failed() || testing.Verbose() {
 		t.Logf("logs:\n%s", s.logs.buf.String())
+	}
+}
+
+// traceEnd is a span processor that hands over the spans of one trace as
+// they end.
+type traceEnd struct {
+	trace trace.TraceID
+	ch    chan sdktrace.ReadOnlySpan
+}
+
+func (n *traceEnd) OnStart(context.Context, sdktrace.ReadWriteSpan) {}
+func (n *traceEnd) OnEnd(s sdktrace.ReadOnlySpan) {
+	if s.SpanContext().TraceID() == n.trace {
+		n.ch <- s
+	}
+}
+func (n *traceEnd) Shutdown(context.Context) error   { return nil }
+func (n *traceEnd) ForceFlush(context.Context) error { return nil }
+
+// TestStaleApplyIsMarked: an advance that no longer matches its campaign
+// (here, one for a completed campaign) is applied as a no-op; its apply span
+// says so (campaign.apply.noop and an event) and publishes nothing.
+func TestStaleApplyIsMarked(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	tid, _ := traceIDOf(t, tp)
+	ends := &traceEnd{trace: tid, ch: make(chan sdktrace.ReadOnlySpan, 16)}
+	s := newSystem(t, sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(ends)))
+	ew := s.watch("spring")
+	s.create("spring", "")
+	ew.until(fsm.EvCompleted)
+
+	stale := events.AdvanceMsg(fsm.Campaign{Tenant: "acme", ID: "spring", AdvanceVersion: 1}, tp)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if _, err := s.js.PublishMsg(ctx, stale); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for {
+		select {
+		case sp := <-ends.ch:
+			got = append(got, sp.Name())
+			if sp.Name() != "apply advance" {
+				continue
+			}
+			if attr(sp, string(tracing.AttrNoop)) != "true" {
+				t.Errorf("stale apply advance without %s=true: %v", tracing.AttrNoop, sp.Attributes())
+			}
+			var evs []string
+			for _, e := range sp.Events() {
+				evs = append(evs, e.Name)
+			}
+			if len(evs) != 1 || evs[0] != tracing.EventNoop {
+				t.Errorf("stale apply advance events %v, want [%s]", evs, tracing.EventNoop)
+			}
+			s.stop()
+			for _, name := range got {
+				if strings.HasPrefix(name, "send ") || strings.HasPrefix(name, "step ") {
+					t.Errorf("stale apply did work: span %q", name)
+				}
+			}
+			return
+		case <-ctx.Done():
+			t.Fatalf("no apply advance in the stale advance's trace after %s (spans: %v)", wait, got)
+		}
 	}
 }

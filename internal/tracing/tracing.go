@@ -187,3 +187,39 @@ func (c *carrier) Set(key, value string) {
 }
 
 func (c *carrier) Keys() []string { return []string{Header} }
+
+// Destination templates of the service's subjects (messaging.destination.template):
+// span names carry these, never a tenant or campaign id.
+const (
+	CommandsTemplate = "campaign.cmd.{tenant}.{campaign}.{verb}"
+	EventsTemplate   = "campaign.evt.{tenant}.{campaign}.{type}"
+)
+
+// Attributes of an apply that changes nothing (a stale advance).
+const (
+	AttrNoop = attribute.Key("campaign.apply.noop")
+	// EventNoop is the span event of such an apply, with its reason.
+	EventNoop = "no-op apply"
+)
+
+// StartProducer starts the PRODUCER span of publishing count messages on
+// subject (whose template is one of CommandsTemplate, EventsTemplate), as the
+// OpenTelemetry messaging conventions name it: "send <template>", with
+// messaging.system nats, operation send and the destination. The messages
+// published must carry Traceparent of the returned context, so that their
+// consumer spans are the producer span's children; end the span once the
+// publish (or the write that queues it) is done.
+func StartProducer(ctx context.Context, tracer trace.Tracer, template, subject string, count int) (context.Context, trace.Span) {
+	ctx, span := tracer.Start(ctx, "send "+template, trace.WithSpanKind(trace.SpanKindProducer))
+	if span.IsRecording() {
+		span.SetAttributes(
+			semconv.MessagingSystemKey.String("nats"), semconv.MessagingOperationTypeSend,
+			semconv.MessagingOperationName("send"), semconv.MessagingDestinationTemplate(template),
+			semconv.MessagingDestinationName(subject),
+		)
+		if count > 1 {
+			span.SetAttributes(semconv.MessagingBatchMessageCount(count))
+		}
+	}
+	return ctx, span
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
@@ -276,6 +277,7 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 		}
 		return d.settle(ctx, si.ID)
 	case errors.Is(err, fsm.ErrStale):
+		noopSpan(span, "stale advance: the campaign has moved on")
 		return d.dequeue(ctx, si.ID)
 	case errors.As(err, &rej):
 		log.Info("command rejected", "verb", cmd.Verb, "reason", rej.Reason)
@@ -399,20 +401,36 @@ func (d *drainer) runStep(ctx context.Context, c fsm.Campaign, it item, itemID s
 }
 
 // commit writes a transition with its events (and next advance) in the
-// outbox, then publishes the outbox. The messages carry the traceparent of
-// ctx's span (the item's apply span).
-func (d *drainer) commit(ctx context.Context, it item, r fsm.Result, applied bool, dequeue string) error {
-	tp := tracing.Traceparent(ctx)
-	out := make([]store.Message, 0, len(r.Events)+1)
-	for _, ev := range r.Events {
-		m, err := events.NewEventMsg(d.k.Tenant, d.k.Campaign, ev, tp)
-		if err != nil {
-			return err
+// outbox, then publishes the outbox. The events carry the traceparent of a
+// producer span "send campaign.evt…", the advance that of "send
+// campaign.cmd…", both children of ctx's span (the item's apply span) and
+// ended once the write and its publish are done.
+func (d *drainer) commit(ctx context.Context, it item, r fsm.Result, applied bool, dequeue string) (err error) {
+	var spans []trace.Span
+	defer func() {
+		for _, sp := range spans {
+			failSpan(sp, err)
+			sp.End()
 		}
-		out = append(out, toStore(m))
+	}()
+	out := make([]store.Message, 0, len(r.Events)+1)
+	if len(r.Events) > 0 {
+		pctx, span := tracing.StartProducer(ctx, d.w.tracer, tracing.EventsTemplate, events.CampaignEvents(d.k.Tenant, d.k.Campaign), len(r.Events))
+		spans = append(spans, span)
+		tp := tracing.Traceparent(pctx)
+		for _, ev := range r.Events {
+			m, err := events.NewEventMsg(d.k.Tenant, d.k.Campaign, ev, tp)
+			if err != nil {
+				return err
+			}
+			out = append(out, toStore(m))
+		}
 	}
 	if r.ScheduleAdvance {
-		out = append(out, toStore(events.AdvanceMsg(r.Campaign, tp)))
+		subject := events.CommandSubject(d.k.Tenant, d.k.Campaign, fsm.Advance)
+		pctx, span := tracing.StartProducer(ctx, d.w.tracer, tracing.CommandsTemplate, subject, 1)
+		spans = append(spans, span)
+		out = append(out, toStore(events.AdvanceMsg(r.Campaign, tracing.Traceparent(pctx))))
 	}
 	wr := store.Write{Campaign: &r.Campaign, Outbox: out}
 	if applied {

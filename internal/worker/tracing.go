@@ -20,7 +20,10 @@ import (
 //	               the inbox item keeps its traceparent
 //	apply <verb>   one inbox item applied by the lock holder, child of the item's
 //	               traceparent (whoever drains it), linked to the drainer's span;
-//	               the events and the next advance carry its traceparent
+//	               a stale advance's has campaign.apply.noop=true and an event
+//	send …         producer spans, children of apply: "send campaign.evt…" for the
+//	               events, "send campaign.cmd…" for the next advance; the
+//	               messages carry their traceparents
 //	step <name>    one run of a step, child of apply; the step client adds a
 //	               client span per attempt
 
@@ -75,6 +78,15 @@ func (w *Worker) startStep(ctx context.Context, k store.Key, cmdID, step string,
 		span.SetAttributes(tracing.AttrStep.String(step), tracing.AttrRun.Int(run), tracing.AttrAttempt.Int(attempt))
 	}
 	return ctx, span
+}
+
+// noopSpan marks an apply span whose item changed nothing (a stale
+// advance), so that a trace tells it from the apply that did the work.
+func noopSpan(span trace.Span, reason string) {
+	if span.IsRecording() {
+		span.SetAttributes(tracing.AttrNoop.Bool(true))
+		span.AddEvent(tracing.EventNoop, trace.WithAttributes(attribute.String("reason", reason)))
+	}
 }
 
 // failSpan marks span failed with err (nothing when err is nil).
