@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/config"
+	"github.com/campaign-orchestrator/orchestrator/internal/connect"
 	"github.com/campaign-orchestrator/orchestrator/internal/deadletter"
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/httpapi"
@@ -89,16 +90,20 @@ func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Option
 	if err := specs.Apply(actx, a.js, events.Overrides{DuplicateWindow: cfg.DuplicateWindow, Replicas: cfg.StreamReplicas}); err != nil {
 		return nil, fmt.Errorf("apply streams: %w", err)
 	}
-	if cfg.RedisURL == "" {
+	if !cfg.Redis.Configured() {
 		a.store = store.NewMemory(store.Options{Retention: cfg.CampaignRetention})
 		log.Info("store: in-process (one process only; set REDIS_URL for more)")
 	} else {
-		rs, err := store.NewRedis(actx, cfg.RedisURL, store.Options{Retention: cfg.CampaignRetention})
+		client, err := connect.Redis(cfg.Redis)
 		if err != nil {
-			return nil, fmt.Errorf("REDIS_URL: %w", err)
+			return nil, err
+		}
+		rs, err := store.NewRedisClient(actx, client, store.Options{Retention: cfg.CampaignRetention})
+		if err != nil {
+			return nil, connect.ExplainRedis(cfg.Redis, err)
 		}
 		a.store = rs
-		log.Info("store: redis")
+		log.Info("store: redis", "redis", connect.RedisWhere(cfg.Redis))
 	}
 	a.closers = append(a.closers, a.store.Close)
 	var wf *workflow.Registry
@@ -237,16 +242,27 @@ func (a *App) openNATS() error {
 		a.log.Info("embedded NATS server with JetStream", "url", url, "store_dir", dir)
 	}
 	a.ncClosed = make(chan struct{})
-	nc, err := nats.Connect(url, nats.Name("campaign-orchestrator"), nats.MaxReconnects(-1),
+	conn := a.cfg.NATS
+	if a.ns != nil {
+		conn = config.NATS{URL: url}
+	}
+	nc, err := connect.NATS(conn, "campaign-orchestrator",
 		nats.ClosedHandler(func(*nats.Conn) { close(a.ncClosed) }),
 		// No reconnect buffer: a publish while reconnecting fails at once
 		// instead of being sent after the ingress answered 503 (nothing
 		// half-done); the workers retry theirs.
 		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { a.log.Warn("NATS disconnected", "err", err) }),
-		nats.ReconnectHandler(func(c *nats.Conn) { a.log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }))
+		nats.ReconnectHandler(func(c *nats.Conn) { a.log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				a.log.Warn("NATS error", "subject", sub.Subject, "err", err)
+			} else {
+				a.log.Warn("NATS error", "err", err)
+			}
+		}))
 	if err != nil {
-		return fmt.Errorf("NATS_URL: connect: %w", err)
+		return err
 	}
 	a.nc = nc
 	js, err := jetstream.New(nc)
@@ -268,6 +284,9 @@ func (a *App) HTTPAddr() string {
 
 // NATSURL is the URL of the NATS server in use.
 func (a *App) NATSURL() string { return a.nc.ConnectedUrl() }
+
+// NATSURLRedacted is NATSURL without its password or token, for logs.
+func (a *App) NATSURLRedacted() string { return a.nc.ConnectedUrlRedacted() }
 
 // Store is the app's store (tests read it).
 func (a *App) Store() store.Store { return a.store }

@@ -51,7 +51,7 @@ func dlqList(ctx context.Context, args []string, getenv func(string) string, std
 	if len(pos) != 0 {
 		return usageError(fs, "dlq list: unexpected %q", pos[0])
 	}
-	nc, js, err := connectOps(*url, "orchestrator-dlq")
+	nc, js, err := connectOps(url, "orchestrator-dlq")
 	if err != nil {
 		return err
 	}
@@ -109,7 +109,7 @@ func dlqReplay(ctx context.Context, args []string, getenv func(string) string, s
 	default:
 		return usageError(fs, "dlq replay: want one <seq> or --all")
 	}
-	nc, js, err := connectOps(*url, "orchestrator-dlq")
+	nc, js, err := connectOps(url, "orchestrator-dlq")
 	if err != nil {
 		return err
 	}

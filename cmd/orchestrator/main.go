@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/config"
+	"github.com/campaign-orchestrator/orchestrator/internal/connect"
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/httpapi"
 	"github.com/campaign-orchestrator/orchestrator/streams"
@@ -116,7 +117,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stder
 	if err != nil {
 		return err
 	}
-	log.Info("campaign orchestrator running", "role", cfg.Role, "http", app.HTTPAddr(), "nats", app.NATSURL())
+	log.Info("campaign orchestrator running", "role", cfg.Role, "http", app.HTTPAddr(), "nats", app.NATSURLRedacted())
 	runErr := app.Run(ctx)
 	log.Info("shutting down")
 	closeErr := app.Close()
@@ -131,9 +132,9 @@ func streamsApply(ctx context.Context, args []string, getenv func(string) string
 	if cfg.NATSURL == "" {
 		return errors.New("NATS_URL (--nats-url): required by `streams apply`")
 	}
-	nc, err := nats.Connect(cfg.NATSURL, nats.Name("orchestrator-streams-apply"))
+	nc, err := connect.NATS(cfg.NATS, "orchestrator-streams-apply", nats.MaxReconnects(3))
 	if err != nil {
-		return fmt.Errorf("NATS_URL: %w", err)
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)

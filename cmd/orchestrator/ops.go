@@ -1,14 +1,15 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/config"
+	"github.com/campaign-orchestrator/orchestrator/internal/connect"
 )
 
 // defaultNATSURL is where the operator commands connect without --nats-url
@@ -16,21 +17,20 @@ import (
 const defaultNATSURL = "nats://127.0.0.1:4222"
 
 // opsFlags starts the flag set of an operator command (trace, dlq …), which
-// talks to NATS only: --nats-url, defaulting to NATS_URL, else
-// defaultNATSURL. usage is printed by -h and on a usage error.
-func opsFlags(name, usage string, getenv func(string) string, stderr io.Writer) (*flag.FlagSet, *string) {
+// talks to NATS only: the NATS connection flag group (--nats-url,
+// --nats-creds, --nats-nkey-seed, --nats-tls-ca, --nats-tls-cert,
+// --nats-tls-key), each defaulting to its variable, the URL else to
+// defaultNATSURL. usage is printed by -h and on a usage error. After
+// parsing, the returned function validates the NATS settings.
+func opsFlags(name, usage string, getenv func(string) string, stderr io.Writer) (*flag.FlagSet, func() (config.NATS, error)) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	def := getenv("NATS_URL")
-	if def == "" {
-		def = defaultNATSURL
-	}
-	url := fs.String("nats-url", def, "NATS server URL(s) (env NATS_URL)")
+	conn := config.NATSFlags(fs, getenv, defaultNATSURL)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: %s\n\nflags:\n", usage)
 		fs.PrintDefaults()
 	}
-	return fs, url
+	return fs, conn
 }
 
 // parseInterspersed parses args with fs, letting flags come after the
@@ -56,14 +56,16 @@ func usageError(fs *flag.FlagSet, format string, a ...any) error {
 	return fmt.Errorf(format, a...)
 }
 
-// connectOps connects an operator command to NATS and JetStream.
-func connectOps(url, name string) (*nats.Conn, jetstream.JetStream, error) {
-	if url == "" {
-		return nil, nil, errors.New("NATS_URL (--nats-url): empty")
-	}
-	nc, err := nats.Connect(url, nats.Name(name), nats.Timeout(5*time.Second))
+// connectOps connects an operator command to NATS and JetStream with the
+// settings of its flag group (opsFlags).
+func connectOps(conn func() (config.NATS, error), name string) (*nats.Conn, jetstream.JetStream, error) {
+	c, err := conn()
 	if err != nil {
-		return nil, nil, fmt.Errorf("NATS_URL (--nats-url) %s: %w", url, err)
+		return nil, nil, err
+	}
+	nc, err := connect.NATS(c, name, nats.MaxReconnects(3))
+	if err != nil {
+		return nil, nil, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -46,11 +46,14 @@ func TestParseInterspersed(t *testing.T) {
 	fs, url := opsFlags("x", "x", func(k string) string { return map[string]string{"NATS_URL": "nats://env:4222"}[k] }, &bytes.Buffer{})
 	follow := fs.Bool("follow", false, "")
 	pos, err := parseInterspersed(fs, []string{"acme/a", "--follow", "b", "--nats-url", "nats://flag:4222"})
-	if err != nil || strings.Join(pos, ",") != "acme/a,b" || !*follow || *url != "nats://flag:4222" {
-		t.Fatalf("pos %v, follow %v, url %s, err %v", pos, *follow, *url, err)
+	if c, cerr := url(); err != nil || cerr != nil || strings.Join(pos, ",") != "acme/a,b" || !*follow || c.URL != "nats://flag:4222" {
+		t.Fatalf("pos %v, follow %v, url %s (%v), err %v", pos, *follow, c.URL, cerr, err)
 	}
 	fs, url = opsFlags("x", "x", func(string) string { return "" }, &bytes.Buffer{})
-	if _, err := parseInterspersed(fs, nil); err != nil || *url != defaultNATSURL {
-		t.Fatalf("default url %s, err %v", *url, err)
+	if _, err := parseInterspersed(fs, nil); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := url(); err != nil || c.URL != defaultNATSURL {
+		t.Fatalf("default url %s, err %v", c.URL, err)
 	}
 }

@@ -32,7 +32,7 @@ func trace(ctx context.Context, args []string, getenv func(string) string, stdou
 	if !ok || !events.ValidToken(tenant) || !events.ValidToken(campaign) {
 		return usageError(fs, "trace: %q is not <tenant>/<campaign> (each %s)", pos[0], events.TokenRE)
 	}
-	nc, js, err := connectOps(*url, "orchestrator-trace")
+	nc, js, err := connectOps(url, "orchestrator-trace")
 	if err != nil {
 		return err
 	}

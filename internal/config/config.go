@@ -57,6 +57,11 @@ type Config struct {
 	// IdempotencySecret keys the Idempotency-Key → command id hash; empty:
 	// the ingress generates one and keeps it in the store.
 	IdempotencySecret Secret
+	// NATS is NATS_URL (the same as NATSURL) with its credentials and TLS;
+	// Redis is REDIS_URL (the same as RedisURL) or Sentinel or Cluster, with
+	// TLS (connection.go).
+	NATS  NATS
+	Redis Redis
 }
 
 // MinSecretLength is the shortest IDEMPOTENCY_SECRET accepted, in bytes.
@@ -155,13 +160,15 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 		}
 	}
 	p := parser{vals: vals}
+	natsConn, redisConn := p.nats(), p.redis()
 	c := Config{
+		NATS: natsConn, Redis: redisConn,
 		HTTPAddr:           p.addr("HTTP_ADDR"),
-		NATSURL:            p.natsURL("NATS_URL"),
+		NATSURL:            natsConn.URL,
 		NATSStoreDir:       p.str("NATS_STORE_DIR"),
 		EmbeddedNATSAddr:   p.addr("EMBEDDED_NATS_ADDR"),
 		NATSSync:           p.syncInterval("NATS_SYNC_INTERVAL"),
-		RedisURL:           p.redisURL("REDIS_URL"),
+		RedisURL:           redisConn.URL,
 		CORSAllowedOrigins: p.origins("CORS_ALLOWED_ORIGINS"),
 		WorkflowsFile:      p.file("WORKFLOWS_FILE"),
 		StepsBaseURL:       p.httpURL("STEPS_BASE_URL"),
@@ -182,7 +189,7 @@ func Load(args []string, getenv func(string) string, usage io.Writer) (Config, e
 	}
 	switch c.Role {
 	case RoleAll, RoleIngress, RoleWorker:
-		if c.Role != RoleAll && c.RedisURL == "" {
+		if c.Role != RoleAll && !c.Redis.Configured() {
 			p.fail("REDIS_URL", "is empty, but --role %s needs a shared store (the in-process store serves one process only)", c.Role)
 		}
 	default:

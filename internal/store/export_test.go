@@ -25,7 +25,7 @@ func (r *Redis) ResetFence(ctx context.Context, k Key) error {
 }
 
 // Client returns the store's Redis client.
-func (r *Redis) Client() *redis.Client { return r.client }
+func (r *Redis) Client() redis.UniversalClient { return r.client }
 
 // CampaignKeys returns the Redis keys of k: state, ledger, inbox,
 // inboxdata, outbox, lock, fence.

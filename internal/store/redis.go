@@ -76,7 +76,7 @@ func lua(name string) string {
 // campaign last written before the index existed is counted from its next
 // write.
 type Redis struct {
-	client    *redis.Client
+	client    redis.UniversalClient
 	prefix    string
 	retention time.Duration
 	scripts   redisScripts
@@ -126,18 +126,38 @@ func newRedisScripts() redisScripts {
 // checks that it answers. It fails if the URL is malformed or the server is
 // unreachable before ctx ends.
 func NewRedis(ctx context.Context, url string, opts Options) (*Redis, error) {
-	opts = opts.withDefaults()
 	ro, err := redis.ParseURL(url)
 	if err != nil {
 		// The message may quote the URL, password included: leave it out.
 		return nil, fmt.Errorf("redis: bad REDIS_URL: %s", strings.ReplaceAll(err.Error(), url, "<REDIS_URL>"))
 	}
-	client := redis.NewClient(ro)
+	return NewRedisClient(ctx, redis.NewClient(ro), opts)
+}
+
+// NewRedisClient makes a store on client: one server (redis.NewClient),
+// Sentinel (redis.NewFailoverClient) or Redis Cluster
+// (redis.NewClusterClient). It checks that the server answers before ctx
+// ends, and closes client when it does not. The store owns client from then
+// on (Close closes it).
+func NewRedisClient(ctx context.Context, client redis.UniversalClient, opts Options) (*Redis, error) {
+	opts = opts.withDefaults()
 	if err := client.Ping(ctx).Err(); err != nil {
 		_ = client.Close()
-		return nil, fmt.Errorf("redis %s: unreachable: %w", ro.Addr, err)
+		return nil, fmt.Errorf("redis %s: unreachable: %w", clientAddrs(client), err)
 	}
 	return &Redis{client: client, prefix: opts.Prefix, retention: opts.Retention, scripts: newRedisScripts()}, nil
+}
+
+// clientAddrs names the servers client talks to, for error messages (never
+// a password).
+func clientAddrs(client redis.UniversalClient) string {
+	switch c := client.(type) {
+	case *redis.Client:
+		return c.Options().Addr
+	case *redis.ClusterClient:
+		return "cluster " + strings.Join(c.Options().Addrs, ",")
+	}
+	return "server"
 }
 
 // campaignKeys are the keys of one campaign, in the order the scripts take

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -85,22 +87,23 @@ func (r *Redis) Take(ctx context.Context, k Key, claim Claim) (*Lease, error) {
 
 // Stranded implements Store: a SCAN of the campaigns' inbox and outbox keys
 // (every key of one campaign ends in inbox or outbox only for those two),
-// then one pipelined EXISTS of each one's lock. On a Redis Cluster the SCAN
-// sees one node; the store uses a single client today.
+// then one pipelined EXISTS of each one's lock. On Redis Cluster the SCAN
+// visits each master in turn (scanCluster).
 func (r *Redis) Stranded(ctx context.Context, cursor string, limit int) ([]Key, string, error) {
-	var cur uint64
-	if cursor != "" {
-		var err error
-		if cur, err = strconv.ParseUint(cursor, 10, 64); err != nil {
-			return nil, "", fmt.Errorf("stranded: cursor %q: %w", cursor, ErrInvalid)
-		}
-	}
 	if limit <= 0 {
 		limit = DefaultListLimit
 	}
-	names, next, err := r.client.Scan(ctx, cur, r.prefix+":{*}:*box", int64(limit)).Result()
+	match := r.prefix + ":{*}:*box"
+	var names []string
+	var next string
+	var err error
+	if cc, ok := r.client.(*redis.ClusterClient); ok {
+		names, next, err = scanCluster(ctx, cc, cursor, match, int64(limit))
+	} else {
+		names, next, err = scanOne(ctx, r.client, cursor, match, int64(limit))
+	}
 	if err != nil {
-		return nil, "", fmt.Errorf("stranded: scan: %w", err)
+		return nil, "", fmt.Errorf("stranded: %w", err)
 	}
 	seen := map[Key]bool{}
 	var keys []Key
@@ -134,10 +137,72 @@ func (r *Redis) Stranded(ctx context.Context, cursor string, limit int) ([]Key, 
 			}
 		}
 	}
-	if next == 0 {
-		return out, "", nil
+	return out, next, nil
+}
+
+// scanOne is one SCAN step on one server; the cursor is SCAN's, "" at the
+// start and the end.
+func scanOne(ctx context.Context, c redis.Cmdable, cursor, match string, count int64) ([]string, string, error) {
+	var cur uint64
+	if cursor != "" {
+		var err error
+		if cur, err = strconv.ParseUint(cursor, 10, 64); err != nil {
+			return nil, "", fmt.Errorf("cursor %q: %w", cursor, ErrInvalid)
+		}
 	}
-	return out, strconv.FormatUint(next, 10), nil
+	names, next, err := c.Scan(ctx, cur, match, count).Result()
+	if err != nil {
+		return nil, "", fmt.Errorf("scan: %w", err)
+	}
+	if next == 0 {
+		return names, "", nil
+	}
+	return names, strconv.FormatUint(next, 10), nil
+}
+
+// scanCluster is one SCAN step on one master of a cluster: the cursor is
+// "<i>-<cursor>", i indexing the masters sorted by address. A change of
+// masters between two calls may skip or repeat keys, which a sweep that
+// runs again later tolerates.
+func scanCluster(ctx context.Context, cc *redis.ClusterClient, cursor, match string, count int64) ([]string, string, error) {
+	var mu sync.Mutex
+	nodes := map[string]*redis.Client{}
+	if err := cc.ForEachMaster(ctx, func(_ context.Context, c *redis.Client) error {
+		mu.Lock()
+		nodes[c.Options().Addr] = c
+		mu.Unlock()
+		return nil
+	}); err != nil {
+		return nil, "", fmt.Errorf("cluster masters: %w", err)
+	}
+	addrs := make([]string, 0, len(nodes))
+	for a := range nodes {
+		addrs = append(addrs, a)
+	}
+	slices.Sort(addrs)
+	i, cur := 0, ""
+	if cursor != "" {
+		si, sc, ok := strings.Cut(cursor, "-")
+		n, err := strconv.Atoi(si)
+		if !ok || err != nil || n < 0 {
+			return nil, "", fmt.Errorf("cursor %q: %w", cursor, ErrInvalid)
+		}
+		i, cur = n, sc
+	}
+	if i >= len(addrs) {
+		return nil, "", nil
+	}
+	names, next, err := scanOne(ctx, nodes[addrs[i]], cur, match, count)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", addrs[i], err)
+	}
+	switch {
+	case next != "":
+		return names, strconv.Itoa(i) + "-" + next, nil
+	case i+1 < len(addrs):
+		return names, strconv.Itoa(i+1) + "-", nil
+	}
+	return names, "", nil
 }
 
 // inboxSrc: KEYS inbox inboxdata; ARGV stop index. Returns a flat list

@@ -62,6 +62,7 @@ type Server struct {
 	bin  string
 	dir  string
 	port int
+	args []string // extra redis-server arguments (NewWith)
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -73,6 +74,15 @@ type Server struct {
 // the test if redis-server is not installed.
 func New(tb testing.TB) *Server {
 	tb.Helper()
+	return NewWith(tb)
+}
+
+// NewWith is New with extra redis-server arguments (an ACL user, a TLS port,
+// cluster mode …), given after the defaults so that they win. The server
+// counts as up when PING answers PONG or NOAUTH (the default user may need
+// a password).
+func NewWith(tb testing.TB, args ...string) *Server {
+	tb.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		if _, serr := os.Stat("/usr/bin/redis-server"); serr != nil {
@@ -81,7 +91,7 @@ func New(tb testing.TB) *Server {
 		}
 		bin = "/usr/bin/redis-server"
 	}
-	s := &Server{tb: tb, bin: bin, dir: tb.TempDir()}
+	s := &Server{tb: tb, bin: bin, dir: tb.TempDir(), args: args}
 	tb.Cleanup(s.kill)
 	var lastErr error
 	for range 5 { // a free port can be taken by someone else before redis-server binds it
@@ -161,12 +171,12 @@ func (s *Server) start() error {
 	if s.cmd != nil {
 		return nil
 	}
-	cmd := exec.Command(s.bin,
+	cmd := exec.Command(s.bin, append([]string{
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no",
 		"--dir", s.dir, "--dbfilename", "dump.rdb",
 		"--logfile", filepath.Join(s.dir, "redis.log"),
-		"--daemonize", "no")
+		"--daemonize", "no"}, s.args...)...)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", s.bin, err)
 	}
@@ -178,7 +188,7 @@ func (s *Server) start() error {
 	deadline := time.Now().Add(startTimeout)
 	for {
 		reply, err := roundTrip(s.Addr(), "PING")
-		if err == nil && reply == "+PONG" {
+		if err == nil && (reply == "+PONG" || strings.HasPrefix(reply, "-NOAUTH")) {
 			s.cmd, s.done = cmd, done
 			return nil
 		}
@@ -206,6 +216,20 @@ func (s *Server) logTail() string {
 		b = b[len(b)-2000:]
 	}
 	return string(b)
+}
+
+// Dir is the server's working directory (its log is redis.log there).
+func (s *Server) Dir() string { return s.dir }
+
+// FreePort returns a loopback TCP port that was free a moment ago (for a
+// second listener of a server: --tls-port, --cluster-port).
+func FreePort(tb testing.TB) int {
+	tb.Helper()
+	p, err := freePort()
+	if err != nil {
+		tb.Fatalf("redistest: %v", err)
+	}
+	return p
 }
 
 // freePort returns a loopback TCP port that was free a moment ago.
