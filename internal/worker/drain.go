@@ -271,6 +271,15 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 	var rej *fsm.RejectedError
 	switch {
 	case errors.Is(err, fsm.ErrUnknownCampaign):
+		// Its create may have been parked (and acked, so out of the read
+		// ahead's sight) since the inbox was read: the dead letter cannot
+		// wait for the head check of the write, so look now.
+		if err := d.readInbox(ctx); err != nil {
+			return err
+		}
+		if len(d.inbox) == 0 || d.inbox[0].ID != si.ID {
+			return store.ErrNotHead
+		}
 		log.Warn("command for an unknown campaign: dead-lettered", "verb", cmd.Verb)
 		if err := d.deadLetter(ctx, it, si.Seq, invalid(cmd, "unknown campaign"), metrics.DLQUnknownCampaign); err != nil {
 			return err
