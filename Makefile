@@ -1,10 +1,13 @@
 # Campaign Orchestrator — the few targets you need.
 #
 #   make run    build and run the whole system on the embedded defaults: the step
-#               simulator on 127.0.0.1:8081 and the orchestrator (embedded NATS with
-#               JetStream on 127.0.0.1:4222, in-process store, HTTP on :8000).
+#               simulator on 127.0.0.1:8081, the orchestrator (embedded NATS with
+#               JetStream on 127.0.0.1:4222, in-process store, HTTP on :8000) and
+#               the dashboard on http://localhost:3000.
 #   make test   vet, format check and every test under the race detector (needs
-#               redis-server on PATH: tests start their own on loopback).
+#               redis-server on PATH: tests start their own on loopback; the
+#               dashboard's browser test needs chromium and node, and npm-installs
+#               playwright-core once).
 #   make bench  the Go benchmarks (compare with benchstat).
 #   make bench-load  orchestrator bench: 2,000 campaigns through the service beside the bare
 #               pipeline, same servers (BENCH_FLAGS="--step-latency 200ms --campaigns 200" …).
@@ -21,16 +24,18 @@ BIN     := bin
 NATSCLI := github.com/nats-io/natscli/nats@v0.5.0
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run test bench lint tools build clean test-chaos
+.PHONY: run test bench lint tools build clean test-chaos e2e-deps
 
 build:
 	$(GO) build -o $(BIN)/orchestrator ./cmd/orchestrator
 	$(GO) build -o $(BIN)/stepsim ./cmd/stepsim
 
 run: build
-	@echo "step simulator on 127.0.0.1:8081, orchestrator HTTP on :8000, NATS on nats://127.0.0.1:4222 (Ctrl-C stops both)"
-	@trap 'kill $$sim 2>/dev/null; wait $$sim 2>/dev/null' EXIT INT TERM; \
+	@echo "step simulator on 127.0.0.1:8081, orchestrator HTTP on :8000, NATS on nats://127.0.0.1:4222"
+	@echo "dashboard on http://localhost:3000 (open it in a browser; Ctrl-C stops all three)"
+	@trap 'kill $$sim $$dash 2>/dev/null; wait $$sim $$dash 2>/dev/null' EXIT INT TERM; \
 	 $(BIN)/stepsim -addr 127.0.0.1:8081 -latency 200ms & sim=$$!; \
+	 $(BIN)/orchestrator dashboard --addr 127.0.0.1:3000 --api http://localhost:8000 & dash=$$!; \
 	 $(BIN)/orchestrator serve
 
 lint:
@@ -39,8 +44,15 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	 if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
 
-test: lint
+test: lint e2e-deps
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# playwright-core for the dashboard's browser test (npm ci of the committed
+# lock file; it drives Debian's chromium and downloads no browser).
+E2E := internal/dashboard/testdata/e2e
+e2e-deps:
+	@if command -v npm >/dev/null 2>&1 && [ ! -f $(E2E)/node_modules/playwright-core/package.json ]; then \
+	  npm ci --prefix $(E2E) --no-audit --no-fund; fi
 
 test-chaos:
 	$(GO) test -race=false -tags chaos -count=1 -timeout 30m ./internal/chaos/ -run . -v $(CHAOS_FLAGS)

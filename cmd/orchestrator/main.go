@@ -7,6 +7,7 @@
 //	orchestrator dlq list [--json]                            the dead letters of CAMPAIGN_DLQ
 //	orchestrator dlq replay <seq>|--all [--purge]             send dead letters back with their command ids
 //	orchestrator bench [flags] [--baseline]                   load test: campaigns through the service, beside the bare pipeline
+//	orchestrator dashboard [--addr ADDR] [--api URL]           the web dashboard
 //
 // Every setting is an environment variable and a flag (`orchestrator serve -h`).
 package main
@@ -53,6 +54,7 @@ const usage = `usage:
   orchestrator dlq list [--json]                            the dead letters of CAMPAIGN_DLQ
   orchestrator dlq replay <seq>|--all [--purge]             send dead letters back with their command ids
   orchestrator bench [flags] [--baseline]                   load test: campaigns through the service, beside the bare pipeline (see bench -h)
+  orchestrator dashboard [--addr ADDR] [--api URL]           the web dashboard (default 127.0.0.1:3000, API http://localhost:8000)
   (trace and dlq talk to NATS only: --nats-url, default $NATS_URL or nats://127.0.0.1:4222)
 `
 
@@ -83,6 +85,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return dlq(ctx, args[1:], getenv, stdout, stderr)
 	case "bench":
 		return benchCmd(ctx, args[1:], stdout, stderr)
+	case "dashboard":
+		return dashboardCmd(ctx, args[1:], stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

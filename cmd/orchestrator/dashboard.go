@@ -1,0 +1,70 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/dashboard"
+)
+
+const dashboardUsage = "orchestrator dashboard [--addr 127.0.0.1:3000] [--api http://localhost:8000]"
+
+// dashboardCmd serves the web dashboard until ctx ends. The page calls the
+// API at --api from the browser: the API's CORS_ALLOWED_ORIGINS must list
+// the dashboard's origin (http://localhost:3000 by default, which the API's
+// default whitelist has).
+func dashboardCmd(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dashboard", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:3000", "address to serve the dashboard on")
+	apiURL := fs.String("api", "http://localhost:8000", "the orchestrator API's base URL, as the browser reaches it")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: %s\n\nServes the operator web UI; the browser calls the API directly (add the dashboard's origin to the API's CORS_ALLOWED_ORIGINS).\n\n", dashboardUsage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		fs.Usage()
+		return fmt.Errorf("dashboard: unexpected %q", fs.Arg(0))
+	}
+	h, err := dashboard.New(dashboard.Config{API: *apiURL})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("--addr: %w", err)
+	}
+	log := newLogger(stderr, slog.LevelInfo).With("component", "dashboard")
+	log.Info("dashboard listening", "url", "http://"+ln.Addr().String(), "api", *apiURL,
+		"cors", "the API's CORS_ALLOWED_ORIGINS must list this page's origin")
+	return serveDashboard(ctx, ln, h)
+}
+
+// serveDashboard serves h on ln until ctx ends, then shuts down gracefully.
+func serveDashboard(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return fmt.Errorf("dashboard: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if serr := <-done; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	return err
+}

@@ -1,0 +1,413 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/dashboard"
+	"github.com/campaign-orchestrator/orchestrator/internal/deadletter"
+	"github.com/campaign-orchestrator/orchestrator/internal/events"
+	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+	"github.com/campaign-orchestrator/orchestrator/internal/store"
+)
+
+// e2eDir holds the Playwright script and its package.json (testdata: the go
+// tool ignores it, node_modules included).
+const e2eDir = "../../internal/dashboard/testdata/e2e"
+
+func TestDashboardCommand(t *testing.T) {
+	var stderr bytes.Buffer
+	err := run(context.Background(), []string{"dashboard", "--api", "localhost:8000"}, os.Getenv, io.Discard, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "--api") {
+		t.Fatalf("bad --api: %v", err)
+	}
+	if err := run(context.Background(), []string{"dashboard", "extra"}, os.Getenv, io.Discard, &stderr); err == nil {
+		t.Fatal("a stray argument is accepted")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"dashboard", "--addr", addr, "--api", "http://127.0.0.1:1"}, os.Getenv, io.Discard, io.Discard)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	var body []byte
+	for {
+		res, err := http.Get("http://" + addr + "/config.json")
+		if err == nil {
+			body, _ = io.ReadAll(res.Body)
+			res.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dashboard not serving on %s: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(string(body), `"api":"http://127.0.0.1:1"`) {
+		t.Fatalf("config %s", body)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("dashboard after cancel: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("dashboard did not stop")
+	}
+	// A port in use stops start-up naming --addr.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	if err := run(context.Background(), []string{"dashboard", "--addr", busy.Addr().String()}, os.Getenv, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "--addr") {
+		t.Fatalf("port in use: %v", err)
+	}
+}
+
+// gatedSteps is the fake step service of the browser test: every step
+// answers after latency, except the step a campaign's params name in
+// "hold", which waits until the test's control endpoint releases it.
+type gatedSteps struct {
+	latency time.Duration
+	mu      sync.Mutex
+	gates   map[string]chan struct{} // by campaign id
+	waiting map[string]bool          // a held call is in progress
+}
+
+func (g *gatedSteps) gate(campaign string) chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.gates[campaign] == nil {
+		g.gates[campaign] = make(chan struct{})
+	}
+	return g.gates[campaign]
+}
+
+func (g *gatedSteps) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Campaign string `json:"campaign_id"`
+		Step     string `json:"step"`
+		Params   struct {
+			Hold string `json:"hold"`
+		} `json:"params"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	if req.Params.Hold != "" && req.Params.Hold == req.Step {
+		g.mu.Lock()
+		g.waiting[req.Campaign] = true
+		g.mu.Unlock()
+		select {
+		case <-g.gate(req.Campaign):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	select {
+	case <-time.After(g.latency):
+	case <-r.Context().Done():
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"step":%q,"done":true}`, req.Step)
+}
+
+// streamCutter is a reverse proxy in front of the API that can drop the
+// event streams passing through it (the connection is aborted, as a network
+// drop would) and hold new ones until restored.
+type streamCutter struct {
+	proxy *httputil.ReverseProxy
+	mu    sync.Mutex
+	live  map[*http.Request]context.CancelFunc
+	held  chan struct{} // non-nil: new streams wait for it to close
+	cuts  int
+	// resumed are the Last-Event-ID headers of the streams opened after a cut.
+	resumed []string
+}
+
+func newStreamCutter(target string) *streamCutter {
+	u, _ := url.Parse(target)
+	p := httputil.NewSingleHostReverseProxy(u)
+	p.FlushInterval = -1
+	return &streamCutter{proxy: p, live: map[*http.Request]context.CancelFunc{}}
+}
+
+func (s *streamCutter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
+		s.proxy.ServeHTTP(w, r)
+		return
+	}
+	s.mu.Lock()
+	held := s.held
+	s.mu.Unlock()
+	if held != nil {
+		select {
+		case <-held:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	r = r.WithContext(ctx)
+	s.mu.Lock()
+	s.live[r] = cancel
+	if s.cuts > 0 {
+		s.resumed = append(s.resumed, r.URL.Path+" Last-Event-ID="+r.Header.Get("Last-Event-ID"))
+	}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.live, r)
+		s.mu.Unlock()
+		if ctx.Err() != nil && r.Context().Err() == nil {
+			panic(http.ErrAbortHandler) // cut: abort the connection mid-stream
+		}
+	}()
+	s.proxy.ServeHTTP(w, r)
+}
+
+// cut drops every stream and holds new ones; restore lets them through.
+func (s *streamCutter) cut() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held == nil {
+		s.held = make(chan struct{})
+	}
+	n := len(s.live)
+	for _, cancel := range s.live {
+		cancel()
+	}
+	s.cuts += n
+	return n
+}
+
+func (s *streamCutter) restore() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held != nil {
+		close(s.held)
+		s.held = nil
+	}
+}
+
+// TestDashboardBrowser runs the dashboard in headless Chromium, driven by
+// Playwright (internal/dashboard/testdata/e2e/dashboard.spec.mjs), against
+// the whole service: the orchestrator (embedded NATS, in-process store,
+// workers, ingress), a step service whose steps can be held mid-run, and the
+// dashboard served on two loopback origins, one of them listed in
+// CORS_ALLOWED_ORIGINS. Screenshots of each screen go to
+// $DASHBOARD_ARTIFACTS (default: a new temporary directory, kept).
+func TestDashboardBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	chromium := os.Getenv("CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	var missing []string
+	if _, err := os.Stat(chromium); err != nil {
+		missing = append(missing, fmt.Sprintf("Chromium (%s; apt-get install chromium)", chromium))
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		missing = append(missing, "node (apt-get install nodejs npm)")
+	}
+	if len(missing) > 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("CI=%s and the browser test cannot run: %s missing (.ci/run installs them)", os.Getenv("CI"), strings.Join(missing, ", "))
+		}
+		t.Skipf("browser test skipped: %s not installed", strings.Join(missing, ", "))
+	}
+	if _, err := os.Stat(filepath.Join(e2eDir, "node_modules", "playwright-core", "package.json")); err != nil {
+		t.Fatalf("playwright-core is not installed: run `npm ci --prefix internal/dashboard/testdata/e2e` (make test does): %v", err)
+	}
+	artifacts := os.Getenv("DASHBOARD_ARTIFACTS")
+	if artifacts == "" {
+		if artifacts, err = os.MkdirTemp("", "dashboard-screens-"); err != nil {
+			t.Fatal(err)
+		}
+	} else if artifacts, err = filepath.Abs(artifacts); err == nil {
+		err = os.MkdirAll(artifacts, 0o755)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	steps := &gatedSteps{latency: 150 * time.Millisecond, gates: map[string]chan struct{}{}, waiting: map[string]bool{}}
+	stepSrv := httptest.NewServer(steps)
+	t.Cleanup(stepSrv.Close)
+
+	allowedLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusedLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowedOrigin := "http://" + allowedLn.Addr().String()
+	wfFile := filepath.Join(t.TempDir(), "workflows.yaml")
+	if err := os.WriteFile(wfFile, []byte("workflows:\n  express:\n    steps:\n      - name: validate\n      - name: dispatch\n        timeout: 5s\n        retry: {max_retries: 2, backoff_base: 200ms, retry_on_status: [503]}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, map[string]string{
+		"STEPS_BASE_URL": stepSrv.URL, "CORS_ALLOWED_ORIGINS": allowedOrigin, "STEP_TIMEOUT": "3m",
+		"WORKFLOWS_FILE": wfFile,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	app, err := NewApp(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	runDone := make(chan error, 1)
+	go func() { runDone <- app.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-runDone
+		_ = app.Close()
+	})
+	apiURL := "http://" + app.HTTPAddr()
+	cutter := newStreamCutter(apiURL)
+	proxySrv := httptest.NewServer(cutter)
+	t.Cleanup(proxySrv.Close)
+
+	dash, err := dashboard.New(dashboard.Config{API: proxySrv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ln := range []net.Listener{allowedLn, refusedLn} {
+		srv := &http.Server{Handler: dash, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		t.Cleanup(func() { _ = srv.Close() })
+	}
+
+	// The test's control endpoint, for the script (not the browser).
+	control := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/release":
+			close(steps.gate(r.URL.Query().Get("campaign")))
+		case "/held":
+			steps.mu.Lock()
+			held := steps.waiting[r.URL.Query().Get("campaign")]
+			steps.mu.Unlock()
+			fmt.Fprint(w, held)
+			return
+		case "/cut":
+			fmt.Fprint(w, cutter.cut())
+			return
+		case "/restore":
+			cutter.restore()
+		default:
+			http.NotFound(w, r)
+			return
+		}
+		fmt.Fprint(w, "ok")
+	}))
+	t.Cleanup(control.Close)
+
+	// Dead letters: a command for a campaign that does not exist, for
+	// acme and for globex (which acme's page must not show).
+	nc, err := nats.Connect(app.NATSURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	for _, tenant := range []string{"acme", "globex"} {
+		m := events.NewCommandMsg(events.CommandEnvelope{ID: tenant + "-ghost-1", Type: "start", TenantID: tenant, CampaignID: "ghost"}, "")
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	js := app.js
+	waitUntil(t, 20*time.Second, "two dead letters", func() bool {
+		entries, err := deadletter.List(ctx, js)
+		return err == nil && len(entries) == 2
+	})
+
+	sctx, scancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer scancel()
+	cmd := exec.CommandContext(sctx, node, "dashboard.spec.mjs")
+	cmd.Dir = e2eDir
+	cmd.Env = append(os.Environ(),
+		"CHROMIUM="+chromium, "DASHBOARD_URL="+allowedOrigin, "REFUSED_URL=http://"+refusedLn.Addr().String(),
+		"API_URL="+apiURL, "CONTROL_URL="+control.URL, "ARTIFACTS="+artifacts)
+	out, err := cmd.CombinedOutput()
+	t.Logf("playwright:\n%s", out)
+	if err != nil {
+		t.Fatalf("the browser script failed: %v", err)
+	}
+	t.Logf("screenshots in %s", artifacts)
+
+	// What the browser did is what the service holds.
+	for id, want := range map[string]fsm.State{"spring": fsm.Completed, "autumn": fsm.Completed} {
+		c, err := app.Store().Load(ctx, store.Key{Tenant: "acme", Campaign: id})
+		if err != nil || c.State != want {
+			t.Fatalf("campaign %s: %v %v, want %s", id, c.State, err, want)
+		}
+	}
+	cutter.mu.Lock()
+	cuts, resumed := cutter.cuts, cutter.resumed
+	cutter.mu.Unlock()
+	if cuts == 0 {
+		t.Fatal("no event stream was cut")
+	}
+	// The page reopened the cut stream with Last-Event-ID, the last event it
+	// had (the script checks the page shows that number and no gap or repeat).
+	if len(resumed) == 0 || !strings.HasPrefix(resumed[0], "/api/v1/campaigns/autumn/events Last-Event-ID=") ||
+		strings.HasSuffix(resumed[0], "=") || strings.HasSuffix(resumed[0], "=0") {
+		t.Fatalf("streams after the cut: %q, want autumn's resumed with its Last-Event-ID", resumed)
+	}
+	// The refused origin's requests reached the API and were refused there.
+	res, err := http.Get(apiURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(string(metrics), `http_requests_total{code="403",method="OPTIONS",route="/api/v1/workflows"}`) {
+		t.Fatal("the API saw no refused preflight from the other origin")
+	}
+	page, err := app.Store().List(ctx, "acme", "", "", store.MaxListLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range page.Campaigns {
+		if strings.HasPrefix(c.ID, "refused") {
+			t.Fatalf("the refused origin created %s", c.ID)
+		}
+	}
+	if errors.Is(ctx.Err(), context.Canceled) {
+		t.Fatal("the service stopped during the test")
+	}
+}

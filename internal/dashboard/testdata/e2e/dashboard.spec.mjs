@@ -1,0 +1,298 @@
+// The dashboard in a real browser: Debian's Chromium, headless, driven by
+// playwright-core. Run by TestDashboardBrowser (cmd/orchestrator), which
+// starts the service, a step service whose steps can be held, and the
+// dashboard on two origins, and passes them here:
+//
+//   CHROMIUM       the browser executable (never downloaded)
+//   DASHBOARD_URL  the dashboard on an origin in CORS_ALLOWED_ORIGINS
+//   REFUSED_URL    the same dashboard on an origin that is not
+//   API_URL        the API itself (for this script's own setup calls)
+//   CONTROL_URL    the test's control endpoint: /release?campaign=, /held?campaign=, /cut, /restore
+//   ARTIFACTS      where the screenshots go
+//
+// Every wait has a deadline; a failed step prints what the page showed.
+
+import { chromium } from "playwright-core";
+import assert from "node:assert/strict";
+import path from "node:path";
+
+const env = (k) => { const v = process.env[k]; if (!v) throw new Error(`${k} is not set`); return v; };
+const DASH = env("DASHBOARD_URL"), REFUSED = env("REFUSED_URL"), API = env("API_URL"), CONTROL = env("CONTROL_URL"), OUT = env("ARTIFACTS");
+const WAIT = { timeout: 30_000 };
+
+const browser = await chromium.launch({
+  executablePath: env("CHROMIUM"),
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
+});
+const pageErrors = [];
+let page;
+
+async function newPage(ctxOpts = {}) {
+  const ctx = await browser.newContext({ viewport: { width: 1200, height: 860 }, reducedMotion: "reduce", ...ctxOpts });
+  const p = await ctx.newPage();
+  p.on("pageerror", (e) => pageErrors.push(`${p.url()}: ${e.message}`));
+  p.on("console", (m) => { if (m.type() === "error") console.log(`  [console] ${m.text()}`); });
+  return p;
+}
+
+let n = 0;
+async function step(name, f) {
+  n++;
+  const t0 = Date.now();
+  try {
+    await f();
+    console.log(`ok ${n} - ${name} (${Date.now() - t0} ms)`);
+  } catch (e) {
+    console.log(`not ok ${n} - ${name}\n${e.stack}`);
+    if (page) {
+      await page.screenshot({ path: path.join(OUT, `failed-${n}.png`), fullPage: true }).catch(() => {});
+      console.log("--- the page's text ---\n" + (await page.locator("body").innerText().catch(() => "?")));
+    }
+    await browser.close();
+    process.exit(1);
+  }
+}
+
+const shot = (name, p = page) => p.screenshot({ path: path.join(OUT, name + ".png"), fullPage: true });
+const control = async (what) => { const r = await fetch(CONTROL + what); assert.equal(r.status, 200, `control ${what}`); return r.text(); };
+const stateIs = (s) => page.locator(`#campaign-state [data-state="${s}"]`).waitFor(WAIT);
+const stepIs = (name, outcome) => page.locator(`#timeline li[data-step="${name}"][data-outcome="${outcome}"]`).waitFor(WAIT);
+
+async function until(what, f, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (await f()) return;
+    if (Date.now() > deadline) throw new Error(`not within ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function buttons() {
+  const out = {};
+  for (const v of ["start", "pause", "resume", "cancel", "retry"]) out[v] = await page.locator(`button[data-verb="${v}"]`).isEnabled();
+  return out;
+}
+
+/** The event table's sequences, in page order. */
+const sequences = () => page.locator("#events tbody tr").evaluateAll((rows) => rows.map((r) => Number(r.dataset.seq)));
+const assertContiguous = (seqs) => assert.deepEqual(seqs, seqs.map((_, i) => i + 1), `event sequences ${seqs}`);
+
+// Setup through the API itself (no Origin: not a browser): 22 pending
+// campaigns, so that the list has a second page.
+for (let i = 1; i <= 22; i++) {
+  const id = `bulk-${String(i).padStart(2, "0")}`;
+  const r = await fetch(API + "/api/v1/campaigns", {
+    method: "POST", headers: { "Content-Type": "application/json", "X-Tenant-ID": "acme" },
+    body: JSON.stringify({ campaign_id: id, name: `Bulk ${i}`, params: { batch: i } }),
+  });
+  assert.equal(r.status, 202, `create ${id}`);
+}
+
+page = await newPage();
+
+await step("sign in: an API error is shown with its message, then the tenant signs in", async () => {
+  await page.goto(DASH + "/");
+  await page.getByRole("heading", { name: "Sign in" }).waitFor(WAIT);
+  await shot("01-signin");
+  // This API runs in development mode: a token alone names no tenant.
+  await page.getByLabel("Bearer token").fill("not-a-real-token-0123456789");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  const err = page.getByRole("alert").filter({ hasText: "X-Tenant-ID" });
+  await err.waitFor(WAIT);
+  assert.match(await err.innerText(), /development mode/);
+  await page.getByLabel("Bearer token").fill("");
+  await page.getByLabel("Tenant (development mode)").fill("acme");
+  await page.keyboard.press("Enter"); // the form works from the keyboard
+  await page.getByRole("heading", { name: "Campaigns", level: 1 }).waitFor(WAIT);
+  assert.equal(await page.evaluate(() => JSON.parse(sessionStorage.getItem("orchestrator.session")).tenant), "acme");
+});
+
+await step("workflows: every workflow with its steps", async () => {
+  await page.getByRole("link", { name: "Workflows" }).click();
+  const std = page.locator('[data-workflow="standard"]');
+  await std.waitFor(WAIT);
+  assert.deepEqual(await std.locator("li strong").allInnerTexts(), ["validate", "segment", "render", "schedule", "dispatch"]);
+  const express = page.locator('[data-workflow="express"]');
+  assert.deepEqual(await express.locator("li strong").allInnerTexts(), ["validate", "dispatch"]);
+  assert.match(await express.innerText(), /retries 2× on 503/);
+  await shot("02-workflows");
+});
+
+await step("campaigns: paged with a cursor, filtered by state", async () => {
+  await page.getByRole("link", { name: "Campaigns" }).click();
+  await page.locator('tr[data-campaign="bulk-01"]').waitFor(WAIT);
+  assert.equal(await page.locator("tbody tr[data-campaign]").count(), 20);
+  const next = page.getByRole("button", { name: "Next page" });
+  assert.ok(await next.isEnabled());
+  await next.click();
+  await page.locator('tr[data-campaign="bulk-21"]').waitFor(WAIT);
+  assert.deepEqual(await page.locator("tbody tr[data-campaign]").evaluateAll((r) => r.map((x) => x.dataset.campaign)), ["bulk-21", "bulk-22"]);
+  assert.ok(!(await next.isEnabled()));
+  await page.getByRole("button", { name: "First page" }).click();
+  await page.locator('tr[data-campaign="bulk-01"]').waitFor(WAIT);
+  await page.getByLabel("State").selectOption("running");
+  await page.getByText("No running campaigns.").waitFor(WAIT);
+  await page.getByLabel("State").selectOption("");
+  await page.locator('tr[data-campaign="bulk-01"]').waitFor(WAIT);
+});
+
+await step("campaigns: a state change shows up live in the list", async () => {
+  // Started from outside the page; the list follows without a reload.
+  const r = await fetch(API + "/api/v1/campaigns/bulk-02/start", { method: "POST", headers: { "X-Tenant-ID": "acme" } });
+  assert.equal(r.status, 202);
+  await page.locator('tr[data-campaign="bulk-02"] [data-state="completed"]').waitFor(WAIT);
+  await shot("03-campaigns");
+});
+
+await step("create and start a campaign; its timeline reaches completed live", async () => {
+  await page.getByLabel("Name").fill("Spring sale");
+  await page.getByLabel("Campaign id (optional)").fill("spring");
+  await page.getByLabel("Params (JSON object)").fill('{"segment": "vip", "hold": "render"}');
+  await page.getByLabel("Start now").check();
+  await page.getByRole("button", { name: "Create" }).click();
+  await page.getByRole("heading", { name: "Spring sale", level: 1 }).waitFor(WAIT);
+  // The step service holds render: the campaign is seen running mid-way.
+  await stepIs("render", "running");
+  await stateIs("running");
+  await stepIs("segment", "succeeded");
+  assert.equal(await page.locator('#timeline li[data-outcome="pending"]').count(), 2);
+  assert.deepEqual(await buttons(), { start: false, pause: true, resume: false, cancel: true, retry: false });
+  await shot("04-campaign-running");
+  await page.screenshot({ path: path.join(OUT, "readme.png") }); // the viewport only: docs/dashboard.png
+  await control("/release?campaign=spring");
+  await stateIs("completed");
+  for (const s of ["validate", "segment", "render", "schedule", "dispatch"]) await stepIs(s, "succeeded");
+  const seqs = await sequences();
+  assert.equal(seqs.length, 13);
+  assertContiguous(seqs);
+  const types = await page.locator("#events tbody tr").evaluateAll((rows) => rows.map((r) => r.dataset.type));
+  assert.equal(types[0], "campaign.created");
+  assert.equal(types.at(-1), "campaign.completed");
+  await page.locator("#outputs details").nth(4).waitFor(WAIT);
+  assert.equal(await page.locator("#outputs summary").count(), 5);
+  assert.match(await page.locator("#timeline").innerText(), /1 attempt/);
+  assert.deepEqual(await buttons(), { start: false, pause: false, resume: false, cancel: false, retry: false });
+  await shot("05-campaign-completed");
+});
+
+await step("an API error is shown with its message (the campaign exists)", async () => {
+  await page.getByRole("link", { name: "Campaigns" }).first().click();
+  await page.getByLabel("Name").fill("Spring again");
+  await page.getByLabel("Campaign id (optional)").fill("spring");
+  await page.getByLabel("Params (JSON object)").fill("{not json");
+  await page.getByRole("button", { name: "Create" }).click();
+  await page.getByRole("alert").filter({ hasText: "Params: not valid JSON" }).waitFor(WAIT);
+  assert.equal(await page.getByLabel("Params (JSON object)").getAttribute("aria-invalid"), "true");
+  await page.getByLabel("Params (JSON object)").fill("{}");
+  await page.getByRole("button", { name: "Create" }).click();
+  const err = page.getByRole("alert").filter({ hasText: "409" });
+  await err.waitFor(WAIT);
+  assert.match(await err.innerText(), /campaign_id: campaign "spring" already exists/);
+  assert.equal(await page.getByLabel("Campaign id (optional)").getAttribute("aria-invalid"), "true");
+});
+
+await step("pause and resume another campaign mid-run; a rejected verb's error; the stream resumes after a drop", async () => {
+  await page.getByLabel("Name").fill("Autumn");
+  await page.getByLabel("Campaign id (optional)").fill("autumn");
+  await page.getByLabel("Params (JSON object)").fill('{"hold": "segment"}');
+  await page.getByLabel("Start now").check();
+  await page.getByRole("button", { name: "Create" }).click();
+  await stepIs("segment", "running");
+  await until("segment held at the step service", async () => (await control("/held?campaign=autumn")) === "true");
+  const before = (await sequences()).length;
+
+  // The connection drops; nothing reaches the page until it is back.
+  assert.ok(Number(await control("/cut")) >= 1, "an event stream was open");
+  await page.locator('#stream-status[data-state="waiting"], #stream-status[data-state="connecting"][data-reconnects="1"]').waitFor(WAIT);
+
+  // Pause while segment runs: accepted, applied when the step ends. A
+  // second pause, sent while the page still knows the campaign as
+  // running, is rejected by the state machine once the first applied.
+  const pause = page.locator('button[data-verb="pause"]');
+  await pause.click();
+  await page.locator('#action-messages [data-verb="pause"]').filter({ hasText: "accepted" }).first().waitFor(WAIT);
+  await until("pause enabled again", () => pause.isEnabled());
+  await pause.click();
+  await until("two pauses accepted", async () => (await page.locator('#action-messages [data-verb="pause"]').filter({ hasText: "accepted" }).count()) === 2);
+  await control("/release?campaign=autumn");
+  // The campaign pauses and rejects the second pause while the stream is cut.
+  await until("autumn paused in the service", async () => {
+    const r = await fetch(API + "/api/v1/campaigns/autumn", { headers: { "X-Tenant-ID": "acme" } });
+    const c = await r.json();
+    return c.state === "paused" && c.sequence >= before + 3;
+  });
+  assert.equal((await sequences()).length, before, "no event reached the page while the stream was cut");
+  await control("/restore");
+
+  // Back: the page resumes after the last event it had (Last-Event-ID).
+  await page.locator('#stream-status[data-state="live"]').filter({ hasText: `resumed after event ${before}` }).waitFor(WAIT);
+  await stateIs("paused");
+  const rejected = page.getByRole("alert").filter({ hasText: "pause was rejected" });
+  await rejected.waitFor(WAIT);
+  assert.match(await rejected.innerText(), /cannot pause a paused campaign/);
+  await page.locator("#action-messages .ok").filter({ hasText: "pause: applied" }).waitFor(WAIT);
+  assertContiguous(await sequences());
+  await stepIs("segment", "succeeded");
+  await stepIs("render", "pending");
+  assert.deepEqual(await buttons(), { start: false, pause: false, resume: true, cancel: true, retry: false });
+  await shot("06-campaign-paused");
+
+  await page.locator('button[data-verb="resume"]').click();
+  await stateIs("completed");
+  await page.locator("#action-messages .ok").filter({ hasText: "resume: applied" }).waitFor(WAIT);
+  const seqs = await sequences();
+  assertContiguous(seqs);
+  const types = await page.locator("#events tbody tr").evaluateAll((rows) => rows.map((r) => r.dataset.type));
+  for (const t of ["campaign.paused", "campaign.command.rejected", "campaign.resumed", "campaign.completed"]) assert.ok(types.includes(t), `${t} in ${types}`);
+  assert.equal(types.filter((t) => t === "campaign.step.succeeded").length, 5);
+});
+
+await step("dead letters: the tenant's, with reason, time and command", async () => {
+  await page.getByRole("link", { name: "Dead letters" }).click();
+  const row = page.locator("#dlq tbody tr[data-seq]");
+  await row.first().waitFor(WAIT);
+  assert.equal(await row.count(), 1, "only acme's dead letter");
+  const text = await row.first().innerText();
+  assert.match(text, /ghost/);
+  assert.match(text, /start/);
+  assert.match(text, /acme-ghost-1/);
+  assert.match(text, /unknown campaign/);
+  assert.doesNotMatch(text, /globex/);
+  await row.first().locator("summary").click();
+  assert.match(await row.first().locator("pre").innerText(), /"campaign_id": "ghost"/);
+  await shot("07-dead-letters");
+});
+
+await step("sign out", async () => {
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Sign in" }).waitFor(WAIT);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("orchestrator.session")), null);
+});
+
+await step("the same dashboard from an origin not on the whitelist gets nothing", async () => {
+  page = await newPage();
+  await page.goto(REFUSED + "/");
+  await page.getByLabel("Tenant (development mode)").fill("acme");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  const banner = page.locator("#banner");
+  await banner.filter({ hasText: "refused" }).waitFor(WAIT);
+  const text = await banner.innerText();
+  assert.match(text, new RegExp(`refused this page's origin \\(${REFUSED.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\)`));
+  assert.match(text, /CORS_ALLOWED_ORIGINS/);
+  assert.equal(await page.evaluate(() => sessionStorage.getItem("orchestrator.session")), null, "not signed in");
+  await shot("08-refused-origin");
+  // Even with a session, no screen gets any data.
+  await page.evaluate(() => { sessionStorage.setItem("orchestrator.session", JSON.stringify({ tenant: "acme" })); location.hash = "#/campaigns"; });
+  await page.getByRole("heading", { name: "Campaigns", level: 1 }).waitFor(WAIT);
+  await page.getByRole("alert").filter({ hasText: "refused" }).first().waitFor(WAIT);
+  assert.equal(await page.locator("tbody tr[data-campaign]").count(), 0);
+  await page.getByLabel("Name").fill("From a refused origin");
+  await page.getByLabel("Campaign id (optional)").fill("refused-1");
+  await page.getByRole("button", { name: "Create" }).click();
+  await page.locator("#create").getByRole("alert").filter({ hasText: "refused" }).waitFor(WAIT);
+});
+
+await browser.close();
+assert.deepEqual(pageErrors, [], "uncaught errors in the page");
+console.log(`${n} passed, 0 failed`);
