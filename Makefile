@@ -47,11 +47,13 @@ lint:
 test: lint e2e-deps
 	$(GO) test -race -count=1 -timeout 15m ./...
 
-# playwright-core for the dashboard's browser test (npm ci of the committed
-# lock file; it drives Debian's chromium and downloads no browser).
+# playwright-core and axe-core for the dashboard's browser test (npm ci of the
+# committed lock file, again when it changes; it drives Debian's chromium and
+# downloads no browser).
 E2E := internal/dashboard/testdata/e2e
 e2e-deps:
-	@if command -v npm >/dev/null 2>&1 && [ ! -f $(E2E)/node_modules/playwright-core/package.json ]; then \
+	@if command -v npm >/dev/null 2>&1 && { [ ! -f $(E2E)/node_modules/.package-lock.json ] || \
+	  [ $(E2E)/package-lock.json -nt $(E2E)/node_modules/.package-lock.json ]; }; then \
 	  npm ci --prefix $(E2E) --no-audit --no-fund; fi
 
 test-chaos:

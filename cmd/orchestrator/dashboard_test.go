@@ -93,12 +93,14 @@ func TestDashboardCommand(t *testing.T) {
 
 // gatedSteps is the fake step service of the browser test: every step
 // answers after latency, except the step a campaign's params name in
-// "hold", which waits until the test's control endpoint releases it.
+// "hold", which waits until the test's control endpoint releases it, and
+// the one they name in "fail_once", whose first call answers 500.
 type gatedSteps struct {
 	latency time.Duration
 	mu      sync.Mutex
 	gates   map[string]chan struct{} // by campaign id
 	waiting map[string]bool          // a held call is in progress
+	failed  map[string]bool          // by campaign id: fail_once has failed
 }
 
 func (g *gatedSteps) gate(campaign string) chan struct{} {
@@ -115,12 +117,23 @@ func (g *gatedSteps) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Campaign string `json:"campaign_id"`
 		Step     string `json:"step"`
 		Params   struct {
-			Hold string `json:"hold"`
+			Hold     string `json:"hold"`
+			FailOnce string `json:"fail_once"`
 		} `json:"params"`
 	}
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
+	}
+	if req.Params.FailOnce != "" && req.Params.FailOnce == req.Step {
+		g.mu.Lock()
+		first := !g.failed[req.Campaign]
+		g.failed[req.Campaign] = true
+		g.mu.Unlock()
+		if first {
+			http.Error(w, "the audience service is down", http.StatusInternalServerError)
+			return
+		}
 	}
 	if req.Params.Hold != "" && req.Params.Hold == req.Step {
 		g.mu.Lock()
@@ -248,8 +261,10 @@ func TestDashboardBrowser(t *testing.T) {
 		}
 		t.Skipf("browser test skipped: %s not installed", strings.Join(missing, ", "))
 	}
-	if _, err := os.Stat(filepath.Join(e2eDir, "node_modules", "playwright-core", "package.json")); err != nil {
-		t.Fatalf("playwright-core is not installed: run `npm ci --prefix internal/dashboard/testdata/e2e` (make test does): %v", err)
+	for _, pkg := range []string{"playwright-core", "axe-core"} {
+		if _, err := os.Stat(filepath.Join(e2eDir, "node_modules", pkg, "package.json")); err != nil {
+			t.Fatalf("%s is not installed: run `npm ci --prefix internal/dashboard/testdata/e2e` (make test does): %v", pkg, err)
+		}
 	}
 	artifacts := os.Getenv("DASHBOARD_ARTIFACTS")
 	if artifacts == "" {
@@ -263,7 +278,7 @@ func TestDashboardBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	steps := &gatedSteps{latency: 150 * time.Millisecond, gates: map[string]chan struct{}{}, waiting: map[string]bool{}}
+	steps := &gatedSteps{latency: 150 * time.Millisecond, gates: map[string]chan struct{}{}, waiting: map[string]bool{}, failed: map[string]bool{}}
 	stepSrv := httptest.NewServer(steps)
 	t.Cleanup(stepSrv.Close)
 
@@ -370,7 +385,7 @@ func TestDashboardBrowser(t *testing.T) {
 	t.Logf("screenshots in %s", artifacts)
 
 	// What the browser did is what the service holds.
-	for id, want := range map[string]fsm.State{"spring": fsm.Completed, "autumn": fsm.Completed} {
+	for id, want := range map[string]fsm.State{"spring": fsm.Completed, "autumn": fsm.Completed, "winter": fsm.Completed} {
 		c, err := app.Store().Load(ctx, store.Key{Tenant: "acme", Campaign: id})
 		if err != nil || c.State != want {
 			t.Fatalf("campaign %s: %v %v, want %s", id, c.State, err, want)

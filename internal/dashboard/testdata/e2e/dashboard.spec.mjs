@@ -14,7 +14,11 @@
 
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
+import { readFile } from "node:fs/promises";
+import { createRequire } from "node:module";
 import path from "node:path";
+
+const axeSource = await readFile(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
 const env = (k) => { const v = process.env[k]; if (!v) throw new Error(`${k} is not set`); return v; };
 const DASH = env("DASHBOARD_URL"), REFUSED = env("REFUSED_URL"), API = env("API_URL"), CONTROL = env("CONTROL_URL"), OUT = env("ARTIFACTS");
@@ -54,7 +58,22 @@ async function step(name, f) {
   }
 }
 
-const shot = (name, p = page) => p.screenshot({ path: path.join(OUT, name + ".png"), fullPage: true });
+/**
+ * Screenshots the screen and checks its accessibility with axe-core (WCAG
+ * 2.1 A and AA rules): a serious or critical violation fails the step.
+ * axe is evaluated through the DevTools protocol, which the page's
+ * Content-Security-Policy does not restrict.
+ */
+async function shot(name, p = page) {
+  await p.screenshot({ path: path.join(OUT, name + ".png"), fullPage: true });
+  if (!(await p.evaluate(() => typeof window.axe === "object"))) await p.evaluate(axeSource + "\n;0");
+  const res = await p.evaluate(() => window.axe.run(document, { runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"], resultTypes: ["violations"] }));
+  const bad = res.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  for (const v of res.violations) console.log(`  [axe ${name}] ${v.impact} ${v.id}: ${v.help} (${v.nodes.map((x) => x.target.join(" ")).slice(0, 3).join(", ")})`);
+  assert.equal(bad.length, 0, `${name}: accessibility violations ${bad.map((v) => v.id).join(", ")}`);
+  axeChecked++;
+}
+let axeChecked = 0;
 const control = async (what) => { const r = await fetch(CONTROL + what); assert.equal(r.status, 200, `control ${what}`); return r.text(); };
 const stateIs = (s) => page.locator(`#campaign-state [data-state="${s}"]`).waitFor(WAIT);
 const stepIs = (name, outcome) => page.locator(`#timeline li[data-step="${name}"][data-outcome="${outcome}"]`).waitFor(WAIT);
@@ -248,6 +267,28 @@ await step("pause and resume another campaign mid-run; a rejected verb's error; 
   assert.equal(types.filter((t) => t === "campaign.step.succeeded").length, 5);
 });
 
+await step("a failed step: the campaign fails, only retry is allowed, and retry re-runs the step", async () => {
+  await page.getByRole("link", { name: "Campaigns" }).first().click();
+  await page.getByLabel("Name").fill("Winter");
+  await page.getByLabel("Campaign id (optional)").fill("winter");
+  await page.getByLabel("Params (JSON object)").fill('{"fail_once": "render"}');
+  await page.getByLabel("Start now").check();
+  await page.getByRole("button", { name: "Create" }).click();
+  await stateIs("failed");
+  await stepIs("render", "failed");
+  await stepIs("schedule", "pending");
+  assert.match(await page.locator("dl.meta").innerText(), /step render: .*500/);
+  assert.match(await page.locator('#timeline li[data-step="render"]').innerText(), /500/);
+  assert.deepEqual(await buttons(), { start: false, pause: false, resume: false, cancel: false, retry: true });
+  await shot("07-campaign-failed");
+  await page.locator('button[data-verb="retry"]').click();
+  await stateIs("completed");
+  await page.locator("#action-messages .ok").filter({ hasText: "retry: applied" }).waitFor(WAIT);
+  assert.match(await page.locator('#timeline li[data-step="render"]').innerText(), /succeeded.*run 2/);
+  await until("the error cleared", async () => !/Error/.test(await page.locator("dl.meta").innerText()));
+  assertContiguous(await sequences());
+});
+
 await step("dead letters: the tenant's, with reason, time and command", async () => {
   await page.getByRole("link", { name: "Dead letters" }).click();
   const row = page.locator("#dlq tbody tr[data-seq]");
@@ -261,7 +302,7 @@ await step("dead letters: the tenant's, with reason, time and command", async ()
   assert.doesNotMatch(text, /globex/);
   await row.first().locator("summary").click();
   assert.match(await row.first().locator("pre").innerText(), /"campaign_id": "ghost"/);
-  await shot("07-dead-letters");
+  await shot("08-dead-letters");
 });
 
 await step("sign out", async () => {
@@ -281,7 +322,7 @@ await step("the same dashboard from an origin not on the whitelist gets nothing"
   assert.match(text, new RegExp(`refused this page's origin \\(${REFUSED.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}\\)`));
   assert.match(text, /CORS_ALLOWED_ORIGINS/);
   assert.equal(await page.evaluate(() => sessionStorage.getItem("orchestrator.session")), null, "not signed in");
-  await shot("08-refused-origin");
+  await shot("09-refused-origin");
   // Even with a session, no screen gets any data.
   await page.evaluate(() => { sessionStorage.setItem("orchestrator.session", JSON.stringify({ tenant: "acme" })); location.hash = "#/campaigns"; });
   await page.getByRole("heading", { name: "Campaigns", level: 1 }).waitFor(WAIT);
@@ -295,4 +336,5 @@ await step("the same dashboard from an origin not on the whitelist gets nothing"
 
 await browser.close();
 assert.deepEqual(pageErrors, [], "uncaught errors in the page");
+assert.ok(axeChecked >= 9, `axe checked ${axeChecked} screens`);
 console.log(`${n} passed, 0 failed`);
