@@ -40,7 +40,7 @@ const (
 )
 
 // rssLimit bounds an orchestrator's resident memory under a flood.
-const rssLimit = 300 << 20
+const rssLimit = 150 << 20
 
 // publishers is how many goroutines publish a flood.
 const publishers = 16
