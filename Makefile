@@ -14,7 +14,7 @@
 #   make test-chaos  the fault-injection suite (internal/chaos, build tag chaos): real
 #               orchestrator, nats-server and redis-server processes under load, killed
 #               and frozen, then checked; CHAOS_SCALE=2 doubles the load, CHAOS_FLAGS adds
-#               flags (-chaos.seed N, -chaos.report FILE). About 5 min at scale 1.
+#               flags (-chaos.seed N, -chaos.report FILE). About 6 min at scale 1.
 #   make fuzz   each fuzz target for FUZZTIME (default 20s), one after the other.
 #   make lint   go vet, staticcheck (run at its pinned version) and gofmt.
 #   make tools  install the nats CLI (natscli v0.5.0) into $(GOBIN) or ~/go/bin.

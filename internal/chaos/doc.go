@@ -1,9 +1,11 @@
 // Package chaos is the fault-injection suite of issue 9: it drives real
 // processes — the built orchestrator binary (2–3 instances of `orchestrator
-// serve`), a nats-server process built from the module in go.mod and a
-// redis-server — under a load of campaigns with random pause, resume, cancel
-// and retry sent over NATS and HTTP, injects faults (kill -9, SIGSTOP past the
-// consumer's ack wait), and checks everything afterwards with a checker that
+// serve`), nats-server processes built from the module in go.mod (one, or a
+// 3-node JetStream cluster) and a redis-server — under a load of campaigns
+// with random pause, resume, cancel and retry sent over NATS and HTTP, injects
+// faults (kill -9, SIGSTOP past the consumer's ack wait, stream and consumer
+// leaders killed, Redis and network faults, floods of duplicate, invalid and
+// backlogged commands), and checks everything afterwards with a checker that
 // reads CAMPAIGN_EVENTS, CAMPAIGN_DLQ, CAMPAIGN_COMMANDS, Redis and the HTTP
 // API directly rather than through the service's own code paths.
 //
