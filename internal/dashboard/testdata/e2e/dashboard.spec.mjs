@@ -193,6 +193,9 @@ await step("create and start a campaign; its timeline reaches completed live", a
   assert.match(await page.locator("#timeline").innerText(), /1 attempt/);
   assert.deepEqual(await buttons(), { start: false, pause: false, resume: false, cancel: false, retry: false });
   await shot("05-campaign-completed");
+  await page.emulateMedia({ colorScheme: "dark" });
+  await shot("05-campaign-completed-dark");
+  await page.emulateMedia({ colorScheme: "light" });
 });
 
 await step("an API error is shown with its message (the campaign exists)", async () => {
