@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // NATS cluster fault kinds, as counted in the summary.
@@ -35,7 +37,19 @@ const pullWarning = "pulling commands fails: backing off"
 // logs the pull failure once per change of state (fewer than 50 such lines
 // per process) and its failed pulls (orchestrator_fetch_failures_total) are
 // bounded by the back-off.
-func TestChaosJetStreamCluster(t *testing.T) {
+func TestChaosJetStreamCluster(t *testing.T) { clusterChaos(t, false) }
+
+// TestChaosJetStreamQuorumLoss is TestChaosJetStreamCluster with a second
+// node killed with each leader: two of three down, no stream, consumer or
+// meta leader can exist until they are back (6–10 s later), the longest
+// outage a replicated deployment sees without losing data. Publishes fail
+// meanwhile (the load keeps retrying, the ingress answers 503); the workers
+// must back off the same way and lose nothing.
+func TestChaosJetStreamQuorumLoss(t *testing.T) { clusterChaos(t, true) }
+
+// clusterChaos runs the cluster scenario; quorumLoss kills a second node
+// with each leader.
+func clusterChaos(t *testing.T, quorumLoss bool) {
 	var nc *NATSCluster
 	s := newScenarioNATS(t, func(dir string) string {
 		nc = StartNATSCluster(t, binaries.NATSServer, dir, 3)
@@ -52,7 +66,11 @@ func TestChaosJetStreamCluster(t *testing.T) {
 
 	assets := []Asset{{streamCommands, ""}, {streamCommands, consumerName}, {streamEvents, ""}, {streamDLQ, ""}}
 	for _, a := range assets {
-		ci, err := clusterInfo(ctx, s.js, a)
+		var ci *jetstream.ClusterInfo
+		var err error
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_ = waitFor(wctx, 100*time.Millisecond, func() bool { ci, err = clusterInfo(wctx, s.js, a); return err == nil })
+		cancel()
 		if err != nil {
 			t.Fatalf("%s: %v", a, err)
 		}
@@ -84,6 +102,10 @@ func TestChaosJetStreamCluster(t *testing.T) {
 	// The faults: rounds of one leader killed each, while the load runs.
 	targets := []Asset{{streamCommands, ""}, {streamCommands, consumerName}, {streamEvents, ""}}
 	rounds := max(len(targets), int(math.Round(float64(len(targets))*s.scale)))
+	if quorumLoss {
+		targets = targets[:2]
+		rounds = max(2, int(math.Round(2*s.scale)))
+	}
 	loadDone := make(chan struct{})
 	go func() { s.load.Run(ctx); close(loadDone) }()
 	var outages []string
@@ -91,38 +113,72 @@ func TestChaosJetStreamCluster(t *testing.T) {
 	for i := range rounds {
 		sleepCtx(ctx, randDur(s.rng, 2*time.Second, 4*time.Second))
 		a := targets[i%len(targets)]
-		leader, err := Leader(ctx, s.js, a)
+		var leader string
+		var err error
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_ = waitFor(wctx, 100*time.Millisecond, func() bool { leader, err = Leader(wctx, s.js, a); return err == nil && leader != "" })
+		cancel()
 		if err != nil || leader == "" {
 			t.Fatalf("round %d: leader of %s: %q %v", i+1, a, leader, err)
 		}
-		nd := nc.Node(leader)
-		pid := nd.Pid()
-		nd.Kill()
-		killed := time.Now()
-		s.faults.Add(FaultNATSKill, fmt.Sprintf("%s pid %d, leader of %s", leader, pid, a))
-		// A new leader among the two left.
-		var next string
-		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		err = waitFor(wctx, 100*time.Millisecond, func() bool {
-			next, _ = Leader(wctx, s.js, a)
-			return next != "" && next != leader
-		})
-		cancel()
-		if err != nil {
-			t.Fatalf("round %d: no new leader of %s within 60s of killing %s", i+1, a, leader)
+		victims := []*NATSNode{nc.Node(leader)}
+		if quorumLoss {
+			others := []*NATSNode{}
+			for _, o := range nc.Nodes {
+				if o.Name != leader {
+					others = append(others, o)
+				}
+			}
+			victims = append(victims, others[s.rng.IntN(len(others))])
 		}
-		elected := time.Since(killed)
-		outage += elected
-		// Down a few seconds more, then back with its data.
-		sleepCtx(ctx, time.Until(killed.Add(randDur(s.rng, 4*time.Second, 8*time.Second))))
-		if err := nd.Start(nc); err != nil {
-			t.Fatalf("round %d: restart %s: %v", i+1, leader, err)
+		var names []string
+		for _, nd := range victims {
+			pid := nd.Pid()
+			nd.Kill()
+			s.faults.Add(FaultNATSKill, fmt.Sprintf("%s pid %d (%s's leader: %s)", nd.Name, pid, a, leader))
+			names = append(names, nd.Name)
+		}
+		killed := time.Now()
+		var next string
+		newLeader := func(what string) time.Duration {
+			wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+			defer cancel()
+			err := waitFor(wctx, 100*time.Millisecond, func() bool {
+				next, _ = Leader(wctx, s.js, a)
+				return next != "" && (quorumLoss || next != leader)
+			})
+			if err != nil {
+				t.Fatalf("round %d: no leader of %s within 60s %s", i+1, a, what)
+			}
+			return time.Since(killed)
+		}
+		var elected time.Duration
+		if !quorumLoss {
+			// A new leader among the two left.
+			elected = newLeader("of killing " + leader)
+		}
+		// Down a few seconds more (no quorum: 6-10 s), then back with their data.
+		lo, hi := 4*time.Second, 8*time.Second
+		if quorumLoss {
+			lo, hi = 6*time.Second, 10*time.Second
+		}
+		sleepCtx(ctx, time.Until(killed.Add(randDur(s.rng, lo, hi))))
+		for _, nd := range victims {
+			if err := nd.Start(nc); err != nil {
+				t.Fatalf("round %d: restart %s: %v", i+1, nd.Name, err)
+			}
 		}
 		down := time.Since(killed)
-		s.faults.Add(FaultNATSRestart, fmt.Sprintf("%s pid %d after %s", leader, nd.Pid(), down.Round(time.Millisecond)))
+		for _, nd := range victims {
+			s.faults.Add(FaultNATSRestart, fmt.Sprintf("%s pid %d after %s", nd.Name, nd.Pid(), down.Round(time.Millisecond)))
+		}
+		if quorumLoss {
+			elected = newLeader("of restarting " + strings.Join(names, " and "))
+		}
+		outage += elected
 		caught := waitReplicated(fmt.Sprintf("round %d", i+1))
-		line := fmt.Sprintf("round %d: %s leader %s killed; %s leader after %s; down %s; all replicas current %s after the restart",
-			i+1, a, leader, next, elected.Round(time.Millisecond), down.Round(time.Millisecond), caught.Round(time.Millisecond))
+		line := fmt.Sprintf("round %d: %s leader %s; %s killed; %s leader after %s; down %s; all replicas current %s after that",
+			i+1, a, leader, strings.Join(names, " and "), next, elected.Round(time.Millisecond), down.Round(time.Millisecond), caught.Round(time.Millisecond))
 		t.Log(line)
 		outages = append(outages, line)
 	}

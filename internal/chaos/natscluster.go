@@ -199,7 +199,9 @@ func (a Asset) String() string {
 // clusterInfo is the cluster part of $JS.API.STREAM.INFO or
 // $JS.API.CONSUMER.INFO for a.
 func clusterInfo(ctx context.Context, js jetstream.JetStream, a Asset) (*jetstream.ClusterInfo, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	// Short: while there is no leader nobody answers, and the time to a
+	// new leader is measured by polling this.
+	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
 	st, err := js.Stream(ctx, a.Stream) // a STREAM.INFO request
 	if err != nil {
