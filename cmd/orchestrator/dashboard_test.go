@@ -327,6 +327,35 @@ func TestDashboardBrowser(t *testing.T) {
 		t.Cleanup(func() { _ = srv.Close() })
 	}
 
+	// A second service with bearer tokens (production mode), and the
+	// dashboard on a third origin, the one that service allows.
+	const acmeToken = "acme-browser-token-0123456789"
+	tokenLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenOrigin := "http://" + tokenLn.Addr().String()
+	tokApp, err := NewApp(ctx, testConfig(t, map[string]string{
+		"STEPS_BASE_URL": stepSrv.URL, "CORS_ALLOWED_ORIGINS": tokenOrigin, "API_TOKENS": "acme:" + acmeToken,
+	}), slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokDone := make(chan error, 1)
+	go func() { tokDone <- tokApp.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-tokDone
+		_ = tokApp.Close()
+	})
+	tokDash, err := dashboard.New(dashboard.Config{API: "http://" + tokApp.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokSrv := &http.Server{Handler: tokDash, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = tokSrv.Serve(tokenLn) }()
+	t.Cleanup(func() { _ = tokSrv.Close() })
+
 	// The test's control endpoint, for the script (not the browser).
 	control := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -376,7 +405,8 @@ func TestDashboardBrowser(t *testing.T) {
 	cmd.Dir = e2eDir
 	cmd.Env = append(os.Environ(),
 		"CHROMIUM="+chromium, "DASHBOARD_URL="+allowedOrigin, "REFUSED_URL=http://"+refusedLn.Addr().String(),
-		"API_URL="+apiURL, "CONTROL_URL="+control.URL, "ARTIFACTS="+artifacts)
+		"API_URL="+apiURL, "CONTROL_URL="+control.URL, "ARTIFACTS="+artifacts,
+		"TOKEN_DASHBOARD_URL="+tokenOrigin, "TOKEN="+acmeToken)
 	out, err := cmd.CombinedOutput()
 	t.Logf("playwright:\n%s", out)
 	if err != nil {
@@ -390,6 +420,9 @@ func TestDashboardBrowser(t *testing.T) {
 		if err != nil || c.State != want {
 			t.Fatalf("campaign %s: %v %v, want %s", id, c.State, err, want)
 		}
+	}
+	if c, err := tokApp.Store().Load(ctx, store.Key{Tenant: "acme", Campaign: "with-token"}); err != nil || c.State != fsm.Completed {
+		t.Fatalf("the campaign made with a token: %v %v", c.State, err)
 	}
 	cutter.mu.Lock()
 	cuts, resumed := cutter.cuts, cutter.resumed

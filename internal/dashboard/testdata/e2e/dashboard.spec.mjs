@@ -9,6 +9,8 @@
 //   API_URL        the API itself (for this script's own setup calls)
 //   CONTROL_URL    the test's control endpoint: /release?campaign=, /held?campaign=, /cut, /restore
 //   ARTIFACTS      where the screenshots go
+//   TOKEN_DASHBOARD_URL, TOKEN  the dashboard of a second service, which has
+//                  bearer tokens (production mode), and tenant acme's token
 //
 // Every wait has a deadline; a failed step prints what the page showed.
 
@@ -314,6 +316,26 @@ await step("sign out", async () => {
   assert.equal(await page.evaluate(() => sessionStorage.getItem("orchestrator.session")), null);
 });
 
+await step("with bearer tokens (production mode): a bad token is refused, the right one works, events included", async () => {
+  page = await newPage();
+  await page.goto(env("TOKEN_DASHBOARD_URL") + "/");
+  await page.getByLabel("Bearer token").fill("wrong-token-0123456789abcdef");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("alert").filter({ hasText: "401 unauthorized: unknown bearer token" }).waitFor(WAIT);
+  await page.getByLabel("Bearer token").fill(env("TOKEN"));
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("heading", { name: "Campaigns", level: 1 }).waitFor(WAIT);
+  assert.equal(await page.locator("#who").innerText(), "Signed in with a token");
+  await page.getByLabel("Name").fill("With a token");
+  await page.getByLabel("Campaign id (optional)").fill("with-token");
+  await page.getByLabel("Start now").check();
+  await page.getByRole("button", { name: "Create" }).click();
+  await stateIs("completed"); // the event stream too carries the token
+  assertContiguous(await sequences());
+  assert.equal((await sequences()).length, 13);
+  await shot("10-with-token");
+});
+
 await step("the same dashboard from an origin not on the whitelist gets nothing", async () => {
   page = await newPage();
   await page.goto(REFUSED + "/");
@@ -339,5 +361,5 @@ await step("the same dashboard from an origin not on the whitelist gets nothing"
 
 await browser.close();
 assert.deepEqual(pageErrors, [], "uncaught errors in the page");
-assert.ok(axeChecked >= 9, `axe checked ${axeChecked} screens`);
+assert.ok(axeChecked >= 11, `axe checked ${axeChecked} screens`);
 console.log(`${n} passed, 0 failed`);
