@@ -66,7 +66,7 @@ func StartNATSCluster(t testing.TB, bin, dir string, n int) *NATSCluster {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := c.WaitJetStream(ctx); err != nil {
+	if err := c.WaitJetStream(ctx, n); err != nil {
 		t.Fatalf("NATS cluster: %v", err)
 	}
 	return c
@@ -91,9 +91,11 @@ func (c *NATSCluster) Node(name string) *NATSNode {
 	return nil
 }
 
-// WaitJetStream waits until a connection to the cluster gets an answer to
-// $JS.API.INFO (JetStream has a meta leader).
-func (c *NATSCluster) WaitJetStream(ctx context.Context) error {
+// WaitJetStream waits until the cluster can place a stream of replicas
+// replicas: JetStream answers (a meta leader) and knows enough peers (a meta
+// leader alone answers "no suitable peers for placement" for a while). It
+// creates and deletes a small memory stream to know.
+func (c *NATSCluster) WaitJetStream(ctx context.Context, replicas int) error {
 	nc, err := nats.Connect(c.URLs(), nats.MaxReconnects(-1))
 	if err != nil {
 		return err
@@ -107,10 +109,14 @@ func (c *NATSCluster) WaitJetStream(ctx context.Context) error {
 	if err := waitFor(ctx, 200*time.Millisecond, func() bool {
 		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		_, last = js.AccountInfo(actx)
+		if _, last = js.CreateStream(actx, jetstream.StreamConfig{Name: "CHAOS_PROBE", Subjects: []string{"chaos.probe"},
+			Storage: jetstream.MemoryStorage, Replicas: replicas}); last != nil {
+			return false
+		}
+		last = js.DeleteStream(actx, "CHAOS_PROBE")
 		return last == nil
 	}); err != nil {
-		return fmt.Errorf("JetStream not answering: %v (last: %v)", err, last)
+		return fmt.Errorf("JetStream cannot place a stream of %d replicas: %v (last: %v)", replicas, err, last)
 	}
 	return nil
 }
