@@ -3,7 +3,6 @@ package httpapi
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,9 +14,9 @@ import (
 	"github.com/labstack/echo/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/oklog/ulid/v2"
 	"go.opentelemetry.io/otel/codes"
 
+	"github.com/campaign-orchestrator/orchestrator/client"
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
@@ -218,13 +217,10 @@ func (s *Server) command(c *echo.Context, run exec) error {
 	return a.write(c, false)
 }
 
-// newULID returns a ULID whose random part comes from crypto/rand: command
-// ids must not be predictable (ulid.Make draws from a math/rand source seeded
-// with the start time), or whoever guesses one can publish under it first
-// and have JetStream's stream-wide deduplication drop the command.
-func newULID() string {
-	return ulid.MustNew(ulid.Now(), rand.Reader).String()
-}
+// newULID returns a new command id: client.NewID, a ULID whose random part
+// comes from crypto/rand, so that nobody can predict it and publish under it
+// first (JetStream's stream-wide deduplication would drop the command).
+func newULID() string { return client.NewID() }
 
 // accepted is the 202 answer.
 func accepted(campaignID, commandID string) *answer {
@@ -327,7 +323,7 @@ func (s *Server) confirmDuplicate(ctx context.Context, env events.CommandEnvelop
 		stored, err := stream.GetMsg(gctx, seq)
 		switch {
 		case err == nil:
-			if sameCommand(stored, env, subject) {
+			if events.SameCommand(stored, env, subject) {
 				return nil
 			}
 			log.Warn("command id collision: another message holds this command id in the command stream; the command was not stored",
@@ -351,21 +347,6 @@ func (s *Server) confirmDuplicate(ctx context.Context, env events.CommandEnvelop
 	return &Error{Code: CodeUnavailable,
 		Message: fmt.Sprintf("command id %s was already used in the command stream and it is not known yet whether by this command: try again later", env.ID),
 		Err:     errors.New("duplicate PubAck, stored message gone, id not in the campaign's ledger")}
-}
-
-// sameCommand reports whether stored is the command env would have made on
-// subject: same subject, same Nats-Msg-Id, and the same body once stored's
-// issued_at is put in env.
-func sameCommand(stored *jetstream.RawStreamMsg, env events.CommandEnvelope, subject string) bool {
-	if stored.Subject != subject || stored.Header.Get(jetstream.MsgIDHeader) != env.ID {
-		return false
-	}
-	var got events.CommandEnvelope
-	if err := json.Unmarshal(stored.Data, &got); err != nil {
-		return false
-	}
-	env.IssuedAt = got.IssuedAt
-	return bytes.Equal(events.NewCommandMsg(env, "").Data, stored.Data)
 }
 
 // tooLarge reports whether a publish failed because the message exceeds the

@@ -9,6 +9,7 @@ import (
 
 	"github.com/labstack/echo/v5"
 
+	"github.com/campaign-orchestrator/orchestrator/client"
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/tracing"
 )
@@ -17,35 +18,31 @@ import (
 // one HTTP status, in statusOf.
 type Code string
 
-// Error codes, one per status the API answers with (CONTRACT section 7).
+// Error codes, one per status the API answers with (CONTRACT section 7):
+// the public client package's, so that the two cannot drift.
 const (
-	CodeInvalid          Code = "invalid_request"        // 400: bad JSON, a bad or missing field
-	CodeUnauthorized     Code = "unauthorized"           // 401: no or unknown bearer token
-	CodeForbidden        Code = "forbidden"              // 403: other tenant in the body, origin not allowed
-	CodeNotFound         Code = "not_found"              // 404: no such route, or campaign unknown to the tenant
-	CodeMethodNotAllowed Code = "method_not_allowed"     // 405
-	CodeConflict         Code = "conflict"               // 409: Idempotency-Key reused, campaign exists
-	CodeTooLarge         Code = "payload_too_large"      // 413: body over the limit
-	CodeUnsupportedMedia Code = "unsupported_media_type" // 415: body not application/json
-	CodeRateLimited      Code = "rate_limited"           // 429: the tenant's command rate is exceeded
-	CodeInternal         Code = "internal"               // 500: a bug; logged
-	CodeUnavailable      Code = "unavailable"            // 503: NATS or the store cannot take the request; logged
+	CodeInvalid          = Code(client.CodeInvalidRequest)       // 400: bad JSON, a bad or missing field
+	CodeUnauthorized     = Code(client.CodeUnauthorized)         // 401: no or unknown bearer token
+	CodeForbidden        = Code(client.CodeForbidden)            // 403: other tenant in the body, origin not allowed
+	CodeNotFound         = Code(client.CodeNotFound)             // 404: no such route, or campaign unknown to the tenant
+	CodeMethodNotAllowed = Code(client.CodeMethodNotAllowed)     // 405
+	CodeConflict         = Code(client.CodeConflict)             // 409: Idempotency-Key reused, campaign exists
+	CodeTooLarge         = Code(client.CodePayloadTooLarge)      // 413: body over the limit
+	CodeUnsupportedMedia = Code(client.CodeUnsupportedMediaType) // 415: body not application/json
+	CodeRateLimited      = Code(client.CodeRateLimited)          // 429: the tenant's command rate is exceeded
+	CodeInternal         = Code(client.CodeInternal)             // 500: a bug; logged
+	CodeUnavailable      = Code(client.CodeUnavailable)          // 503: NATS or the store cannot take the request; logged
 )
 
-// statusOf is the one table from error codes to HTTP statuses.
-var statusOf = map[Code]int{
-	CodeInvalid:          http.StatusBadRequest,
-	CodeUnauthorized:     http.StatusUnauthorized,
-	CodeForbidden:        http.StatusForbidden,
-	CodeNotFound:         http.StatusNotFound,
-	CodeMethodNotAllowed: http.StatusMethodNotAllowed,
-	CodeConflict:         http.StatusConflict,
-	CodeTooLarge:         http.StatusRequestEntityTooLarge,
-	CodeUnsupportedMedia: http.StatusUnsupportedMediaType,
-	CodeRateLimited:      http.StatusTooManyRequests,
-	CodeInternal:         http.StatusInternalServerError,
-	CodeUnavailable:      http.StatusServiceUnavailable,
-}
+// statusOf is the one table from error codes to HTTP statuses, the client
+// package's.
+var statusOf = func() map[Code]int {
+	m := make(map[Code]int, len(client.ErrorCodes))
+	for _, c := range client.ErrorCodes {
+		m[Code(c)] = c.Status()
+	}
+	return m
+}()
 
 // codeOfStatus maps a status from outside this package (Echo's router and
 // middleware) back to a Code.

@@ -4,6 +4,8 @@
 package natstest
 
 import (
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -16,23 +18,34 @@ import (
 // port, storing in t.TempDir(), and shuts it down when the test ends.
 func Start(t testing.TB) *server.Server {
 	t.Helper()
+	srv, err := Run(t.TempDir())
+	if err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
+	t.Cleanup(srv.Shutdown)
+	return srv
+}
+
+// Run is Start for a TestMain (no testing.TB): the server stores in
+// storeDir, and the caller shuts it down.
+func Run(storeDir string) (*server.Server, error) {
 	srv, err := server.NewServer(&server.Options{
 		Host:      "127.0.0.1",
 		Port:      -1,
 		JetStream: true,
-		StoreDir:  t.TempDir(),
+		StoreDir:  storeDir,
 		NoLog:     true,
 		NoSigs:    true,
 	})
 	if err != nil {
-		t.Fatalf("natstest: new server: %v", err)
+		return nil, fmt.Errorf("new server: %w", err)
 	}
 	go srv.Start()
-	t.Cleanup(srv.Shutdown)
 	if !srv.ReadyForConnections(10 * time.Second) {
-		t.Fatalf("natstest: server not ready for connections after 10s")
+		srv.Shutdown()
+		return nil, errors.New("server not ready for connections after 10s")
 	}
-	return srv
+	return srv, nil
 }
 
 // Connect opens a connection to srv and a JetStream context on it; the
