@@ -56,7 +56,7 @@ func TestBearerTokens(t *testing.T) {
 		wantError(t, e.do("GET", "/api/v1/campaigns/mine", nil, "Authorization", "Bearer "+globexToken), 404, "campaign_id")
 		wantError(t, e.do("POST", "/api/v1/campaigns/mine/cancel", nil, "Authorization", "Bearer "+globexToken), 404, "campaign_id")
 		// Operations endpoints need no token.
-		for _, p := range []string{"/healthz", "/readyz", "/metrics", "/api/v1/openapi.yaml"} {
+		for _, p := range []string{"/healthz", "/readyz", "/metrics", "/api/v1/openapi.yaml", "/api/v1/asyncapi.yaml", "/api/v1/schemas/command.json"} {
 			if r := e.do("GET", p, nil); r.status != 200 {
 				t.Fatalf("GET %s: %s", p, r)
 			}

@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/campaign-orchestrator/orchestrator/docs"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
 )
@@ -238,6 +237,8 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.deps.Registry, promhttp.HandlerOpts{})))
 	e.GET("/api/v1/openapi.yaml", s.openAPI)
+	e.GET("/api/v1/asyncapi.yaml", s.asyncAPI)
+	e.GET("/api/v1/schemas/:name", s.schema)
 
 	e.POST("/api/v1/campaigns", s.createCampaign, s.authenticate)
 	e.GET("/api/v1/campaigns", s.listCampaigns, s.authenticate)
@@ -247,11 +248,6 @@ func (s *Server) routes() *echo.Echo {
 	e.GET("/api/v1/workflows", s.listWorkflows, s.authenticate)
 	e.GET("/api/v1/dlq", s.listDeadLetters, s.authenticate)
 	return e
-}
-
-// openAPI serves docs/openapi.yaml.
-func (s *Server) openAPI(c *echo.Context) error {
-	return c.Blob(http.StatusOK, "application/yaml", docs.OpenAPI)
 }
 
 // Handler returns the server's http.Handler (for httptest).

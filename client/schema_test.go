@@ -1,0 +1,323 @@
+package client_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/campaign-orchestrator/orchestrator/client"
+	"github.com/campaign-orchestrator/orchestrator/docs"
+)
+
+// schemaBase is where the schemas are loaded from: docs.Schemas, under a
+// base URL of their own (their $refs are relative).
+const schemaBase = "file:///docs/schemas/"
+
+var (
+	schemasOnce sync.Once
+	schemaSet   map[string]*jsonschema.Schema
+	schemaErr   error
+)
+
+// schemas compiles every docs/schemas/*.json with a JSON Schema 2020-12
+// validator that asserts formats.
+func schemas(t testing.TB) map[string]*jsonschema.Schema {
+	t.Helper()
+	schemasOnce.Do(func() {
+		c := jsonschema.NewCompiler()
+		c.DefaultDraft(jsonschema.Draft2020)
+		c.AssertFormat()
+		names, err := fs.Glob(docs.Schemas, "*.json")
+		if err != nil || len(names) == 0 {
+			schemaErr = fmt.Errorf("no schemas: %v", err)
+			return
+		}
+		for _, n := range names {
+			b, err := fs.ReadFile(docs.Schemas, n)
+			if err != nil {
+				schemaErr = err
+				return
+			}
+			doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+			if err != nil {
+				schemaErr = fmt.Errorf("%s: %w", n, err)
+				return
+			}
+			if err := c.AddResource(schemaBase+n, doc); err != nil {
+				schemaErr = fmt.Errorf("%s: %w", n, err)
+				return
+			}
+		}
+		schemaSet = map[string]*jsonschema.Schema{}
+		for _, n := range names {
+			sch, err := c.Compile(schemaBase + n)
+			if err != nil {
+				schemaErr = fmt.Errorf("compile %s: %w", n, err)
+				return
+			}
+			schemaSet[n] = sch
+		}
+	})
+	if schemaErr != nil {
+		t.Fatal(schemaErr)
+	}
+	return schemaSet
+}
+
+// validate checks v (JSON bytes, or a value to encode) against the schema
+// file name.
+func validate(t testing.TB, name string, v any) error {
+	t.Helper()
+	sch, ok := schemas(t)[name]
+	if !ok {
+		t.Fatalf("no schema %s", name)
+	}
+	b, ok := v.([]byte)
+	if !ok {
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("not JSON: %w", err)
+	}
+	return sch.Validate(inst)
+}
+
+// headerObject is a message's headers as the schemas see them: each key's
+// first value.
+func headerObject(h nats.Header) map[string]string {
+	out := map[string]string{}
+	for k, vs := range h {
+		if len(vs) > 0 {
+			out[k] = vs[0]
+		}
+	}
+	return out
+}
+
+// recorder keeps every message on campaign.> as a core NATS subscriber sees
+// it: the commands as published (the service's advances included), the
+// events and the dead letters.
+type recorder struct {
+	sub  *nats.Subscription
+	msgs chan *nats.Msg
+}
+
+func record(t *testing.T, nc *nats.Conn) *recorder {
+	t.Helper()
+	r := &recorder{msgs: make(chan *nats.Msg, 1<<14)}
+	sub, err := nc.ChanSubscribe("campaign.>", r.msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r.sub = sub
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return r
+}
+
+// kind names a message's kind: command:<verb>, event:<type>, deadletter.
+func kind(m *nats.Msg) string {
+	switch {
+	case strings.HasPrefix(m.Subject, "campaign.cmd."):
+		return "command:" + m.Subject[strings.LastIndexByte(m.Subject, '.')+1:]
+	case strings.HasPrefix(m.Subject, "campaign.evt."):
+		var ev struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal(m.Data, &ev)
+		return "event:" + ev.Type
+	case strings.HasPrefix(m.Subject, "campaign.dlq."):
+		return "deadletter"
+	}
+	return "other:" + m.Subject
+}
+
+// invalidPrefix marks the commands the test publishes invalid on purpose:
+// they must not validate, and their dead letters must.
+const invalidPrefix = "invalid-"
+
+// TestRealTrafficMatchesSchemas runs campaigns through the whole service —
+// over NATS and HTTP, a step that resets its connection once, one that
+// fails, pause, resume, cancel, retry, a command in the wrong state, an
+// invalid one and one for a campaign that does not exist — records every
+// message on campaign.>, validates each against its schema, and checks that
+// every kind of message was seen.
+func TestRealTrafficMatchesSchemas(t *testing.T) {
+	nc, js := connect(t)
+	rec := record(t, nc)
+	c := client.New(js)
+	h, err := client.NewHTTP(baseURL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 60*time.Second)
+	const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	must := func(_ client.Receipt, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait := func(camp string, s client.State) {
+		t.Helper()
+		if _, err := c.Wait(ctx, "acme", camp, s); err != nil {
+			t.Fatalf("%s: wait %s: %v", camp, s, err)
+		}
+	}
+	// waitEvent waits for the campaign's event of that type and step.
+	waitEvent := func(camp, typ, step string) {
+		t.Helper()
+		for ev, err := range c.Watch(ctx, "acme", camp, 0) {
+			if err != nil {
+				t.Fatalf("%s: watch for %s %s: %v", camp, typ, step, err)
+			}
+			var d struct {
+				Step string `json:"step"`
+			}
+			_ = ev.DataAs(&d)
+			if ev.Type() == typ && d.Step == step {
+				return
+			}
+		}
+	}
+
+	// Over NATS with a traceparent; segment's first attempt loses its
+	// connection (step.retrying).
+	must(c.Publish(ctx, "acme", "schema-ok", client.Create{Name: "ok", Start: true, Params: map[string]any{"reset": "segment"}}, client.WithTraceparent(tp)))
+	wait("schema-ok", client.Completed)
+
+	// Over HTTP: a pause while pending is rejected; render fails, retry.
+	must(h.Publish(ctx, "acme", "schema-fail", client.Create{Name: "fail", Params: map[string]any{"fail": "render"}}))
+	wait("schema-fail", client.Pending)
+	must(h.Publish(ctx, "acme", "schema-fail", client.Pause{}))
+	must(h.Publish(ctx, "acme", "schema-fail", client.Start{}))
+	wait("schema-fail", client.Failed)
+	must(h.Publish(ctx, "acme", "schema-fail", client.Retry{}))
+	wait("schema-fail", client.Completed)
+
+	// Pause while validate runs, resume, cancel while segment runs.
+	must(c.Publish(ctx, "acme", "schema-pause", client.Create{Name: "pause", Start: true, Params: map[string]any{"hold": []string{"validate", "segment"}}}))
+	waitEvent("schema-pause", client.TypeStepStarted, "validate")
+	must(c.Publish(ctx, "acme", "schema-pause", client.Pause{}))
+	sys.steps.release("schema-pause", "validate")
+	wait("schema-pause", client.Paused)
+	must(c.Publish(ctx, "acme", "schema-pause", client.Resume{}))
+	waitEvent("schema-pause", client.TypeStepStarted, "segment")
+	must(c.Publish(ctx, "acme", "schema-pause", client.Cancel{}))
+	sys.steps.release("schema-pause", "segment")
+	wait("schema-pause", client.Cancelled)
+
+	// Invalid on purpose (dead-lettered, and rejected on the existing
+	// campaign), and a valid command for a campaign that does not exist
+	// (dead-lettered only).
+	bad := nats.NewMsg("campaign.cmd.acme.schema-ok.pause")
+	bad.Header.Set("Nats-Msg-Id", invalidPrefix+"1")
+	bad.Data = []byte(`{"id":"x","type":"pause","tenant_id":"acme","campaign_id":"schema-ok","extra":1}`)
+	if _, err := js.PublishMsg(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	must(c.Publish(ctx, "acme", "schema-ghost", client.Start{}))
+	for ev, err := range c.Watch(ctx, "acme", "schema-ok", 14) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type() == client.TypeCommandRejected {
+			break
+		}
+	}
+
+	// Read what was recorded until both dead letters are in.
+	var msgs []*nats.Msg
+	dead := 0
+	deadline := time.After(30 * time.Second)
+	for dead < 2 {
+		select {
+		case m := <-rec.msgs:
+			msgs = append(msgs, m)
+			if kind(m) == "deadletter" && strings.Contains(m.Header.Get(client.HeaderOriginalSubject), ".schema-") {
+				dead++
+			}
+		case <-deadline:
+			t.Fatalf("only %d of 2 dead letters after 30 s", dead)
+		}
+	}
+	for len(rec.msgs) > 0 {
+		msgs = append(msgs, <-rec.msgs)
+	}
+
+	seen := map[string]int{}
+	for _, m := range msgs {
+		k := kind(m)
+		seen[k]++
+		invalid := strings.HasPrefix(m.Header.Get("Nats-Msg-Id"), invalidPrefix)
+		var errs []string
+		check := func(schema string, v any) {
+			if err := validate(t, schema, v); err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %v", schema, err))
+			}
+		}
+		switch {
+		case strings.HasPrefix(k, "command:"):
+			check("command-headers.json", headerObject(m.Header))
+			if invalid {
+				if validate(t, "command.json", m.Data) == nil {
+					t.Errorf("the invalid command %s validates against command.json: %s", m.Subject, m.Data)
+				}
+				continue
+			}
+			check("command.json", m.Data)
+		case strings.HasPrefix(k, "event:"):
+			check("event-headers.json", headerObject(m.Header))
+			check("cloud-event.json", m.Data)
+			if m.Header.Get(client.HeaderCampaignID) == "schema-ok" && strings.Contains(k, "step.") && !strings.Contains(string(m.Data), tp) {
+				errs = append(errs, "the command's traceparent is not in its event")
+			}
+		case k == "deadletter":
+			check("dead-letter.json", headerObject(m.Header))
+		default:
+			errs = append(errs, "a message of no known kind")
+		}
+		if len(errs) > 0 {
+			t.Errorf("%s on %s does not match its schema:\n  %s\n  headers %v\n  body %s", k, m.Subject, strings.Join(errs, "\n  "), m.Header, m.Data)
+		}
+	}
+
+	var want []string
+	for _, v := range append(client.Verbs, "advance") {
+		want = append(want, "command:"+string(v))
+	}
+	for _, typ := range client.EventTypes {
+		want = append(want, "event:"+typ)
+	}
+	want = append(want, "deadletter")
+	var missing []string
+	for _, k := range want {
+		if seen[k] == 0 {
+			missing = append(missing, k)
+		}
+	}
+	if len(missing) > 0 {
+		t.Fatalf("never seen: %v (seen %v)", missing, seen)
+	}
+	keys := make([]string, 0, len(seen))
+	for k := range seen {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	t.Logf("%d messages validated: %v", len(msgs), seen)
+}
