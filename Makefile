@@ -7,7 +7,8 @@
 #   make test   vet, format check and every test under the race detector (needs
 #               redis-server on PATH: tests start their own on loopback; the
 #               dashboard's browser test needs chromium and node, and npm-installs
-#               playwright-core once).
+#               playwright-core once; the AsyncAPI check npm-installs the official
+#               parser into test/asyncapi once).
 #   make bench  the Go benchmarks (compare with benchstat).
 #   make bench-load  orchestrator bench: 2,000 campaigns through the service beside the bare
 #               pipeline, same servers (BENCH_FLAGS="--step-latency 200ms --campaigns 200" …).
@@ -24,7 +25,7 @@ BIN     := bin
 NATSCLI := github.com/nats-io/natscli/nats@v0.5.0
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run test bench lint tools build clean test-chaos e2e-deps
+.PHONY: run test bench lint tools build clean test-chaos e2e-deps asyncapi-deps
 
 build:
 	$(GO) build -o $(BIN)/orchestrator ./cmd/orchestrator
@@ -44,7 +45,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	 if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
 
-test: lint e2e-deps
+test: lint e2e-deps asyncapi-deps
 	$(GO) test -race -count=1 -timeout 15m ./...
 
 # playwright-core and axe-core for the dashboard's browser test (npm ci of the
@@ -55,6 +56,14 @@ e2e-deps:
 	@if command -v npm >/dev/null 2>&1 && { [ ! -f $(E2E)/node_modules/.package-lock.json ] || \
 	  [ $(E2E)/package-lock.json -nt $(E2E)/node_modules/.package-lock.json ]; }; then \
 	  npm ci --prefix $(E2E) --no-audit --no-fund; fi
+
+# @asyncapi/parser for test/asyncapi, which validates docs/asyncapi.yaml (npm ci
+# of the committed lock file, again when it changes; no install scripts).
+ASYNCAPI := test/asyncapi
+asyncapi-deps:
+	@if command -v npm >/dev/null 2>&1 && { [ ! -f $(ASYNCAPI)/node_modules/.package-lock.json ] || \
+	  [ $(ASYNCAPI)/package-lock.json -nt $(ASYNCAPI)/node_modules/.package-lock.json ]; }; then \
+	  npm ci --prefix $(ASYNCAPI) --ignore-scripts --no-audit --no-fund; fi
 
 test-chaos:
 	$(GO) test -race=false -tags chaos -count=1 -timeout 30m ./internal/chaos/ -run . -v $(CHAOS_FLAGS)
