@@ -18,12 +18,12 @@ type Verb string
 // The verbs anyone may publish (the service also publishes "advance" for
 // itself; this package does not).
 const (
-	VerbCreate = Verb(fsm.Create)
-	VerbStart  = Verb(fsm.Start)
-	VerbPause  = Verb(fsm.Pause)
-	VerbResume = Verb(fsm.Resume)
-	VerbCancel = Verb(fsm.Cancel)
-	VerbRetry  = Verb(fsm.Retry)
+	VerbCreate Verb = "create"
+	VerbStart  Verb = "start"
+	VerbPause  Verb = "pause"
+	VerbResume Verb = "resume"
+	VerbCancel Verb = "cancel"
+	VerbRetry  Verb = "retry"
 )
 
 // Verbs are the verbs of Command values, in lifecycle order.
@@ -39,10 +39,10 @@ func (v Verb) valid() bool {
 }
 
 // DefaultWorkflow is the workflow of a Create that names none.
-const DefaultWorkflow = events.DefaultWorkflow
+const DefaultWorkflow = "standard"
 
 // MaxNameLength bounds a campaign's name, in characters.
-const MaxNameLength = events.MaxNameLength
+const MaxNameLength = 256
 
 // Command is one of Create, Start, Pause, Resume, Cancel and Retry.
 type Command interface {

@@ -18,12 +18,12 @@ type State string
 // The states (CONTRACT section 5). Completed, Failed and Cancelled end a
 // campaign, except that Retry leaves Failed.
 const (
-	Pending   = State(fsm.Pending)
-	Running   = State(fsm.Running)
-	Paused    = State(fsm.Paused)
-	Completed = State(fsm.Completed)
-	Failed    = State(fsm.Failed)
-	Cancelled = State(fsm.Cancelled)
+	Pending   State = "pending"
+	Running   State = "running"
+	Paused    State = "paused"
+	Completed State = "completed"
+	Failed    State = "failed"
+	Cancelled State = "cancelled"
 )
 
 // States lists every state, in lifecycle order.
@@ -35,19 +35,19 @@ func (s State) Terminal() bool { return fsm.State(s).Terminal() }
 // Event types: the CloudEvents type of each event the service emits. The
 // subject's last tokens are the type without "campaign.".
 const (
-	TypeCreated         = fsm.EvCreated
-	TypeStarted         = fsm.EvStarted
-	TypeStepStarted     = fsm.EvStepStarted
-	TypeStepSucceeded   = fsm.EvStepSucceeded
-	TypeStepRetrying    = fsm.EvStepRetrying
-	TypeStepFailed      = fsm.EvStepFailed
-	TypePaused          = fsm.EvPaused
-	TypeResumed         = fsm.EvResumed
-	TypeCancelled       = fsm.EvCancelled
-	TypeRetried         = fsm.EvRetried
-	TypeCompleted       = fsm.EvCompleted
-	TypeFailed          = fsm.EvFailed
-	TypeCommandRejected = fsm.EvRejected
+	TypeCreated         = "campaign.created"
+	TypeStarted         = "campaign.started"
+	TypeStepStarted     = "campaign.step.started"
+	TypeStepSucceeded   = "campaign.step.succeeded"
+	TypeStepRetrying    = "campaign.step.retrying"
+	TypeStepFailed      = "campaign.step.failed"
+	TypePaused          = "campaign.paused"
+	TypeResumed         = "campaign.resumed"
+	TypeCancelled       = "campaign.cancelled"
+	TypeRetried         = "campaign.retried"
+	TypeCompleted       = "campaign.completed"
+	TypeFailed          = "campaign.failed"
+	TypeCommandRejected = "campaign.command.rejected"
 )
 
 // EventTypes lists every event type.

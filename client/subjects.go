@@ -14,11 +14,11 @@ import (
 // Stream names (CONTRACT section 3).
 const (
 	// StreamCommands is the work-queue stream of commands (campaign.cmd.>).
-	StreamCommands = events.StreamCommands
+	StreamCommands = "CAMPAIGN_COMMANDS"
 	// StreamEvents is the stream of events, the campaigns' history (campaign.evt.>).
-	StreamEvents = events.StreamEvents
+	StreamEvents = "CAMPAIGN_EVENTS"
 	// StreamDLQ is the stream of dead-lettered commands (campaign.dlq.>).
-	StreamDLQ = events.StreamDLQ
+	StreamDLQ = "CAMPAIGN_DLQ"
 )
 
 // Message headers.
@@ -27,18 +27,18 @@ const (
 	HeaderMsgID = "Nats-Msg-Id"
 	// HeaderTraceparent is the W3C trace context, passed from a command to
 	// its events.
-	HeaderTraceparent = events.HdrTraceparent
+	HeaderTraceparent = "traceparent"
 	// HeaderCommandID is the id of the command that caused an event (and,
 	// on a dead letter, of the command dead-lettered).
-	HeaderCommandID = events.HdrCommandID
+	HeaderCommandID = "Command-Id"
 	// HeaderTenantID and HeaderCampaignID are on every event.
-	HeaderTenantID   = events.HdrTenantID
-	HeaderCampaignID = events.HdrCampaignID
+	HeaderTenantID   = "Tenant-Id"
+	HeaderCampaignID = "Campaign-Id"
 	// HeaderReason, HeaderOriginalSubject and HeaderOriginalSequence are on
 	// every dead letter.
-	HeaderReason           = events.HdrReason
-	HeaderOriginalSubject  = events.HdrOriginalSubject
-	HeaderOriginalSequence = events.HdrOriginalSequence
+	HeaderReason           = "Reason"
+	HeaderOriginalSubject  = "Original-Subject"
+	HeaderOriginalSequence = "Original-Sequence"
 )
 
 // TokenPattern is what a tenant or campaign token must match: no dots, no
@@ -135,7 +135,7 @@ func NewID() string {
 }
 
 // MaxIDBytes bounds a command id; an id must also be printable ASCII.
-const MaxIDBytes = events.MaxCommandIDBytes
+const MaxIDBytes = 256
 
 func verbList() string {
 	s := make([]string, len(Verbs))
