@@ -4,6 +4,8 @@
 #               simulator on 127.0.0.1:8081, the orchestrator (embedded NATS with
 #               JetStream on 127.0.0.1:4222, in-process store, HTTP on :8000) and
 #               the dashboard on http://localhost:3000.
+#   make install  go install ./cmd/...: orchestrator and stepsim into $(go env GOPATH)/bin
+#               (put it on PATH; the README's commands call orchestrator from there).
 #   make test   vet, format check and every test under the race detector (needs
 #               redis-server on PATH: tests start their own on loopback; the
 #               dashboard's browser test needs chromium and node, and npm-installs
@@ -25,11 +27,14 @@ BIN     := bin
 NATSCLI := github.com/nats-io/natscli/nats@v0.5.0
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run test bench lint tools build clean test-chaos e2e-deps asyncapi-deps
+.PHONY: run test bench lint tools build install clean test-chaos e2e-deps asyncapi-deps
 
 build:
 	$(GO) build -o $(BIN)/orchestrator ./cmd/orchestrator
 	$(GO) build -o $(BIN)/stepsim ./cmd/stepsim
+
+install:
+	$(GO) install ./cmd/...
 
 run: build
 	@echo "step simulator on 127.0.0.1:8081, orchestrator HTTP on :8000, NATS on nats://127.0.0.1:4222"

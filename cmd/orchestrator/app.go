@@ -150,9 +150,7 @@ func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Option
 		if err != nil {
 			return nil, err
 		}
-		if len(tokens) == 0 {
-			log.Warn("no API tokens configured (API_TOKENS_FILE, API_TOKENS): the tenant is taken from X-Tenant-ID or the body; development only")
-		}
+		// No tokens: httpapi logs the development-mode warning, once.
 		var ready func(context.Context) error
 		if a.worker != nil {
 			ready = func(context.Context) error { return a.worker.Ready() }

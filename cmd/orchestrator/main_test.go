@@ -170,12 +170,15 @@ func TestLockTTLAboveAckWaitRefused(t *testing.T) {
 	}
 }
 
-func TestTokenHash(t *testing.T) {
-	var out bytes.Buffer
-	if err := run(context.Background(), []string{"token", "hash", "s3cret-token-value"}, os.Getenv, &out, io.Discard); err != nil {
+// Start-up without API tokens warns once.
+func TestNoTokensWarningOnce(t *testing.T) {
+	var buf bytes.Buffer
+	app, err := NewApp(context.Background(), testConfig(t, nil), newLogger(&buf, slog.LevelInfo), Options{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if len(strings.TrimSpace(out.String())) < 32 {
-		t.Fatalf("hash %q", out.String())
+	defer app.Close()
+	if n := strings.Count(buf.String(), "no API tokens"); n != 1 {
+		t.Fatalf("%d warnings about API tokens, want 1:\n%s", n, buf.String())
 	}
 }

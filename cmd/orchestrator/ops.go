@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 
@@ -16,54 +15,18 @@ import (
 // or NATS_URL: the embedded server's default address (EMBEDDED_NATS_ADDR).
 const defaultNATSURL = "nats://127.0.0.1:4222"
 
-// opsFlags starts the flag set of an operator command (trace, dlq …), which
-// talks to NATS only: the NATS connection flag group (--nats-url,
-// --nats-creds, --nats-nkey-seed, --nats-tls-ca, --nats-tls-cert,
-// --nats-tls-key), each defaulting to its variable, the URL else to
-// defaultNATSURL. usage is printed by -h and on a usage error. After
-// parsing, the returned function validates the NATS settings.
-func opsFlags(name, usage string, getenv func(string) string, stderr io.Writer) (*flag.FlagSet, func() (config.NATS, error)) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	conn := config.NATSFlags(fs, getenv, defaultNATSURL)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: %s\n\nflags:\n", usage)
-		fs.PrintDefaults()
-	}
-	return fs, conn
-}
-
-// parseInterspersed parses args with fs, letting flags come after the
-// positional arguments too (`trace acme/spring --follow`), and returns the
-// positional arguments.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
-// usageError reports a bad command line after printing fs's usage.
-func usageError(fs *flag.FlagSet, format string, a ...any) error {
-	fs.Usage()
-	return fmt.Errorf(format, a...)
+// opsCommand starts the command line of an operator command (trace, dlq …),
+// which talks to NATS only: its settings are the NATS connection's
+// (--nats-url, defaulting to NATS_URL, else defaultNATSURL), nothing else.
+func opsCommand(name, synopsis, help string, getenv func(string) string, stdout, stderr io.Writer) (*command, *config.NATS) {
+	c := newCommand(name, synopsis, help, stdout, stderr)
+	return c, config.NATSFlags(c.settings(getenv), defaultNATSURL)
 }
 
 // connectOps connects an operator command to NATS and JetStream with the
-// settings of its flag group (opsFlags).
-func connectOps(conn func() (config.NATS, error), name string) (*nats.Conn, jetstream.JetStream, error) {
-	c, err := conn()
-	if err != nil {
-		return nil, nil, err
-	}
-	nc, err := connect.NATS(c, name, nats.MaxReconnects(3))
+// settings of its flag group (config.NATSFlags).
+func connectOps(c *config.NATS, name string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := connect.NATS(*c, name, nats.MaxReconnects(3))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"strings"
 	"testing"
 )
@@ -42,18 +43,26 @@ func TestOpsUsageErrors(t *testing.T) {
 	}
 }
 
-func TestParseInterspersed(t *testing.T) {
-	fs, url := opsFlags("x", "x", func(k string) string { return map[string]string{"NATS_URL": "nats://env:4222"}[k] }, &bytes.Buffer{})
-	follow := fs.Bool("follow", false, "")
-	pos, err := parseInterspersed(fs, []string{"acme/a", "--follow", "b", "--nats-url", "nats://flag:4222"})
-	if c, cerr := url(); err != nil || cerr != nil || strings.Join(pos, ",") != "acme/a,b" || !*follow || c.URL != "nats://flag:4222" {
-		t.Fatalf("pos %v, follow %v, url %s (%v), err %v", pos, *follow, c.URL, cerr, err)
+// Flags may come before, between or after the positional arguments; the
+// NATS URL comes from the flag, else NATS_URL, else the default.
+func TestCommandParse(t *testing.T) {
+	env := func(k string) string { return map[string]string{"NATS_URL": "nats://env:4222"}[k] }
+	c, conn := opsCommand("x", "", "", env, io.Discard, io.Discard)
+	follow := c.fs.Bool("follow", false, "")
+	pos, err := c.parse([]string{"acme/a", "--follow", "b", "--nats-url", "nats://flag:4222"})
+	if err != nil || strings.Join(pos, ",") != "acme/a,b" || !*follow || conn.URL != "nats://flag:4222" {
+		t.Fatalf("pos %v, follow %v, url %s, err %v", pos, *follow, conn.URL, err)
 	}
-	fs, url = opsFlags("x", "x", func(string) string { return "" }, &bytes.Buffer{})
-	if _, err := parseInterspersed(fs, nil); err != nil {
-		t.Fatal(err)
+	c, conn = opsCommand("x", "", "", env, io.Discard, io.Discard)
+	if _, err := c.parse(nil); err != nil || conn.URL != "nats://env:4222" {
+		t.Fatalf("url from NATS_URL: %s, err %v", conn.URL, err)
 	}
-	if c, err := url(); err != nil || c.URL != defaultNATSURL {
-		t.Fatalf("default url %s, err %v", c.URL, err)
+	c, conn = opsCommand("x", "", "", func(string) string { return "" }, io.Discard, io.Discard)
+	if _, err := c.parse(nil); err != nil || conn.URL != defaultNATSURL {
+		t.Fatalf("default url %s, err %v", conn.URL, err)
+	}
+	c, _ = opsCommand("x", "", "", func(k string) string { return map[string]string{"NATS_URL": "localhost"}[k] }, io.Discard, io.Discard)
+	if _, err := c.parse(nil); err == nil || !strings.Contains(err.Error(), "NATS_URL") {
+		t.Fatalf("bad NATS_URL: error %v, want one naming it", err)
 	}
 }

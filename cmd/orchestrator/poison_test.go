@@ -264,17 +264,21 @@ func TestPoisonCommandDeadLetteredOnceThenReplayed(t *testing.T) {
 	replay := func() (stored uint64) {
 		t.Helper()
 		out, err := cli(t, ctx, "dlq", "replay", strconv.FormatUint(dl.Seq, 10), "--nats-url", url)
-		if err != nil {
-			t.Fatal(err)
-		}
 		if !strings.Contains(out, "poison-create") || !strings.Contains(out, "kept in CAMPAIGN_DLQ") {
 			t.Errorf("dlq replay output:\n%s", out)
 		}
 		if m := regexp.MustCompile(`stored as CAMPAIGN_COMMANDS/(\d+)`).FindStringSubmatch(out); m != nil {
+			if err != nil {
+				t.Fatal(err)
+			}
 			n, _ := strconv.ParseUint(m[1], 10, 64)
 			return n
 		} else if !strings.Contains(out, "not stored") {
 			t.Fatalf("dlq replay output says neither stored nor not stored:\n%s", out)
+		}
+		// Nothing stored: the command fails, and says what to do.
+		if err == nil || !strings.Contains(err.Error(), "not stored") || !strings.Contains(err.Error(), "--new-id") {
+			t.Fatalf("dlq replay that stored nothing: error %v, want one saying so and naming --new-id", err)
 		}
 		return 0
 	}
@@ -319,6 +323,18 @@ func TestPoisonCommandDeadLetteredOnceThenReplayed(t *testing.T) {
 		t.Fatalf("%d dead letters after the replays, want 1 (kept)", len(n))
 	}
 
+	// --new-id: a new command under a fresh id, not deduplicated: this
+	// create of an existing campaign is stored and rejected.
+	out, err = cli(t, ctx, "dlq", "replay", strconv.FormatUint(dl.Seq, 10), "--new-id", "--nats-url", url)
+	if err != nil || !regexp.MustCompile(`as new command dlq-replay\.\d+\.[0-9a-f]{16}: stored as CAMPAIGN_COMMANDS/\d+`).MatchString(out) {
+		t.Fatalf("dlq replay --new-id: %v\n%s", err, out)
+	}
+	waitUntil(t, 10*time.Second, "the new-id replay rejected", func() bool { return len(history("poison")) == len(evs)+1 })
+	if got := history("poison"); got[len(got)-1].Type != fsm.EvRejected || !strings.HasPrefix(got[len(got)-1].CommandID, "dlq-replay.") {
+		t.Fatalf("last event %s by %s, want %s by a dlq-replay.… command", got[len(got)-1].Type, got[len(got)-1].CommandID, fsm.EvRejected)
+	}
+	evs = history("poison")
+
 	// trace: one aligned line per event.
 	out, err = cli(t, ctx, "trace", "acme/poison", "--nats-url", url)
 	if err != nil {
@@ -338,11 +354,11 @@ func TestPoisonCommandDeadLetteredOnceThenReplayed(t *testing.T) {
 	}
 	for _, line := range lines[1:] {
 		f := strings.Fields(line)
-		if len(f) < 5 || f[2] != "step.succeeded" {
+		if len(f) < 6 || f[2] != "step.succeeded" {
 			continue
 		}
-		if _, err := time.ParseDuration(f[4]); err != nil {
-			t.Errorf("trace line %q: no step and duration (%v)", line, err)
+		if _, err := time.ParseDuration(f[5]); err != nil || f[4] != "1" {
+			t.Errorf("trace line %q: no step, run 1 and duration (%v)", line, err)
 		}
 	}
 	waitUntil(t, 10*time.Second, "trace --follow showing the completion", func() bool { return strings.Contains(follow.String(), "completed") })

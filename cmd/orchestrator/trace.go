@@ -14,25 +14,28 @@ import (
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
 )
 
-const traceUsage = "orchestrator trace <tenant>/<campaign> [--follow] [--nats-url URL]"
+const traceHelp = `
+Prints a campaign's timeline from CAMPAIGN_EVENTS, one line per event: time,
+sequence, event, step, run (of a step run more than once: a retry), duration
+and error. With --follow it keeps printing new events until interrupted.`
 
 // trace prints a campaign's timeline from CAMPAIGN_EVENTS, one aligned line
 // per event; with --follow it keeps printing new events until ctx ends.
 func trace(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	fs, url := opsFlags("trace", traceUsage, getenv, stderr)
-	follow := fs.Bool("follow", false, "after the history, keep printing new events until interrupted")
-	pos, err := parseInterspersed(fs, args)
+	c, conn := opsCommand("trace", "<tenant>/<campaign> [--follow] [flags]", traceHelp, getenv, stdout, stderr)
+	follow := c.fs.Bool("follow", false, "after the history, keep printing new events until interrupted")
+	pos, err := c.parse(args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		return usageError(fs, "trace: want one <tenant>/<campaign>")
+		return c.usageErr("want one <tenant>/<campaign>")
 	}
 	tenant, campaign, ok := strings.Cut(pos[0], "/")
 	if !ok || !events.ValidToken(tenant) || !events.ValidToken(campaign) {
-		return usageError(fs, "trace: %q is not <tenant>/<campaign> (each %s)", pos[0], events.TokenRE)
+		return c.usageErr("%q is not <tenant>/<campaign> (each %s)", pos[0], events.TokenRE)
 	}
-	nc, js, err := connectOps(url, "orchestrator-trace")
+	nc, js, err := connectOps(conn, "orchestrator-trace")
 	if err != nil {
 		return err
 	}
@@ -92,10 +95,10 @@ func followTimeline(ctx context.Context, js jetstream.JetStream, tenant, campaig
 
 // Timeline columns: fixed widths, so that --follow lines align with the
 // history's without knowing what comes.
-const timelineFormat = "%-24s  %5s  %-16s  %-12s  %9s  %s"
+const timelineFormat = "%-24s  %5s  %-16s  %-12s  %3s  %9s  %s"
 
 func writeTimelineHeader(w io.Writer) {
-	fmt.Fprintln(w, strings.TrimRight(fmt.Sprintf(timelineFormat, "TIME", "SEQ", "EVENT", "STEP", "DURATION", "ERROR"), " "))
+	fmt.Fprintln(w, strings.TrimRight(fmt.Sprintf(timelineFormat, "TIME", "SEQ", "EVENT", "STEP", "RUN", "DURATION", "ERROR"), " "))
 }
 
 // writeTimelineLine prints one event: time (UTC, ms), sequence, type without
@@ -104,6 +107,7 @@ func writeTimelineHeader(w io.Writer) {
 func writeTimelineLine(w io.Writer, ev events.CloudEvent) {
 	var d struct {
 		Step       string `json:"step"`
+		Run        int    `json:"run"`
 		DurationMS *int64 `json:"duration_ms"`
 		Error      string `json:"error"`
 		Command    string `json:"command"`
@@ -121,8 +125,12 @@ func writeTimelineLine(w io.Writer, ev events.CloudEvent) {
 			msg = d.Command + ": " + msg
 		}
 	}
+	run := ""
+	if d.Run > 0 {
+		run = fmt.Sprint(d.Run)
+	}
 	line := fmt.Sprintf(timelineFormat, ev.Time.UTC().Format("2006-01-02T15:04:05.000Z"), fmt.Sprint(ev.Seq()),
-		strings.TrimPrefix(ev.Type, "campaign."), d.Step, dur, oneLine(msg))
+		strings.TrimPrefix(ev.Type, "campaign."), d.Step, run, dur, oneLine(msg))
 	fmt.Fprintln(w, strings.TrimRight(line, " "))
 }
 

@@ -93,115 +93,295 @@ func (s Secret) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 // setting is one variable: its flag name, default and help.
 type setting struct {
 	env, def, help string
+	// typ is the value's kind as --help shows it (duration, int, url …).
+	typ string
 }
 
-// secrets are the settings whose value is never shown: the flag's default
-// (which --help prints) stays empty and the variable applies when the flag
-// is not given.
-var secrets = map[string]bool{"IDEMPOTENCY_SECRET": true}
-
 var settings = []setting{
-	{"HTTP_ADDR", ":8000", "HTTP ingress address"},
-	{"NATS_URL", "", "NATS server URL(s); empty: run an embedded NATS server with JetStream"},
-	{"NATS_STORE_DIR", "", "embedded JetStream storage directory; empty: a private temporary directory removed at exit"},
-	{"EMBEDDED_NATS_ADDR", "127.0.0.1:4222", "listen address of the embedded NATS server"},
-	{"NATS_SYNC_INTERVAL", "2m", "embedded NATS server: how long after a write JetStream fsyncs it (a duration), or always (before acknowledging: slower, survives a machine crash)"},
-	{"REDIS_URL", "", "redis://… URL; empty: in-process store and lock (one process only)"},
-	{"CORS_ALLOWED_ORIGINS", "http://localhost:3000,http://internal-dashboard", "comma-separated exact origins allowed by CORS"},
-	{"WORKFLOWS_FILE", "", "workflows file (YAML or JSON); empty: the built-in standard workflow"},
-	{"STEPS_BASE_URL", "http://127.0.0.1:8081", "base URL of the built-in workflow's step services"},
-	{"DUPLICATE_WINDOW", "2m", "JetStream duplicate window of the command stream"},
-	{"STREAM_REPLICAS", "1", "replicas of every stream and of the consumer"},
-	{"CAMPAIGN_RETENTION", "720h", "how long an ended campaign (and its command ledger) is kept"},
-	{"LOCK_TTL", "30s", "campaign lock time to live, extended while held"},
-	{"STEP_TIMEOUT", "10s", "timeout of one step attempt"},
-	{"STEP_MAX_RETRIES", "2", "retries of a step after a network error"},
-	{"STEP_BACKOFF_BASE", "500ms", "first retry delay of a step (doubles each retry, with jitter)"},
-	{"WORKERS", "8", "commands handled at once by this process"},
-	{"STEPS_IN_FLIGHT", "4096", "step calls running at once in this process (a step's call does not hold one of WORKERS)"},
-	{"API_TOKENS_FILE", "", "file of hashed API tokens mapped to tenants (see `orchestrator token hash`)"},
-	{"API_TOKENS", "", "tenant:token pairs, comma-separated (prefer API_TOKENS_FILE)"},
-	{"LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"HTTP_ADDR", ":8000", "HTTP ingress address", "host:port"},
+	{"NATS_URL", "", "NATS server URL(s), comma-separated; empty: run an embedded NATS server with JetStream", "url"},
+	{"NATS_STORE_DIR", "", "embedded JetStream storage directory; empty: a private temporary directory removed at exit", "dir"},
+	{"EMBEDDED_NATS_ADDR", "127.0.0.1:4222", "listen address of the embedded NATS server", "host:port"},
+	{"NATS_SYNC_INTERVAL", "2m", "embedded NATS server: how long after a write JetStream fsyncs it (a duration), or always (before acknowledging: slower, survives a machine crash)", "duration|always"},
+	{"REDIS_URL", "", "redis://… URL; empty: in-process store and lock (one process only)", "url"},
+	{"CORS_ALLOWED_ORIGINS", "http://localhost:3000,http://internal-dashboard", "comma-separated exact origins allowed by CORS", "origins"},
+	{"WORKFLOWS_FILE", "", "workflows file (YAML or JSON, see examples/workflows.yaml); empty: the built-in standard workflow", "file"},
+	{"STEPS_BASE_URL", "http://127.0.0.1:8081", "base URL of the built-in workflow's step services", "url"},
+	{"DUPLICATE_WINDOW", "2m", "JetStream duplicate window of the command stream", "duration"},
+	{"STREAM_REPLICAS", "1", "replicas of every stream and of the consumer (1 to 5)", "int"},
+	{"CAMPAIGN_RETENTION", "720h", "how long an ended campaign (and its command ledger) is kept", "duration"},
+	{"LOCK_TTL", "30s", "campaign lock time to live, extended while held", "duration"},
+	{"STEP_TIMEOUT", "10s", "timeout of one step attempt", "duration"},
+	{"STEP_MAX_RETRIES", "2", "retries of a step after a network error (0 to 20)", "int"},
+	{"STEP_BACKOFF_BASE", "500ms", "first retry delay of a step (doubles each retry, with jitter)", "duration"},
+	{"WORKERS", "8", "commands handled at once by this process (1 to 1024)", "int"},
+	{"STEPS_IN_FLIGHT", "4096", "step calls running at once in this process (a step's call does not hold one of WORKERS)", "int"},
+	{"API_TOKENS_FILE", "", "file of hashed API tokens mapped to tenants (see: orchestrator token hash --help)", "file"},
+	{"API_TOKENS", "", "tenant:token pairs, comma-separated (prefer API_TOKENS_FILE: a flag is visible to other local users)", "secret"},
+	{"LOG_LEVEL", "info", "debug, info, warn or error", "level"},
 	{"IDEMPOTENCY_SECRET", "", "key (at least 16 bytes, the same for every ingress process) of the Idempotency-Key → command id hash; " +
-		"empty: generated once and kept in the store. Prefer the variable: a flag is visible to other local users"},
+		"empty: generated once and kept in the store. Prefer the variable: a flag is visible to other local users", "secret"},
+}
+
+// settingOf returns the setting of variable env.
+func settingOf(env string) setting {
+	for _, s := range settings {
+		if s.env == env {
+			return s
+		}
+	}
+	panic("config: no setting " + env)
 }
 
 // flagName turns HTTP_ADDR into http-addr.
 func flagName(env string) string { return strings.ReplaceAll(strings.ToLower(env), "_", "-") }
 
-// Load parses args (flags) over the environment looked up with getenv.
+// Value is the flag.Value of one setting. Its default is the built-in one,
+// never the environment's (so --help shows no secret and no value from the
+// environment); Set.Resolve applies the variable when the flag is not given.
+type Value struct {
+	env, typ, def, v string
+}
+
+// String implements flag.Value.
+func (v *Value) String() string {
+	if v == nil {
+		return ""
+	}
+	return v.v
+}
+
+// Set implements flag.Value.
+func (v *Value) Set(s string) error { v.v = s; return nil }
+
+// Type is the kind of value the flag takes, as usage texts show it.
+func (v *Value) Type() string { return v.typ }
+
+// Env is the setting's environment variable ("" for a flag only).
+func (v *Value) Env() string { return v.env }
+
+// Set is the settings of one command: groups of them (NATSFlags,
+// StreamFlags, ServeFlags) register their flags on the command's flag set,
+// each reading only what it registered. After the flag set is parsed,
+// Resolve applies the environment to the flags not given and validates, so a
+// bad setting the command does not use can never stop it.
+type Set struct {
+	fs       *flag.FlagSet
+	getenv   func(string) string
+	vals     map[string]*string
+	resolved bool
+	finish   []func(*parser)
+}
+
+// NewSet starts the settings of a command whose flags are fs; getenv looks
+// the variables up (nil: os.LookupEnv).
+func NewSet(fs *flag.FlagSet, getenv func(string) string) *Set {
+	return &Set{fs: fs, getenv: getenv, vals: map[string]*string{}}
+}
+
+// add registers the flag of variable env once.
+func (s *Set) add(env string) {
+	st := settingOf(env)
+	s.addWith(env, st.def, st.help)
+}
+
+// addWith registers the flag of variable env once, with its own default and
+// help.
+func (s *Set) addWith(env, def, help string) {
+	if _, ok := s.vals[env]; ok {
+		return
+	}
+	v := &Value{env: env, typ: settingOf(env).typ, def: def, v: def}
+	s.fs.Var(v, flagName(env), help)
+	s.vals[env] = &v.v
+}
+
+// group registers the flags of envs and f, run by Resolve to read them.
+func (s *Set) group(f func(*parser), envs ...string) {
+	for _, env := range envs {
+		s.add(env)
+	}
+	s.finish = append(s.finish, f)
+}
+
+// Resolve applies each variable whose flag was not given, then reads and
+// validates every group: the error names each bad setting.
+func (s *Set) Resolve() error {
+	if s.resolved {
+		return nil
+	}
+	s.resolved = true
+	given := map[string]bool{}
+	s.fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for env, v := range s.vals {
+		if given[flagName(env)] {
+			continue
+		}
+		if e, ok := lookup(s.getenv, env); ok {
+			*v = e
+		}
+	}
+	p := &parser{vals: s.vals}
+	for _, f := range s.finish {
+		f(p)
+	}
+	return errors.Join(p.errs...)
+}
+
+// Streams is how the streams and the consumer are provisioned.
+type Streams struct {
+	DuplicateWindow time.Duration
+	Replicas        int
+}
+
+// StreamFlags registers DUPLICATE_WINDOW and STREAM_REPLICAS on s.
+func StreamFlags(s *Set) *Streams {
+	st := &Streams{}
+	s.group(func(p *parser) {
+		st.DuplicateWindow = p.duration("DUPLICATE_WINDOW")
+		st.Replicas = p.intIn("STREAM_REPLICAS", 1, 5)
+	}, "DUPLICATE_WINDOW", "STREAM_REPLICAS")
+	return st
+}
+
+// ServeFlags registers every setting of `orchestrator serve` (and --role)
+// on s; the returned Config is filled by s.Resolve.
+func ServeFlags(s *Set) *Config {
+	c := &Config{}
+	nats := NATSFlags(s, "")
+	redis := RedisFlags(s)
+	streams := StreamFlags(s)
+	role := &Value{typ: "role", def: string(RoleAll), v: string(RoleAll)}
+	s.fs.Var(role, "role", "what to run: all, ingress or worker")
+	var envs []string
+	for _, st := range settings {
+		envs = append(envs, st.env)
+	}
+	s.group(func(p *parser) {
+		*c = Config{
+			NATS: *nats, Redis: *redis,
+			HTTPAddr:           p.addr("HTTP_ADDR"),
+			NATSURL:            nats.URL,
+			NATSStoreDir:       p.str("NATS_STORE_DIR"),
+			EmbeddedNATSAddr:   p.addr("EMBEDDED_NATS_ADDR"),
+			NATSSync:           p.syncInterval("NATS_SYNC_INTERVAL"),
+			RedisURL:           redis.URL,
+			CORSAllowedOrigins: p.origins("CORS_ALLOWED_ORIGINS"),
+			WorkflowsFile:      p.file("WORKFLOWS_FILE"),
+			StepsBaseURL:       p.httpURL("STEPS_BASE_URL"),
+			DuplicateWindow:    streams.DuplicateWindow,
+			StreamReplicas:     streams.Replicas,
+			CampaignRetention:  p.duration("CAMPAIGN_RETENTION"),
+			LockTTL:            p.duration("LOCK_TTL"),
+			StepTimeout:        p.duration("STEP_TIMEOUT"),
+			StepMaxRetries:     p.intIn("STEP_MAX_RETRIES", 0, 20),
+			StepBackoffBase:    p.duration("STEP_BACKOFF_BASE"),
+			Workers:            p.intIn("WORKERS", 1, 1024),
+			StepsInFlight:      p.intIn("STEPS_IN_FLIGHT", 1, 1<<20),
+			APITokensFile:      p.file("API_TOKENS_FILE"),
+			APITokens:          p.str("API_TOKENS"),
+			LogLevel:           p.level("LOG_LEVEL"),
+			Role:               Role(role.v),
+			IdempotencySecret:  p.secret("IDEMPOTENCY_SECRET", MinSecretLength),
+		}
+		switch c.Role {
+		case RoleAll, RoleIngress, RoleWorker:
+			if c.Role != RoleAll && !c.Redis.Configured() {
+				p.fail("REDIS_URL", "is empty, but --role %s needs a shared store (the in-process store serves one process only)", c.Role)
+			}
+		default:
+			p.errs = append(p.errs, fmt.Errorf("--role: %q is not all, ingress or worker", role.v))
+		}
+		if c.NATSURL != "" && c.NATSStoreDir != "" {
+			p.fail("NATS_STORE_DIR", "is set but NATS_URL is too: the storage directory is only for the embedded server (leave one of them empty)")
+		}
+		if c.LockTTL > 0 && c.LockTTL < time.Second {
+			p.fail("LOCK_TTL", "%s is too short (at least 1s)", c.LockTTL)
+		}
+	}, envs...)
+	return c
+}
+
+// Load parses args (the flags of `orchestrator serve`) over the environment
+// looked up with getenv and returns the whole serve configuration. A usage
+// error and --help print the flags to usage.
 func Load(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(usage)
-	vals := map[string]*string{}
-	fromEnv := map[string]string{} // of secret settings
-	for _, s := range settings {
-		v := s.def
-		if e, ok := lookup(getenv, s.env); ok {
-			v = e
-		}
-		if secrets[s.env] {
-			fromEnv[s.env], v = v, ""
-		}
-		vals[s.env] = fs.String(flagName(s.env), v, s.help+" ($"+s.env+")")
+	fs.Usage = func() {
+		fmt.Fprintln(usage, "usage: orchestrator serve [flags]\n\nflags:")
+		PrintFlags(usage, fs)
 	}
-	role := fs.String("role", string(RoleAll), "what to run: all, ingress or worker")
+	s := NewSet(fs, getenv)
+	c := ServeFlags(s)
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
-	given := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	for env, v := range fromEnv {
-		if !given[flagName(env)] {
-			*vals[env] = v
+	if err := s.Resolve(); err != nil {
+		return Config{}, err
+	}
+	return *c, nil
+}
+
+// PrintFlags writes fs's flags as usage texts show them: each flag with the
+// kind of value it takes (a *Value's Type, else bool, int, duration … from
+// the flag's Go type), its help, its variable and its default (never one
+// taken from the environment). Unlike flag.PrintDefaults it gives back-quoted
+// words in a help text no meaning.
+func PrintFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		typ, env := flagType(f), ""
+		if v, ok := f.Value.(*Value); ok {
+			env = v.Env()
 		}
-	}
-	p := parser{vals: vals}
-	natsConn, redisConn := p.nats(), p.redis()
-	c := Config{
-		NATS: natsConn, Redis: redisConn,
-		HTTPAddr:           p.addr("HTTP_ADDR"),
-		NATSURL:            natsConn.URL,
-		NATSStoreDir:       p.str("NATS_STORE_DIR"),
-		EmbeddedNATSAddr:   p.addr("EMBEDDED_NATS_ADDR"),
-		NATSSync:           p.syncInterval("NATS_SYNC_INTERVAL"),
-		RedisURL:           redisConn.URL,
-		CORSAllowedOrigins: p.origins("CORS_ALLOWED_ORIGINS"),
-		WorkflowsFile:      p.file("WORKFLOWS_FILE"),
-		StepsBaseURL:       p.httpURL("STEPS_BASE_URL"),
-		DuplicateWindow:    p.duration("DUPLICATE_WINDOW"),
-		StreamReplicas:     p.intIn("STREAM_REPLICAS", 1, 5),
-		CampaignRetention:  p.duration("CAMPAIGN_RETENTION"),
-		LockTTL:            p.duration("LOCK_TTL"),
-		StepTimeout:        p.duration("STEP_TIMEOUT"),
-		StepMaxRetries:     p.intIn("STEP_MAX_RETRIES", 0, 20),
-		StepBackoffBase:    p.duration("STEP_BACKOFF_BASE"),
-		Workers:            p.intIn("WORKERS", 1, 1024),
-		StepsInFlight:      p.intIn("STEPS_IN_FLIGHT", 1, 1<<20),
-		APITokensFile:      p.file("API_TOKENS_FILE"),
-		APITokens:          p.str("API_TOKENS"),
-		LogLevel:           p.level("LOG_LEVEL"),
-		Role:               Role(*role),
-		IdempotencySecret:  p.secret("IDEMPOTENCY_SECRET", MinSecretLength),
-	}
-	switch c.Role {
-	case RoleAll, RoleIngress, RoleWorker:
-		if c.Role != RoleAll && !c.Redis.Configured() {
-			p.fail("REDIS_URL", "is empty, but --role %s needs a shared store (the in-process store serves one process only)", c.Role)
+		line := "  --" + f.Name
+		if typ != "" {
+			line += " " + typ
 		}
-	default:
-		p.errs = append(p.errs, fmt.Errorf("--role: %q is not all, ingress or worker", *role))
+		fmt.Fprintln(w, line)
+		help := f.Usage
+		var extra []string
+		if env != "" {
+			extra = append(extra, "$"+env)
+		}
+		if f.DefValue != "" && !(typ == "" && f.DefValue == "false") {
+			extra = append(extra, "default "+f.DefValue)
+		}
+		if len(extra) > 0 {
+			help += " (" + strings.Join(extra, ", ") + ")"
+		}
+		fmt.Fprintln(w, "    \t"+strings.ReplaceAll(help, "\n", "\n    \t"))
+	})
+}
+
+// flagType is the kind of value flag f takes; "" for a boolean flag.
+func flagType(f *flag.Flag) string {
+	if v, ok := f.Value.(interface{ Type() string }); ok {
+		return v.Type()
 	}
-	if c.NATSURL != "" && c.NATSStoreDir != "" {
-		p.fail("NATS_STORE_DIR", "is set but NATS_URL is too: the storage directory is only for the embedded server (leave one of them empty)")
+	if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+		return ""
 	}
-	if c.LockTTL > 0 && c.LockTTL < time.Second {
-		p.fail("LOCK_TTL", "%s is too short (at least 1s)", c.LockTTL)
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return "value"
 	}
-	return c, errors.Join(p.errs...)
+	switch g.Get().(type) {
+	case int, int64:
+		return "int"
+	case uint, uint64:
+		return "uint"
+	case float64:
+		return "float"
+	case time.Duration:
+		return "duration"
+	case string:
+		return "string"
+	}
+	return "value"
 }
 
 func lookup(getenv func(string) string, k string) (string, bool) {

@@ -128,3 +128,33 @@ func TestIdempotencySecret(t *testing.T) {
 		t.Fatalf("unset: %v, got %d bytes", err, len(c.IdempotencySecret))
 	}
 }
+
+// A command registers only the groups it uses: their flags alone, read from
+// their variables alone, so a bad setting of another command cannot stop it.
+func TestGroupsReadOnlyTheirSettings(t *testing.T) {
+	fs := flag.NewFlagSet("streams apply", flag.ContinueOnError)
+	s := config.NewSet(fs, env(map[string]string{"CORS_ALLOWED_ORIGINS": "*", "LOCK_TTL": "x", "DUPLICATE_WINDOW": "5m"}))
+	n := config.NATSFlags(s, "nats://127.0.0.1:4222")
+	st := config.StreamFlags(s)
+	if err := fs.Parse([]string{"--stream-replicas", "3"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Resolve(); err != nil {
+		t.Fatalf("resolve: %v", err)
+	}
+	if n.URL != "nats://127.0.0.1:4222" || st.DuplicateWindow != 5*time.Minute || st.Replicas != 3 {
+		t.Fatalf("got %+v %+v", n, st)
+	}
+	var names []string
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	if strings.Join(names, ",") != "duplicate-window,nats-creds,nats-nkey-seed,nats-tls-ca,nats-tls-cert,nats-tls-key,nats-url,stream-replicas" {
+		t.Fatalf("flags %v", names)
+	}
+	var help bytes.Buffer
+	config.PrintFlags(&help, fs)
+	for _, want := range []string{"--duplicate-window duration", "($DUPLICATE_WINDOW, default 2m)", "--nats-url url", "default nats://127.0.0.1:4222", "--stream-replicas int"} {
+		if !strings.Contains(help.String(), want) {
+			t.Errorf("usage lacks %q:\n%s", want, help.String())
+		}
+	}
+}

@@ -1,8 +1,6 @@
 package config
 
 import (
-	"errors"
-	"flag"
 	"net"
 	"strconv"
 	"strings"
@@ -54,27 +52,26 @@ func (r Redis) Configured() bool {
 // natsSecuritySettings are NATS's authentication and TLS settings, shared
 // by serve (Load) and the operator commands (NATSFlags).
 var natsSecuritySettings = []setting{
-	{"NATS_CREDS", "", "NATS JWT credentials file (.creds)"},
-	{"NATS_NKEY_SEED", "", "file holding the NATS user's NKey seed (SU…)"},
-	{"NATS_TLS_CA", "", "CA certificate file that verifies the NATS servers (TLS)"},
-	{"NATS_TLS_CERT", "", "client certificate file for NATS servers that verify clients (with NATS_TLS_KEY)"},
-	{"NATS_TLS_KEY", "", "client key file of NATS_TLS_CERT"},
+	{"NATS_CREDS", "", "NATS JWT credentials file (.creds)", "file"},
+	{"NATS_NKEY_SEED", "", "file holding the NATS user's NKey seed (SU…)", "file"},
+	{"NATS_TLS_CA", "", "CA certificate file that verifies the NATS servers (TLS)", "file"},
+	{"NATS_TLS_CERT", "", "client certificate file for NATS servers that verify clients (with NATS_TLS_KEY)", "file"},
+	{"NATS_TLS_KEY", "", "client key file of NATS_TLS_CERT", "file"},
 }
 
 var redisSettings = []setting{
-	{"REDIS_SENTINEL_ADDRS", "", "Redis Sentinel host:port list, comma-separated (with REDIS_MASTER_NAME) instead of REDIS_URL's host"},
-	{"REDIS_MASTER_NAME", "", "name of the master the Sentinels watch"},
-	{"REDIS_SENTINEL_PASSWORD", "", "password of the Sentinels, when they require one"},
-	{"REDIS_CLUSTER_ADDRS", "", "Redis Cluster node host:port list, comma-separated, instead of REDIS_URL's host"},
-	{"REDIS_TLS_CA", "", "CA certificate file that verifies the Redis servers (with rediss://)"},
-	{"REDIS_TLS_CERT", "", "client certificate file for Redis servers that verify clients (with REDIS_TLS_KEY)"},
-	{"REDIS_TLS_KEY", "", "client key file of REDIS_TLS_CERT"},
+	{"REDIS_SENTINEL_ADDRS", "", "Redis Sentinel host:port list, comma-separated (with REDIS_MASTER_NAME) instead of REDIS_URL's host", "host:port,…"},
+	{"REDIS_MASTER_NAME", "", "name of the master the Sentinels watch", "string"},
+	{"REDIS_SENTINEL_PASSWORD", "", "password of the Sentinels, when they require one", "secret"},
+	{"REDIS_CLUSTER_ADDRS", "", "Redis Cluster node host:port list, comma-separated, instead of REDIS_URL's host", "host:port,…"},
+	{"REDIS_TLS_CA", "", "CA certificate file that verifies the Redis servers (with rediss://)", "file"},
+	{"REDIS_TLS_CERT", "", "client certificate file for Redis servers that verify clients (with REDIS_TLS_KEY)", "file"},
+	{"REDIS_TLS_KEY", "", "client key file of REDIS_TLS_CERT", "file"},
 }
 
 func init() {
 	settings = append(settings, natsSecuritySettings...)
 	settings = append(settings, redisSettings...)
-	secrets["REDIS_SENTINEL_PASSWORD"] = true
 }
 
 // nats reads the NATS settings.
@@ -145,30 +142,34 @@ func (p *parser) hostPorts(env string) []string {
 
 // NATSFlags registers the NATS connection flag group (--nats-url,
 // --nats-creds, --nats-nkey-seed, --nats-tls-ca, --nats-tls-cert,
-// --nats-tls-key) on fs, each defaulting to its environment variable, for an
-// operator command (trace, dlq, streams apply …). defaultURL is used when
-// neither --nats-url nor NATS_URL is given. After fs.Parse, the returned
-// function validates the values and returns them; its errors name the
-// setting.
-func NATSFlags(fs *flag.FlagSet, getenv func(string) string, defaultURL string) func() (NATS, error) {
-	vals := map[string]*string{}
-	urlDef := defaultURL
-	if v, ok := lookup(getenv, "NATS_URL"); ok {
-		urlDef = v
+// --nats-tls-key: NATS_URL and natsSecuritySettings) of a command on s; the
+// returned NATS is filled by s.Resolve, whose errors name the setting.
+// defaultURL is what an empty NATS_URL means to the command: "" for serve
+// (its embedded server), else the URL to use (the operator commands: the
+// embedded server's default address, defaultNATSURL).
+func NATSFlags(s *Set, defaultURL string) *NATS {
+	n := &NATS{}
+	if defaultURL != "" {
+		s.addWith("NATS_URL", defaultURL, "NATS server URL(s), comma-separated; user:password@ or token@ allowed")
 	}
-	vals["NATS_URL"] = fs.String(flagName("NATS_URL"), urlDef, "NATS server URL(s), comma-separated; user:password@ or token@ allowed ($NATS_URL)")
-	for _, s := range natsSecuritySettings {
-		v, _ := lookup(getenv, s.env)
-		vals[s.env] = fs.String(flagName(s.env), v, s.help+" ($"+s.env+")")
+	envs := []string{"NATS_URL"}
+	for _, st := range natsSecuritySettings {
+		envs = append(envs, st.env)
 	}
-	return func() (NATS, error) {
-		p := parser{vals: vals}
-		n := p.nats()
-		if n.URL == "" {
-			p.fail("NATS_URL", "is empty")
-		}
-		return n, errors.Join(p.errs...)
+	s.group(func(p *parser) { *n = p.nats() }, envs...)
+	return n
+}
+
+// RedisFlags registers the store's connection settings (REDIS_URL and
+// redisSettings) on s; the returned Redis is filled by s.Resolve.
+func RedisFlags(s *Set) *Redis {
+	r := &Redis{}
+	envs := []string{"REDIS_URL"}
+	for _, st := range redisSettings {
+		envs = append(envs, st.env)
 	}
+	s.group(func(p *parser) { *r = p.redis() }, envs...)
+	return r
 }
 
 // String shows where NATS is without any password or token.

@@ -71,19 +71,21 @@ func TestSentinelPasswordNeverShown(t *testing.T) {
 func TestNATSFlags(t *testing.T) {
 	fs := flag.NewFlagSet("x", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	get := config.NATSFlags(fs, env(map[string]string{"NATS_URL": "nats://env:4222", "NATS_TLS_CA": "/does/not/exist"}), "nats://default:4222")
+	set := config.NewSet(fs, env(map[string]string{"NATS_URL": "nats://env:4222", "NATS_TLS_CA": "/does/not/exist"}))
+	config.NATSFlags(set, "nats://default:4222")
 	if err := fs.Parse([]string{"--nats-url", "nats://u:p@flag:4222"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := get(); err == nil || !strings.Contains(err.Error(), "NATS_TLS_CA") {
+	if err := set.Resolve(); err == nil || !strings.Contains(err.Error(), "NATS_TLS_CA") {
 		t.Fatalf("missing CA file: %v", err)
 	}
 	fs = flag.NewFlagSet("x", flag.ContinueOnError)
-	get = config.NATSFlags(fs, env(nil), "nats://default:4222")
+	set = config.NewSet(fs, env(nil))
+	n := config.NATSFlags(set, "nats://default:4222")
 	if err := fs.Parse(nil); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := get(); err != nil || n.URL != "nats://default:4222" {
+	if err := set.Resolve(); err != nil || n.URL != "nats://default:4222" {
 		t.Fatalf("default: %+v, %v", n, err)
 	}
 	if got := (config.NATS{URL: "nats://u:secret@a:4222, nats://tok@b:4222,nats://c:4222"}).String(); strings.Contains(got, "secret") || strings.Contains(got, "tok@") || !strings.Contains(got, "c:4222") {

@@ -34,6 +34,11 @@ type ReplayOptions struct {
 	// Purge deletes the dead letter from CAMPAIGN_DLQ once CAMPAIGN_COMMANDS
 	// stored the replayed command. By default the entry stays.
 	Purge bool
+	// NewID, when not empty, is the command id to replay under (its
+	// Nats-Msg-Id) instead of the dead letter's own: a new command, which
+	// neither the duplicate window nor the campaign's ledger relate to the
+	// original, so it is applied even if the original was.
+	NewID string
 }
 
 // ReplayResult says what a replay did.
@@ -51,6 +56,9 @@ type ReplayResult struct {
 	DuplicateWindow time.Duration
 	// Purged: the dead letter was deleted from CAMPAIGN_DLQ.
 	Purged bool
+	// CommandID is the id the command was published under (the entry's, or
+	// ReplayOptions.NewID).
+	CommandID string
 }
 
 // Replayer sends dead letters back to CAMPAIGN_COMMANDS.
@@ -126,7 +134,11 @@ func (r *Replayer) ReplayEntry(ctx context.Context, e Entry, opt ReplayOptions) 
 	for _, k := range dlqOnlyHeaders {
 		m.Header.Del(k)
 	}
-	m.Header.Set(jetstream.MsgIDHeader, e.CommandID)
+	res.CommandID = e.CommandID
+	if opt.NewID != "" {
+		res.CommandID = opt.NewID
+	}
+	m.Header.Set(jetstream.MsgIDHeader, res.CommandID)
 	m.Header.Set(HdrReplayedFrom, events.StreamDLQ+"/"+strconv.FormatUint(e.Seq, 10))
 	m.Data = e.Data
 	ack, err := r.js.PublishMsg(ctx, m, jetstream.WithExpectStream(events.StreamCommands))
