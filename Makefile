@@ -40,7 +40,7 @@ run: build
 	@echo "step simulator on 127.0.0.1:8081, orchestrator HTTP on :8000, NATS on nats://127.0.0.1:4222"
 	@echo "dashboard on http://localhost:3000 (open it in a browser; Ctrl-C stops all three)"
 	@trap 'kill $$sim $$dash 2>/dev/null; wait $$sim $$dash 2>/dev/null' EXIT INT TERM; \
-	 $(BIN)/stepsim -addr 127.0.0.1:8081 -latency 200ms & sim=$$!; \
+	 $(BIN)/stepsim -addr 127.0.0.1:8081 -latency 2s & sim=$$!; \
 	 $(BIN)/orchestrator dashboard --addr 127.0.0.1:3000 --api http://localhost:8000 & dash=$$!; \
 	 $(BIN)/orchestrator serve
 

@@ -10,18 +10,23 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/config"
+	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+	"github.com/campaign-orchestrator/orchestrator/internal/store"
+	"github.com/campaign-orchestrator/orchestrator/internal/workflow"
 )
 
 // newDownstream answers every step with 200 and counts calls.
 func newDownstream(t *testing.T) (*httptest.Server, *int64) {
 	var n int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n++
+		atomic.AddInt64(&n, 1)
 		w.Header().Set("Content-Type", "application/json")
 		io.WriteString(w, `{"ok":true}`)
 	}))
@@ -180,5 +185,78 @@ func TestNoTokensWarningOnce(t *testing.T) {
 	defer app.Close()
 	if n := strings.Count(buf.String(), "no API tokens"); n != 1 {
 		t.Fatalf("%d warnings about API tokens, want 1:\n%s", n, buf.String())
+	}
+}
+
+// examples/workflows.yaml loads as WORKFLOWS_FILE, with its per-step URLs,
+// timeouts and retry policies, and a campaign of each of its workflows runs
+// to completion against the step service it names (here a test server).
+func TestExampleWorkflows(t *testing.T) {
+	const file = "../../examples/workflows.yaml"
+	wf, err := workflow.Load(file, "http://127.0.0.1:8081", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(wf.Names(), ","); got != "reminder,standard" {
+		t.Fatalf("workflows %s, want reminder,standard", got)
+	}
+	std, _ := wf.Get("standard")
+	seg := std.Steps[1]
+	if len(std.Steps) != 5 || seg.Name != "segment" || seg.URL != "http://127.0.0.1:8081/segment" || seg.Timeout != 30*time.Second ||
+		seg.Retry == nil || seg.Retry.MaxRetries != 3 || seg.Retry.BackoffBase != time.Second || fmt.Sprint(seg.Retry.RetryOnStatus) != "[429 503]" {
+		t.Fatalf("standard: %+v, segment %+v", std, seg)
+	}
+
+	// The same file with its URLs pointed at a test server, as a user
+	// would edit it for their services.
+	down, calls := newDownstream(t)
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := filepath.Join(t.TempDir(), "workflows.yaml")
+	if err := os.WriteFile(edited, []byte(strings.ReplaceAll(string(raw), "http://127.0.0.1:8081", down.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, map[string]string{"WORKFLOWS_FILE": edited})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	app, err := NewApp(ctx, cfg, slog.New(slog.DiscardHandler), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	defer func() { cancel(); <-done; _ = app.Close() }()
+	base := "http://" + app.HTTPAddr()
+	for id, workflow := range map[string]string{"spring": "standard", "nudge": "reminder"} {
+		body := fmt.Sprintf(`{"campaign_id":%q,"name":"x","workflow":%q,"start":true}`, id, workflow)
+		req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/campaigns", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Tenant-ID", "acme")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusAccepted {
+			t.Fatalf("create %s: %d", id, res.StatusCode)
+		}
+	}
+	for _, id := range []string{"spring", "nudge"} {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			c, err := app.Store().Load(ctx, store.Key{Tenant: "acme", Campaign: id})
+			if err == nil && c.State == fsm.Completed {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("campaign %s: %s (%v), not completed", id, c.State, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if n := atomic.LoadInt64(calls); n != 5+2 {
+		t.Errorf("%d step calls to the services the file names, want 7", n)
 	}
 }

@@ -72,7 +72,7 @@ func countMaxDeliveries(cfg deadletter.Config, m *metrics.Metrics) deadletter.Co
 // that its workers can be scraped and probed like any other process.
 func (a *App) listenOps(reg *prometheus.Registry) error {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeOpsJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	})

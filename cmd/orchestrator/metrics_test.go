@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -15,6 +16,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/promql/parser"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/config"
 	"github.com/campaign-orchestrator/orchestrator/internal/deadletter"
@@ -242,6 +246,8 @@ type grafanaPanel struct {
 // metricName matches the metric names of a PromQL expression: ours all
 // start with one of these prefixes; label names, functions and keywords do
 // not.
+var httpLatencySelector = regexp.MustCompile(`http_request_duration_seconds_\w+\{[^}]*\}`)
+
 var metricName = regexp.MustCompile(`\b(?:orchestrator|http|go|process)_[a-zA-Z0-9_]+\b`)
 
 // TestDashboardUsesExposedMetrics: every metric name a panel of the Grafana
@@ -303,6 +309,13 @@ func TestDashboardUsesExposedMetrics(t *testing.T) {
 				t.Errorf("panel %q has no query", p.Title)
 			}
 			for _, tg := range p.Targets {
+				// HTTP latency panels leave out the SSE route, whose
+				// requests last as long as the client listens.
+				for _, sel := range httpLatencySelector.FindAllString(tg.Expr, -1) {
+					if !strings.Contains(sel, `route!~".*/events"`) {
+						t.Errorf("panel %q, query %s: %s includes the SSE route", p.Title, tg.RefID, sel)
+					}
+				}
 				names := metricName.FindAllString(tg.Expr, -1)
 				if len(names) == 0 {
 					t.Errorf("panel %q, query %s: no metric in %q", p.Title, tg.RefID, tg.Expr)
@@ -332,5 +345,140 @@ func TestDashboardUsesExposedMetrics(t *testing.T) {
 		if !found {
 			t.Errorf("%s (%s) is on no panel of the dashboard", family, typ)
 		}
+	}
+}
+
+// /metrics answers OpenMetrics when asked, and the step and command apply
+// latency histograms carry the trace id of a sampled command as exemplar.
+func TestOpenMetricsExemplars(t *testing.T) {
+	down, _ := newDownstream(t)
+	app := metricsApp(t, nil, map[string]string{"STEPS_BASE_URL": down.URL})
+	base := "http://" + app.HTTPAddr()
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/campaigns", strings.NewReader(`{"campaign_id":"traced","name":"x","start":true}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Tenant-ID", "acme")
+	req.Header.Set("traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusAccepted {
+		t.Fatalf("create: %d", res.StatusCode)
+	}
+	metricsEventually(t, "the campaign completed", func() bool {
+		return metricstest.Get(t, base+"/metrics").Sum("orchestrator_campaigns", "state", "completed") == 1
+	})
+	req, _ = http.NewRequest(http.MethodGet, base+"/metrics", nil)
+	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/openmetrics-text") || !strings.HasSuffix(strings.TrimSpace(string(body)), "# EOF") {
+		t.Fatalf("Content-Type %q, not OpenMetrics:\n%.500s", ct, body)
+	}
+	for _, family := range []string{"orchestrator_step_duration_seconds_bucket", "orchestrator_command_apply_duration_seconds_bucket"} {
+		re := regexp.MustCompile(`(?m)^` + family + `\{[^}]*\} \S+ # \{trace_id="` + traceID + `"\} `)
+		if !re.Match(body) {
+			t.Errorf("no %s bucket with exemplar trace_id=%s:\n%s", family, traceID, grepLines(string(body), family))
+		}
+	}
+	// The classic text format still answers a plain scrape.
+	if s := metricstest.Get(t, base+"/metrics"); !s.Has("orchestrator_command_apply_duration_seconds_count", "verb", "create") {
+		t.Error("orchestrator_command_apply_duration_seconds_count{verb=create} not exposed")
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// alertRules is the part of a Prometheus rules file the test reads.
+type alertRules struct {
+	Groups []struct {
+		Name  string `yaml:"name"`
+		Rules []struct {
+			Alert       string            `yaml:"alert"`
+			Expr        string            `yaml:"expr"`
+			For         string            `yaml:"for"`
+			Labels      map[string]string `yaml:"labels"`
+			Annotations map[string]string `yaml:"annotations"`
+		} `yaml:"rules"`
+	} `yaml:"groups"`
+}
+
+// Every alert rule of deploy/prometheus/alerts.yaml parses with the PromQL
+// parser, and every metric it selects is exposed by /metrics (histogram
+// series by their family).
+func TestAlertRules(t *testing.T) {
+	raw, err := os.ReadFile("../../deploy/prometheus/alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f alertRules
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		t.Fatal(err)
+	}
+	app := metricsApp(t, nil, nil)
+	base := "http://" + app.HTTPAddr()
+	if code := metricsRequest(t, http.MethodGet, base+"/healthz", ""); code != http.StatusOK {
+		t.Fatalf("/healthz: %d", code)
+	}
+	exposed := metricstest.Get(t, base+"/metrics").Names()
+	p := parser.NewParser(parser.Options{})
+	want := map[string]bool{"OrchestratorDLQGrowing": true, "OrchestratorConsumerLag": true, "OrchestratorLocksLost": true,
+		"OrchestratorStepFailureRatio": true, "OrchestratorNoWorkerReady": true}
+	n := 0
+	for _, g := range f.Groups {
+		for _, r := range g.Rules {
+			n++
+			delete(want, r.Alert)
+			if r.Alert == "" || r.Labels["severity"] == "" || r.Annotations["summary"] == "" {
+				t.Errorf("rule %+v: needs alert, labels.severity and annotations.summary", r)
+			}
+			if r.For != "" {
+				if _, err := model.ParseDuration(r.For); err != nil {
+					t.Errorf("%s: for %q: %v", r.Alert, r.For, err)
+				}
+			}
+			expr, err := p.ParseExpr(r.Expr)
+			if err != nil {
+				t.Errorf("%s: %q does not parse: %v", r.Alert, r.Expr, err)
+				continue
+			}
+			if expr.Type() != parser.ValueTypeVector {
+				t.Errorf("%s: %q is a %s, want an instant vector", r.Alert, r.Expr, expr.Type())
+			}
+			var names []string
+			parser.Inspect(expr, func(node parser.Node, _ []parser.Node) error {
+				if vs, ok := node.(*parser.VectorSelector); ok {
+					names = append(names, vs.Name)
+				}
+				return nil
+			})
+			if len(names) == 0 {
+				t.Errorf("%s: selects no metric", r.Alert)
+			}
+			for _, name := range names {
+				if !slices.Contains(exposed, name) {
+					t.Errorf("%s uses %s, which /metrics does not expose", r.Alert, name)
+				}
+			}
+		}
+	}
+	if len(want) > 0 || n == 0 {
+		t.Errorf("alerts missing: %v", want)
 	}
 }

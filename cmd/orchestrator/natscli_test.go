@@ -224,11 +224,11 @@ func TestNatsCLIRecipes(t *testing.T) {
 
 	// Watch one tenant's events while a command published with nats pub runs.
 	watch := n.background(append(n.recipe(`nats sub 'campaign.evt.acme.>'`), "--count", "13")...)
-	out := n.run(n.recipe(`nats pub campaign.cmd.acme.spring-sale.create -H Nats-Msg-Id:spring-1 '{"id":"spring-1","type":"create","tenant_id":"acme","campaign_id":"spring-sale","payload":{"name":"Spring sale","start":true}}'`)...)
-	wantInOrder(t, "nats pub", out, `Published`, `campaign.cmd.acme.spring-sale.create`)
+	out := n.run(n.recipe(`nats pub campaign.cmd.acme.autumn-sale.create -H Nats-Msg-Id:autumn-1 '{"id":"autumn-1","type":"create","tenant_id":"acme","campaign_id":"autumn-sale","payload":{"name":"Autumn sale","start":true}}'`)...)
+	wantInOrder(t, "nats pub", out, `Published`, `campaign.cmd.acme.autumn-sale.create`)
 	ids := make([]string, 13)
 	for i := range ids {
-		ids[i] = fmt.Sprintf("Nats-Msg-Id: acme.spring-sale.%d\n", i+1)
+		ids[i] = fmt.Sprintf("Nats-Msg-Id: acme.autumn-sale.%d\n", i+1)
 	}
 	out = watch()
 	for _, id := range ids {
@@ -237,15 +237,21 @@ func TestNatsCLIRecipes(t *testing.T) {
 	wantInOrder(t, "nats sub (tenant's events)", out, `"type":"campaign.created"`, `"type":"campaign.completed"`)
 
 	// The same command again: JetStream reports the duplicate.
-	out = n.run(n.recipe(`nats pub --jetstream campaign.cmd.acme.spring-sale.create -H Nats-Msg-Id:spring-1 '{"id":"spring-1","type":"create","tenant_id":"acme","campaign_id":"spring-sale","payload":{"name":"Spring sale","start":true}}'`)...)
+	out = n.run(n.recipe(`nats pub --jetstream campaign.cmd.acme.autumn-sale.create -H Nats-Msg-Id:autumn-1 '{"id":"autumn-1","type":"create","tenant_id":"acme","campaign_id":"autumn-sale","payload":{"name":"Autumn sale","start":true}}'`)...)
 	wantInOrder(t, "nats pub --jetstream", out, "Stored in Stream: CAMPAIGN_COMMANDS", "Duplicate: true")
+	// A new command id: stored, not a duplicate.
+	out = n.run(n.recipe(`nats pub --jetstream campaign.cmd.acme.winter-sale.create -H Nats-Msg-Id:winter-1 '{"id":"winter-1","type":"create","tenant_id":"acme","campaign_id":"winter-sale","payload":{"name":"Winter sale","start":true}}'`)...)
+	wantInOrder(t, "nats pub --jetstream (new id)", out, "Stored in Stream: CAMPAIGN_COMMANDS Sequence: ")
+	if strings.Contains(out, "Duplicate") {
+		t.Errorf("nats pub --jetstream of a new command id: a duplicate:\n%s", out)
+	}
 
 	// One campaign's history.
-	out = n.run(n.recipe(`nats sub --stream CAMPAIGN_EVENTS --all -T 'campaign.evt.acme.spring-sale.>'`)...)
+	out = n.run(n.recipe(`nats sub --stream CAMPAIGN_EVENTS --all -T 'campaign.evt.acme.autumn-sale.>'`)...)
 	wantInOrder(t, "nats sub --stream CAMPAIGN_EVENTS (history)", out, ids...)
-	out = n.run(n.recipe(`nats stream get CAMPAIGN_EVENTS --last-for 'campaign.evt.acme.spring-sale.>'`)...)
-	wantInOrder(t, "nats stream get --last-for", out, "on Subject campaign.evt.acme.spring-sale.completed", "Nats-Msg-Id: acme.spring-sale.13", `"sequence":"00000000000000000013"`)
-	n.recipe(`nats stream view CAMPAIGN_EVENTS --subject 'campaign.evt.acme.spring-sale.>'`) // needs a terminal: not run
+	out = n.run(n.recipe(`nats stream get CAMPAIGN_EVENTS --last-for 'campaign.evt.acme.autumn-sale.>'`)...)
+	wantInOrder(t, "nats stream get --last-for", out, "on Subject campaign.evt.acme.autumn-sale.completed", "Nats-Msg-Id: acme.autumn-sale.13", `"sequence":"00000000000000000013"`)
+	n.recipe(`nats stream view CAMPAIGN_EVENTS --subject 'campaign.evt.acme.autumn-sale.>'`) // needs a terminal: not run
 
 	// The consumer: nothing pending, nothing held, once every command is acknowledged.
 	_, js := natstest.Connect(t, srv)

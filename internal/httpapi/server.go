@@ -235,7 +235,7 @@ func (s *Server) routes() *echo.Echo {
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
-	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.deps.Registry, promhttp.HandlerOpts{})))
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.deps.Registry, promhttp.HandlerOpts{EnableOpenMetrics: true})))
 	e.GET("/api/v1/openapi.yaml", s.openAPI)
 	e.GET("/api/v1/asyncapi.yaml", s.asyncAPI)
 	e.GET("/api/v1/schemas/:name", s.schema)

@@ -107,6 +107,7 @@ type Metrics struct {
 	deadLettered *prometheus.CounterVec
 	steps        *prometheus.CounterVec
 	stepDuration *prometheus.HistogramVec
+	applyDur     *prometheus.HistogramVec
 	retries      *prometheus.CounterVec
 	lockAcquired prometheus.Counter
 	lockContend  prometheus.Counter
@@ -164,6 +165,12 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help:    "Duration of a step run, retries and back-off waits included, by step and outcome (succeeded, failed).",
 			Buckets: StepBuckets,
 		}, []string{"step", "outcome"}),
+		applyDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: Namespace, Name: "command_apply_duration_seconds",
+			Help: "Time the lock holder takes to apply one command, by verb: state machine, fenced write, publishing its events " +
+				"(and for an advance the step's call). Exemplars carry the command's trace id.",
+			Buckets: StepBuckets,
+		}, []string{"verb"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: Namespace, Name: "step_retries_total",
 			Help: "Step attempts that failed and were retried, by reason (network, timeout, status).",
@@ -197,6 +204,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		register(reg, &m.deadLettered)
 		register(reg, &m.steps)
 		register(reg, &m.stepDuration)
+		register(reg, &m.applyDur)
 		register(reg, &m.retries)
 		register(reg, &m.lockAcquired)
 		register(reg, &m.lockContend)
@@ -218,6 +226,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		for _, r := range []string{DLQInvalid, DLQUnknownCampaign, DLQMaxDeliveries} {
 			m.deadLettered.WithLabelValues(v, r)
 		}
+		m.applyDur.WithLabelValues(v)
 	}
 	for _, r := range []string{RetryNetwork, RetryTimeout, RetryStatus} {
 		m.retries.WithLabelValues(r)
@@ -366,13 +375,43 @@ func (m *Metrics) CommandDeadLettered(verb, reason string) {
 
 // StepFinished records a step run that ended: outcome is OutcomeSucceeded
 // or OutcomeFailed, d the run's duration (retries and waits included).
-func (m *Metrics) StepFinished(step, outcome string, d time.Duration) {
+// traceID, when not empty, becomes the observation's exemplar.
+func (m *Metrics) StepFinished(step, outcome string, d time.Duration, traceID ...string) {
 	if m == nil {
 		return
 	}
 	s, o := m.stepLabel(step), oneOf(outcome, OutcomeSucceeded, OutcomeFailed)
 	m.steps.WithLabelValues(s, o).Inc()
-	m.stepDuration.WithLabelValues(s, o).Observe(d.Seconds())
+	observe(m.stepDuration.WithLabelValues(s, o), d, traceID)
+}
+
+// CommandApplyDuration records how long applying one command took (see
+// orchestrator_command_apply_duration_seconds); traceID, when not empty,
+// becomes the observation's exemplar.
+func (m *Metrics) CommandApplyDuration(verb string, d time.Duration, traceID string) {
+	if m == nil {
+		return
+	}
+	if _, ok := m.byVerb[verb]; !ok {
+		verb = VerbInvalid
+	}
+	observe(m.applyDur.WithLabelValues(verb), d, []string{traceID})
+}
+
+// ExemplarTraceID is the exemplar label of a trace id, as Grafana and
+// Prometheus look it up.
+const ExemplarTraceID = "trace_id"
+
+// observe records d on o, with {trace_id} as exemplar when one is given
+// (served only to an OpenMetrics scrape).
+func observe(o prometheus.Observer, d time.Duration, traceID []string) {
+	if len(traceID) > 0 && traceID[0] != "" {
+		if eo, ok := o.(prometheus.ExemplarObserver); ok {
+			eo.ObserveWithExemplar(d.Seconds(), prometheus.Labels{ExemplarTraceID: traceID[0]})
+			return
+		}
+	}
+	o.Observe(d.Seconds())
 }
 
 // StepRetrying records an attempt of step that failed and will be retried;

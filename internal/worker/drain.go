@@ -206,7 +206,12 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 		return d.settle(ctx, si.ID)
 	}
 	ctx, span := w.startApply(ctx, d.k, it)
-	defer func() { failSpan(span, err); span.End() }()
+	started := time.Now()
+	defer func() {
+		failSpan(span, err)
+		span.End()
+		w.d.Metrics.CommandApplyDuration(verbOf(it.Subject), time.Since(started), sampledTraceID(ctx))
+	}()
 	log := w.campaignLog(ctx, d.k, it.ID)
 	cur := d.cur
 	now := w.d.Now()
@@ -405,7 +410,7 @@ func (d *drainer) runStep(ctx context.Context, c fsm.Campaign, it item, itemID s
 		log.Warn("step failed", "err", callErr)
 		err = d.commit(ctx, it, fsm.StepFailed(cur, it.ID, attempt, callErr.Error(), took, w.d.Now()), false, itemID)
 	}
-	w.noteStep(step.Name, callErr, took)
+	w.noteStep(step.Name, callErr, took, sampledTraceID(sctx))
 	return err
 }
 

@@ -72,13 +72,14 @@ func (w *Worker) fenced(err error) error {
 	return err
 }
 
-// noteStep records a step run that ended (callErr nil: succeeded).
-func (w *Worker) noteStep(step string, callErr error, took time.Duration) {
+// noteStep records a step run that ended (callErr nil: succeeded), with
+// traceID as exemplar.
+func (w *Worker) noteStep(step string, callErr error, took time.Duration, traceID string) {
 	outcome := metrics.OutcomeSucceeded
 	if callErr != nil {
 		outcome = metrics.OutcomeFailed
 	}
-	w.d.Metrics.StepFinished(step, outcome, took)
+	w.d.Metrics.StepFinished(step, outcome, took, traceID)
 }
 
 // retryReason classifies why a step attempt is retried.

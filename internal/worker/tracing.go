@@ -89,6 +89,15 @@ func noopSpan(span trace.Span, reason string) {
 	}
 }
 
+// sampledTraceID is the trace id of ctx's span when the trace is sampled
+// (so that a metric's exemplar leads to a recorded trace), else "".
+func sampledTraceID(ctx context.Context) string {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() && sc.IsSampled() {
+		return sc.TraceID().String()
+	}
+	return ""
+}
+
 // failSpan marks span failed with err (nothing when err is nil).
 func failSpan(span trace.Span, err error) {
 	if err != nil {
