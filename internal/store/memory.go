@@ -438,7 +438,7 @@ func (m *Memory) commit(w Write, read bool) (items []Item, err error) {
 		return nil, nil // this write, retried
 	}
 	if w.Head != "" {
-		if head := c.inboxHead(1); len(head) == 0 || head[0].ID != w.Head {
+		if head := c.inboxHead(1); len(head) == 0 || head[0].ID != w.Head || (w.Sole && len(c.inbox) != 1) {
 			return nil, fmt.Errorf("commit %s: %s: %w", k, w.Head, ErrNotHead)
 		}
 	}
@@ -462,6 +462,14 @@ func (m *Memory) commit(w Write, read bool) (items []Item, err error) {
 	}
 	for _, id := range w.Dequeue {
 		delete(c.inbox, id)
+	}
+	for _, it := range w.Park {
+		if _, ok := c.inbox[it.ID]; !ok {
+			if c.inbox == nil {
+				c.inbox = map[string]Item{}
+			}
+			c.inbox[it.ID] = Item{ID: it.ID, Seq: it.Seq, Data: slices.Clone(it.Data)}
+		}
 	}
 	switch {
 	case w.Campaign != nil && w.Campaign.State.Terminal():

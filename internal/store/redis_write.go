@@ -36,7 +36,7 @@ func (r *Redis) Load(ctx context.Context, k Key) (fsm.Campaign, error) {
 // commitSrc: KEYS state ledger inbox inboxdata outbox lock fence; ARGV
 // lock-value fence version(0: no campaign) data terminal(1/0) retention_ms
 // now_ms head trim_n trim_last read n_outbox outbox... n_applied applied...
-// n_dequeue dequeue... state write-id. Returns {0 (written, or written
+// n_dequeue dequeue... n_park (id seq data)... sole(1/0) state write-id. Returns {0 (written, or written
 // already by this write id), 1 (lock lost), 2 (version conflict) or 3 (head
 // is not the inbox's first item), state index entry to repair or an empty
 // string, the inbox head after the write when read is 1 (id, seq, data, …)}.
@@ -107,6 +107,15 @@ func (r *Redis) commit(ctx context.Context, w Write, read bool) ([]Item, error) 
 	args = append(args, len(w.Dequeue))
 	for _, id := range w.Dequeue {
 		args = append(args, id)
+	}
+	args = append(args, len(w.Park))
+	for _, it := range w.Park {
+		args = append(args, it.ID, it.Seq, it.Data)
+	}
+	if w.Sole {
+		args = append(args, "1")
+	} else {
+		args = append(args, "0")
 	}
 	if c := w.Campaign; c != nil {
 		args = append(args, string(c.State))

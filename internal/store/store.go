@@ -144,11 +144,26 @@ type Write struct {
 	// Head, when not empty, is the inbox item the write acts on: the write
 	// happens only if it is still the inbox's first item (ErrNotHead).
 	Head string
+	// Sole, with Head, asks more: Head must be the inbox's only item (an
+	// item parked behind it refuses the write too, with ErrNotHead). A
+	// holder that goes on to the campaign's next step within this write
+	// uses it: nothing else may be waiting.
+	Sole bool
 	// Trim holds outbox messages the caller published: they are removed
 	// first, exactly as TrimOutbox would (the oldest len(Trim) messages, if
 	// the last of them is at that position).
 	Trim []Message
+	// Park adds items to the inbox, as Enqueue does (an ID already there
+	// is not added again) but without a ledger check: the holder's own
+	// next step (an advance with Seq SeqInternal), kept in the inbox as the
+	// campaign's durable trigger while the holder runs it.
+	Park []Item
 }
+
+// SeqInternal is the Seq of an item the lock holder parks itself
+// (Write.Park): it sorts after every command the stream accepted, so that
+// a pause parked while a step runs is applied before the next step.
+const SeqInternal = 1 << 53
 
 // IdemRecord is a stored HTTP answer for an Idempotency-Key.
 type IdemRecord struct {

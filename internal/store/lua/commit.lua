@@ -8,6 +8,7 @@ if version > 0 and redis.call('HGET', KEYS[1], 'wid') == ARGV[#ARGV] then return
 if ARGV[8] ~= '' then
   local first = redis.call('ZRANGE', KEYS[3], 0, 0)
   if first[1] ~= ARGV[8] then return {3, '', head()} end
+  if ARGV[#ARGV-2] == '1' and redis.call('ZCARD', KEYS[3]) ~= 1 then return {3, '', head()} end
 end
 local fence = tonumber(ARGV[2])
 local sf = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
@@ -39,6 +40,14 @@ n = tonumber(ARGV[i])
 for j = 1, n do
   redis.call('ZREM', KEYS[3], ARGV[i+j])
   redis.call('HDEL', KEYS[4], ARGV[i+j])
+end
+i = i + n + 1
+n = tonumber(ARGV[i])
+for j = 0, n - 1 do
+  local id = ARGV[i+1+3*j]
+  if redis.call('ZADD', KEYS[3], 'NX', ARGV[i+2+3*j], id) == 1 then
+    redis.call('HSET', KEYS[4], id, ARGV[i+3+3*j])
+  end
 end
 local kept = {KEYS[1], KEYS[2], KEYS[7]}
 if version > 0 then

@@ -83,6 +83,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ReleaseAfterTakeover", testReleaseAfterTakeover},
 		{"StrandedAndTake", testStrandedAndTake},
 		{"SnapshotAndHead", testSnapshotAndHead},
+		{"ParkAndSole", testParkAndSole},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1598,6 +1599,63 @@ func testSnapshotAndHead(t *testing.T, s store.Store) {
 	}
 	if got := outbox(t, s, k); len(got) != 0 {
 		t.Fatalf("outbox after Release = %+v", got)
+	}
+}
+
+// testParkAndSole: a holder parks its own next step in its write (behind
+// every stream message), and a Sole write goes through only when its head is
+// the inbox's only item.
+func testParkAndSole(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	k := store.Key{Tenant: "acme", Campaign: "park"}
+	l := mustLease(t, s, k, item("start", 4), longTTL)
+	mustCommit(t, s, store.Write{Lease: l, Campaign: newCampaign(k, 1, fsm.Pending), Applied: []string{"create"}})
+	adv1 := store.Item{ID: "adv-1", Seq: store.SeqInternal, Data: []byte("advance 1")}
+	w := store.Write{ID: store.NewToken(), Lease: l, Head: "start", Sole: true, Campaign: newCampaign(k, 2, fsm.Running),
+		Applied: []string{"start"}, Dequeue: []string{"start"}, Park: []store.Item{adv1}}
+	for range 2 { // the second time a retry: same effect, same answer
+		items, err := s.CommitRead(ctx, w)
+		if err != nil || len(items) != 1 || items[0].ID != "adv-1" || items[0].Seq != store.SeqInternal || string(items[0].Data) != "advance 1" {
+			t.Fatalf("CommitRead parking adv-1 = %+v, %v; want adv-1 alone", items, err)
+		}
+	}
+	// A pause parked while the step runs sorts before the holder's advance.
+	mustNoLease(t, s, k, item("pause", 9))
+	if got := inboxIDs(t, s, k, 0); !slices.Equal(got, []string{"pause", "adv-1"}) {
+		t.Fatalf("inbox = %v, want [pause adv-1]", got)
+	}
+	// The step's result going on to the next step alone is refused: adv-1 is
+	// no longer first. Nothing is written or parked.
+	adv2 := store.Item{ID: "adv-2", Seq: store.SeqInternal, Data: []byte("advance 2")}
+	items, err := s.CommitRead(ctx, store.Write{ID: store.NewToken(), Lease: l, Head: "adv-1", Sole: true, Campaign: newCampaign(k, 3, fsm.Running),
+		Dequeue: []string{"adv-1"}, Park: []store.Item{adv2}})
+	if !errors.Is(err, store.ErrNotHead) || !slices.Equal(itemIDs(items), []string{"pause", "adv-1"}) {
+		t.Fatalf("Sole write behind a pause = %v, %v; want ErrNotHead and [pause adv-1]", itemIDs(items), err)
+	}
+	if got := mustLoad(t, s, k); got.Version != 2 {
+		t.Fatalf("a refused write wrote version %d", got.Version)
+	}
+	// Sole is refused too when the head is right but something waits behind it.
+	mustCommit(t, s, store.Write{Lease: l, Dequeue: []string{"adv-1"}, Park: []store.Item{adv2}})
+	mustNoLease(t, s, k, item("resume", 10))
+	_, err = s.CommitRead(ctx, store.Write{ID: store.NewToken(), Lease: l, Head: "pause", Sole: true, Campaign: newCampaign(k, 3, fsm.Paused), Dequeue: []string{"pause"}})
+	if !errors.Is(err, store.ErrNotHead) {
+		t.Fatalf("Sole write with items behind its head = %v; want ErrNotHead", err)
+	}
+	// Parking an id already there keeps the first.
+	mustCommit(t, s, store.Write{Lease: l, Park: []store.Item{{ID: "adv-2", Seq: 3, Data: []byte("other")}}})
+	inbox, err := s.Inbox(ctx, k, 0)
+	if err != nil || !slices.Equal(itemIDs(inbox), []string{"pause", "resume", "adv-2"}) || string(inbox[2].Data) != "advance 2" {
+		t.Fatalf("inbox = %+v, %v; want [pause resume adv-2] with adv-2's first data", inbox, err)
+	}
+	// Bad parked items and Sole without a head are refused as invalid.
+	for _, bad := range []store.Write{
+		{Lease: l, Park: []store.Item{{ID: "", Seq: 1}}},
+		{Lease: l, Park: []store.Item{{ID: "x", Seq: 0}}},
+		{Lease: l, Park: []store.Item{{ID: "x", Seq: store.SeqInternal + 1}}},
+		{Lease: l, Sole: true},
+	} {
+		wantErr(t, "invalid write", s.Commit(ctx, bad), store.ErrInvalid)
 	}
 }
 
