@@ -328,6 +328,13 @@ func newNonce() string {
 // <a new nonce>). Its body has no issued_at: publishing the same message
 // again is deduplicated by JetStream.
 func AdvanceMsg(c fsm.Campaign, traceparent string) *nats.Msg {
+	_, m := Advance(c, traceparent)
+	return m
+}
+
+// Advance is AdvanceMsg that also returns the command as DecodeCommand
+// would decode the message, for a holder that applies it itself.
+func Advance(c fsm.Campaign, traceparent string) (fsm.Command, *nats.Msg) {
 	name := ""
 	if s, ok := c.CurrentStep(); ok {
 		name = s.Name
@@ -336,9 +343,12 @@ func AdvanceMsg(c fsm.Campaign, traceparent string) *nats.Msg {
 	if run == 0 {
 		run = 1
 	}
-	payload, _ := json.Marshal(fsm.AdvancePayload{Step: c.Step, Run: run, Version: c.AdvanceVersion}) // plain struct: cannot fail
-	return NewCommandMsg(CommandEnvelope{
-		ID:         AdvanceID(c.Tenant, c.ID, c.AdvanceVersion, newNonce()),
+	p := fsm.AdvancePayload{Step: c.Step, Run: run, Version: c.AdvanceVersion}
+	payload, _ := json.Marshal(p) // plain struct: cannot fail
+	id := AdvanceID(c.Tenant, c.ID, c.AdvanceVersion, newNonce())
+	cmd := fsm.Command{ID: id, Verb: fsm.Advance, Tenant: c.Tenant, Campaign: c.ID, Advance: &p}
+	return cmd, NewCommandMsg(CommandEnvelope{
+		ID:         id,
 		Type:       string(fsm.Advance),
 		TenantID:   c.Tenant,
 		CampaignID: c.ID,

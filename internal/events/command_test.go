@@ -3,6 +3,7 @@ package events_test
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -221,5 +222,11 @@ func TestAdvanceMsg(t *testing.T) {
 	cmd, err = events.DecodeCommand(a.Subject, a.Header, a.Data, testWorkflows)
 	if err != nil || cmd.Advance.Run != 1 {
 		t.Errorf("advance of a never-run step: %+v, %v", cmd.Advance, err)
+	}
+	// Advance's command is what decoding its message gives.
+	own, m := events.Advance(c, "tp")
+	dec, err := events.DecodeCommand(m.Subject, m.Header, m.Data, testWorkflows)
+	if err != nil || !reflect.DeepEqual(own, dec) {
+		t.Errorf("Advance = %+v; its message decodes as %+v, %v", own, dec, err)
 	}
 }

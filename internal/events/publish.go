@@ -107,6 +107,27 @@ func (p *Publisher) remember(key string, seq, streamSeq uint64) {
 	p.last[key] = [2]uint64{seq, streamSeq}
 }
 
+// Last returns the sequence of the campaign's last stored event (ok=false
+// when it has none), read from the stream through p's stream handle; p
+// remembers it, so that publishing the campaign's next event needs no
+// other read.
+func (p *Publisher) Last(ctx context.Context, tenant, campaign string) (seq uint64, ok bool, err error) {
+	key := tenant + "/" + campaign
+	if !ValidToken(tenant) || !ValidToken(campaign) {
+		return 0, false, fmt.Errorf("last event of %s: bad tenant or campaign token: %w", key, ErrInvalidEvent)
+	}
+	stream, err := p.streamHandle(ctx)
+	if err != nil {
+		return 0, false, fmt.Errorf("last event of %s: stream %s: %w", key, StreamEvents, err)
+	}
+	seq, streamSeq, err := lastStored(ctx, stream, tenant, campaign)
+	if err != nil {
+		return 0, false, fmt.Errorf("last event of %s: %w", key, err)
+	}
+	p.remember(key, seq, streamSeq)
+	return seq, streamSeq != 0, nil
+}
+
 // PublishEvents is the package's PublishEvents through p.
 func (p *Publisher) PublishEvents(ctx context.Context, tenant, campaign string, msgs []*nats.Msg) (int, error) {
 	js := p.js

@@ -100,6 +100,27 @@ func TestPublishEventsSkipsStored(t *testing.T) {
 	}
 }
 
+// TestPublisherLast: Last reads the campaign's last stored event (none for a
+// new campaign) and primes what the next publish follows.
+func TestPublisherLast(t *testing.T) {
+	js := mustJetStream(t)
+	p := events.NewPublisher(js)
+	if seq, ok, err := p.Last(t.Context(), "acme", "last"); err != nil || ok || seq != 0 {
+		t.Fatalf("Last of a new campaign = %d, %v, %v", seq, ok, err)
+	}
+	mustPublish(t, js, "acme", "last", outbox(t, "acme", "last", 1, 4), 4)
+	if seq, ok, err := p.Last(t.Context(), "acme", "last"); err != nil || !ok || seq != 4 {
+		t.Fatalf("Last after 4 events = %d, %v, %v", seq, ok, err)
+	}
+	if n, err := p.PublishEvents(t.Context(), "acme", "last", outbox(t, "acme", "last", 5, 6)); err != nil || n != 2 {
+		t.Fatalf("PublishEvents after Last = %d, %v", n, err)
+	}
+	wantSequences(t, js, "acme", "last", 6)
+	if _, _, err := p.Last(t.Context(), "acme", "a.b"); !errors.Is(err, events.ErrInvalidEvent) {
+		t.Fatalf("Last of a bad token = %v", err)
+	}
+}
+
 // TestPublishEventsAfterDuplicateWindow: the guarantee of CONTRACT section 4
 // that the stream's duplicate window does not bound.
 func TestPublishEventsAfterDuplicateWindow(t *testing.T) {

@@ -45,6 +45,10 @@ type drainer struct {
 	outbox []store.Message // in the store's outbox, oldest first
 	sent   int             // outbox[:sent] are published (trimmed by the next write or the release)
 	head   string          // the item the next write acts on first (Write.Head), then ""
+	// ahead is the parked advance whose step this holder went on to in the
+	// write that parked it (commitOn): read ahead before that write, the
+	// inbox holding nothing else. Its step starts without another look.
+	ahead string
 }
 
 // drain empties the campaign's inbox in stream order, then releases the lock.
@@ -97,8 +101,10 @@ func (w *Worker) drain(ctx, run context.Context, l store.Lease, snap *store.Snap
 			return w.abandon(ctx, l, nil)
 		}
 		var pulled bool
-		if err := w.retry(ctx, "read ahead", func() (err error) { pulled, err = d.readAhead(ctx, si.Seq); return err }); err != nil {
-			return err
+		if si.ID != d.ahead {
+			if err := w.retry(ctx, "read ahead", func() (err error) { pulled, err = d.readAhead(ctx, si.Seq); return err }); err != nil {
+				return err
+			}
 		}
 		if pulled { // an earlier command was still in transit: start again from the head
 			if err := d.readInbox(ctx); err != nil {
@@ -117,7 +123,9 @@ func (w *Worker) drain(ctx, run context.Context, l store.Lease, snap *store.Snap
 		if err != nil {
 			return err
 		}
-		d.scanFrom = max(d.scanFrom, si.Seq+1)
+		if si.Seq < store.SeqInternal { // a stream message: those before it are read
+			d.scanFrom = max(d.scanFrom, si.Seq+1)
+		}
 	}
 }
 
@@ -166,19 +174,34 @@ func (d *drainer) readAhead(ctx context.Context, before uint64) (bool, error) {
 			return pulled, nil
 		}
 		d.scanFrom = raw.Sequence + 1
-		cmd, err := events.DecodeCommand(raw.Subject, raw.Header, raw.Data, d.w.d.Workflows)
-		if err != nil || queued(d.inbox, cmd.ID) {
-			continue // invalid ones are dead-lettered by the worker that receives them
-		}
 		// The header is the publisher's: keep it only if it is a valid traceparent.
 		tp := tracing.Traceparent(tracing.WithTraceparent(context.Background(), raw.Header.Get(events.HdrTraceparent)))
-		data, err := json.Marshal(item{Subject: raw.Subject, ID: cmd.ID, Body: raw.Data, Traceparent: tp})
+		it := item{Subject: raw.Subject, Body: raw.Data, Traceparent: tp}
+		cmd, err := events.DecodeCommand(raw.Subject, raw.Header, raw.Data, d.w.d.Workflows)
+		var inv *events.InvalidCommand
+		switch {
+		case errors.As(err, &inv):
+			// Dead-lettered by the handler that receives it, which parks
+			// it too, as here, for its command.rejected, in its place.
+			if inv.ID == "" || inv.Tenant != d.k.Tenant || inv.Campaign != d.k.Campaign {
+				continue
+			}
+			it.ID, it.Invalid, it.Verb = inv.ID, inv.Reason, inv.Verb
+		case err != nil:
+			continue
+		default:
+			it.ID = cmd.ID
+		}
+		if queued(d.inbox, it.ID) {
+			continue
+		}
+		data, err := json.Marshal(it)
 		if err != nil {
 			return pulled, err
 		}
 		// Park only: the message is delivered to another handler, which
 		// takes the lock itself should ours have expired.
-		res, err := d.w.d.Store.Enqueue(ctx, d.k, store.Item{ID: cmd.ID, Seq: raw.Sequence, Data: data}, store.Claim{})
+		res, err := d.w.d.Store.Enqueue(ctx, d.k, store.Item{ID: it.ID, Seq: raw.Sequence, Data: data}, store.Claim{})
 		if err != nil {
 			d.scanFrom = raw.Sequence
 			return pulled, err
@@ -259,7 +282,7 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 		// for the stream's max age: reusing its id would mix two histories.
 		var used bool
 		if err := w.retry(ctx, "read last event", func() (err error) {
-			_, _, used, err = events.LastEvent(ctx, w.d.JS, d.k.Tenant, d.k.Campaign)
+			_, used, err = w.events.Last(ctx, d.k.Tenant, d.k.Campaign)
 			return err
 		}); err != nil {
 			return err
@@ -300,7 +323,12 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 		return fmt.Errorf("apply %s to %s: %w", cmd.Verb, d.k, err)
 	}
 	if !r.RunStep {
-		err := d.commit(ctx, it, r, cmd.Verb != fsm.Advance, si.ID)
+		var err error
+		if r.ScheduleAdvance {
+			err = d.commitOn(ctx, it, r, cmd.Verb != fsm.Advance, si)
+		} else {
+			err = d.commit(ctx, it, r, cmd.Verb != fsm.Advance, si.ID)
+		}
 		if errors.Is(err, events.ErrEventTooLarge) {
 			return tooLarge(cmd, err)
 		}
@@ -316,8 +344,19 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 		if err != nil {
 			return err
 		}
+	} else if si.ID != d.ahead {
+		// The step started before (its holder crashed, or went on to it
+		// and then found the inbox changed): nothing may have been parked
+		// ahead of it since the inbox was read.
+		if err := d.readInbox(ctx); err != nil {
+			return err
+		}
+		if len(d.inbox) == 0 || d.inbox[0].ID != si.ID {
+			return store.ErrNotHead
+		}
 	}
-	return w.countApplied(d.runStep(ctx, r.Campaign, it, si.ID), cmd.Verb)
+	d.head, d.ahead = "", "" // checked: the result is written whatever is parked meanwhile
+	return w.countApplied(d.runStep(ctx, r.Campaign, it, si), cmd.Verb)
 }
 
 // invalid describes a valid-looking command that cannot be applied.
@@ -341,7 +380,8 @@ func (d *drainer) deadLetter(ctx context.Context, it item, seq uint64, inv *even
 }
 
 // runStep calls the campaign's current step and writes its result.
-func (d *drainer) runStep(ctx context.Context, c fsm.Campaign, it item, itemID string) error {
+func (d *drainer) runStep(ctx context.Context, c fsm.Campaign, it item, si store.Item) error {
+	itemID := si.ID
 	w := d.w
 	step, _ := c.CurrentStep()
 	if err := w.fault(BeforeStepCall, d.k); err != nil {
@@ -403,7 +443,11 @@ func (d *drainer) runStep(ctx context.Context, c fsm.Campaign, it item, itemID s
 		log.Info("step succeeded", "attempt", attempt, "duration", took)
 		r = fsm.StepSucceeded(cur, it.ID, attempt, res.Output, took, w.d.Now())
 	}
-	err = d.commit(ctx, it, r, false, itemID)
+	if callErr == nil {
+		err = d.commitOn(ctx, it, r, false, si)
+	} else {
+		err = d.commit(ctx, it, r, false, itemID)
+	}
 	if callErr == nil && errors.Is(err, events.ErrEventTooLarge) {
 		// Nothing was written: record the step as failed instead.
 		callErr = fmt.Errorf("output of %d bytes does not fit in an event (at most %d bytes)", len(res.Output), events.MaxEventBytes)
@@ -427,26 +471,21 @@ func (d *drainer) commit(ctx context.Context, it item, r fsm.Result, applied boo
 			sp.End()
 		}
 	}()
-	out := make([]store.Message, 0, len(r.Events)+1)
-	if len(r.Events) > 0 {
-		pctx, span := tracing.StartProducer(ctx, d.w.tracer, tracing.EventsTemplate, events.CampaignEvents(d.k.Tenant, d.k.Campaign), len(r.Events))
+	out, span, err := d.eventMsgs(ctx, r.Events)
+	if span != nil {
 		spans = append(spans, span)
-		tp := tracing.Traceparent(pctx)
-		for _, ev := range r.Events {
-			m, err := events.NewEventMsg(d.k.Tenant, d.k.Campaign, ev, tp)
-			if err != nil {
-				return err
-			}
-			out = append(out, toStore(m))
-		}
 	}
-	if r.ScheduleAdvance {
-		subject := events.CommandSubject(d.k.Tenant, d.k.Campaign, fsm.Advance)
-		pctx, span := tracing.StartProducer(ctx, d.w.tracer, tracing.CommandsTemplate, subject, 1)
-		spans = append(spans, span)
-		out = append(out, toStore(events.AdvanceMsg(r.Campaign, tracing.Traceparent(pctx))))
+	if err != nil {
+		return err
 	}
 	wr := store.Write{Campaign: &r.Campaign, Outbox: out}
+	if r.ScheduleAdvance {
+		_, adv, err := advance(r.Campaign, tracing.Traceparent(ctx))
+		if err != nil {
+			return err
+		}
+		wr.Park = []store.Item{adv}
+	}
 	if applied {
 		wr.Applied = []string{it.ID}
 	}
@@ -454,6 +493,115 @@ func (d *drainer) commit(ctx context.Context, it item, r fsm.Result, applied boo
 		wr.Dequeue = []string{dequeue}
 	}
 	return d.write(ctx, wr)
+}
+
+// eventMsgs builds the messages of evs, which carry the traceparent of a
+// producer span "send campaign.evt…", a child of ctx's span (the item's
+// apply span), for the caller to end once the write and its publish are
+// done (nil when evs is empty).
+func (d *drainer) eventMsgs(ctx context.Context, evs ...[]fsm.Event) ([]store.Message, trace.Span, error) {
+	n := 0
+	for _, e := range evs {
+		n += len(e)
+	}
+	if n == 0 {
+		return nil, nil, nil
+	}
+	pctx, span := tracing.StartProducer(ctx, d.w.tracer, tracing.EventsTemplate, events.CampaignEvents(d.k.Tenant, d.k.Campaign), n)
+	tp := tracing.Traceparent(pctx)
+	out := make([]store.Message, 0, n)
+	for _, e := range evs {
+		for _, ev := range e {
+			m, err := events.NewEventMsg(d.k.Tenant, d.k.Campaign, ev, tp)
+			if err != nil {
+				return nil, span, err
+			}
+			out = append(out, toStore(m))
+		}
+	}
+	return out, span, nil
+}
+
+// advance returns the advance that c schedules, as the command and as the
+// inbox item the holder parks (store.SeqInternal: behind every command the
+// stream accepted). The advance never goes through the stream: the parked
+// item is the campaign's durable trigger, found by the next holder should
+// this one die (the backing message's redelivery, a new command, or the
+// sweep brings one).
+func advance(c fsm.Campaign, tp string) (fsm.Command, store.Item, error) {
+	cmd, m := events.Advance(c, tp)
+	data, err := json.Marshal(item{Subject: m.Subject, ID: cmd.ID, Body: m.Data, Traceparent: tp})
+	if err != nil {
+		return fsm.Command{}, store.Item{}, err
+	}
+	return cmd, store.Item{ID: cmd.ID, Seq: store.SeqInternal, Data: data}, nil
+}
+
+// commitOn writes r, which schedules an advance, and goes on: when nothing
+// else waits in the inbox, the same write also holds what the advance does
+// (the next step's step.started, or campaign.completed), and the holder
+// then runs that step at once, its advance parked as the durable trigger.
+// Commands of the campaign still in transit are read ahead (parked) first,
+// so that a pause published while the step ran is applied before the next
+// step: the write, Sole on si, is refused if anything was parked. Refused,
+// r is written alone and its advance parked behind what waits.
+func (d *drainer) commitOn(ctx context.Context, it item, r fsm.Result, applied bool, si store.Item) (err error) {
+	w := d.w
+	tp := tracing.Traceparent(ctx)
+	cmd, adv, err := advance(r.Campaign, tp)
+	if err != nil {
+		return err
+	}
+	next, err := fsm.Apply(&r.Campaign, cmd, w.d.Now())
+	if err != nil || len(next.Events) == 0 || next.ScheduleAdvance {
+		return d.commit(ctx, it, r, applied, si.ID)
+	}
+	next.Campaign.Version = r.Campaign.Version // one stored change for both
+	if si.Seq < store.SeqInternal {
+		d.scanFrom = max(d.scanFrom, si.Seq+1) // si itself is parked
+	}
+	var pulled bool
+	if err := w.retry(ctx, "read ahead", func() (err error) { pulled, err = d.readAhead(ctx, store.SeqInternal); return err }); err != nil {
+		return err
+	}
+	if pulled {
+		return d.commit(ctx, it, r, applied, si.ID)
+	}
+	out, span, err := d.eventMsgs(ctx, r.Events, next.Events)
+	if errors.Is(err, events.ErrEventTooLarge) {
+		span.End() // this write is not made
+		return d.commit(ctx, it, r, applied, si.ID)
+	}
+	if span != nil {
+		defer func() { failSpan(span, err); span.End() }()
+	}
+	if err != nil {
+		return err
+	}
+	wr := store.Write{Campaign: &next.Campaign, Outbox: out, Head: si.ID, Sole: true, Dequeue: []string{si.ID}}
+	if next.RunStep {
+		wr.Park = []store.Item{adv}
+	}
+	if applied {
+		wr.Applied = []string{it.ID}
+	}
+	first := d.head != "" // nothing written for si yet: a head that moved means start again from it
+	err = d.write(ctx, wr)
+	if errors.Is(err, store.ErrNotHead) && (!first || (len(d.inbox) > 0 && d.inbox[0].ID == si.ID)) {
+		// Something waits behind si (or, after a step, ahead of it): si's
+		// own change alone, its advance behind what waits.
+		if first {
+			d.head = si.ID
+		}
+		return d.commit(ctx, it, r, applied, si.ID)
+	}
+	switch {
+	case err == nil && next.RunStep:
+		d.ahead = adv.ID // applied, and counted, when its step's result is written
+	case err == nil:
+		w.countApplied(nil, fsm.Advance) // the completion, applied here
+	}
+	return err
 }
 
 // dequeue drops an inbox item that changes nothing (a stale advance).
@@ -475,7 +623,10 @@ func (d *drainer) write(ctx context.Context, wr store.Write) error {
 	w := d.w
 	wr.Lease = d.l
 	wr.ID = store.NewToken() // the same for every retry: a retry after a lost reply finds its write
-	wr.Head, wr.Trim = d.head, d.outbox[:d.sent]
+	if wr.Head == "" {
+		wr.Head = d.head
+	}
+	wr.Trim = d.outbox[:d.sent]
 	if err := w.fault(BeforeWrite, d.k); err != nil {
 		return err
 	}

@@ -336,8 +336,14 @@ func TestCrashAtEveryPoint(t *testing.T) {
 			mu.Lock()
 			defer mu.Unlock()
 			seen[k.Campaign]++
-			// Crash once, in the middle of the run (the 4th time the point is hit).
-			if seen[k.Campaign] == 4 && !crashed[k.Campaign] {
+			// Crash once, in the middle of the run (the 4th time the point
+			// is hit; the first for the ack of the one message a campaign
+			// created and started at once is made of).
+			nth := 4
+			if p == worker.BeforeAck {
+				nth = 1
+			}
+			if seen[k.Campaign] == nth && !crashed[k.Campaign] {
 				crashed[k.Campaign] = true
 				return errInjected
 			}
