@@ -132,7 +132,7 @@ func checkWrite(w Write) error {
 		return fmt.Errorf("sole without a head under key %s: %w", w.Lease.Key, ErrInvalid)
 	}
 	for _, it := range w.Park {
-		if it.ID == "" || it.Seq == 0 || it.Seq > SeqInternal {
+		if it.ID == "" || it.Seq > SeqInternal {
 			return fmt.Errorf("parked item %q (seq %d) under key %s: %w", it.ID, it.Seq, w.Lease.Key, ErrInvalid)
 		}
 	}

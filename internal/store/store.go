@@ -153,16 +153,19 @@ type Write struct {
 	// first, exactly as TrimOutbox would (the oldest len(Trim) messages, if
 	// the last of them is at that position).
 	Trim []Message
-	// Park adds items to the inbox, as Enqueue does (an ID already there
-	// is not added again) but without a ledger check: the holder's own
-	// next step (an advance with Seq SeqInternal), kept in the inbox as the
-	// campaign's durable trigger while the holder runs it.
+	// Park adds items to the inbox after Dequeue, as Enqueue does (an ID
+	// already there is not added again) but without a ledger check: the
+	// holder's own advances, the campaign's durable trigger. An advance
+	// whose step is in flight is parked first (Seq 0), so that whoever
+	// holds the lock next finishes that step before the commands that
+	// arrived meanwhile; one scheduled while commands wait is parked
+	// behind them (SeqInternal).
 	Park []Item
 }
 
-// SeqInternal is the Seq of an item the lock holder parks itself
-// (Write.Park): it sorts after every command the stream accepted, so that
-// a pause parked while a step runs is applied before the next step.
+// SeqInternal is the Seq of an advance the lock holder parks behind every
+// command the stream accepted (Write.Park), so that a pause waiting in the
+// inbox is applied before the next step.
 const SeqInternal = 1 << 53
 
 // IdemRecord is a stored HTTP answer for an Idempotency-Key.

@@ -45,6 +45,9 @@ type drainer struct {
 	outbox []store.Message // in the store's outbox, oldest first
 	sent   int             // outbox[:sent] are published (trimmed by the next write or the release)
 	head   string          // the item the next write acts on first (Write.Head), then ""
+	// front, when set, is parked again by the next write at the inbox's
+	// front (Seq 0): the advance whose step that write starts.
+	front *store.Item
 	// ahead is the parked advance whose step this holder went on to in the
 	// write that parked it (commitOn): read ahead before that write, the
 	// inbox holding nothing else. Its step starts without another look.
@@ -336,8 +339,11 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 	}
 	if len(r.Events) > 0 {
 		// step.started: written before the call; the advance stays in the
-		// inbox until the step's result is written.
-		err := d.commit(ctx, it, r, false, "")
+		// inbox until the step's result is written, moved to its front
+		// (whatever is parked meanwhile waits for the step's end, also on
+		// a holder that takes over should this one die).
+		d.front = &store.Item{ID: si.ID, Data: si.Data}
+		err := d.commit(ctx, it, r, false, si.ID)
 		if errors.Is(err, events.ErrEventTooLarge) {
 			return tooLarge(cmd, err)
 		}
@@ -479,12 +485,15 @@ func (d *drainer) commit(ctx context.Context, it item, r fsm.Result, applied boo
 		return err
 	}
 	wr := store.Write{Campaign: &r.Campaign, Outbox: out}
+	if d.front != nil {
+		wr.Park, d.front = []store.Item{*d.front}, nil
+	}
 	if r.ScheduleAdvance {
 		_, adv, err := advance(r.Campaign, tracing.Traceparent(ctx))
 		if err != nil {
 			return err
 		}
-		wr.Park = []store.Item{adv}
+		wr.Park = append(wr.Park, adv)
 	}
 	if applied {
 		wr.Applied = []string{it.ID}
@@ -580,6 +589,7 @@ func (d *drainer) commitOn(ctx context.Context, it item, r fsm.Result, applied b
 	}
 	wr := store.Write{Campaign: &next.Campaign, Outbox: out, Head: si.ID, Sole: true, Dequeue: []string{si.ID}}
 	if next.RunStep {
+		adv.Seq = 0 // its step is in flight: first, whatever is parked meanwhile
 		wr.Park = []store.Item{adv}
 	}
 	if applied {

@@ -842,3 +842,62 @@ func TestStalledDrainerDoesNotDeadLetterAppliedCreate(t *testing.T) {
 		}
 	}
 }
+
+// A holder that dies with a step in flight leaves that step first in line:
+// the holder that takes over finishes it (the same call again, same
+// Idempotency-Key) before it applies a cancel that arrived meanwhile, as
+// CONTRACT section 5 orders — never a cancel "while a step is in flight".
+// The advance whose step runs is parked at the inbox's front (Seq 0).
+func TestTakeoverFinishesStepInFlight(t *testing.T) {
+	for _, memory := range []bool{false, true} {
+		t.Run(map[bool]string{false: "redis", true: "memory"}[memory], func(t *testing.T) {
+			const camp = "inflight"
+			var (
+				mu      sync.Mutex
+				hits    int
+				release = make(chan struct{})
+			)
+			h := newHarness(t, harnessOpts{workers: 2, memory: memory, fault: func(int) func(worker.FaultPoint, store.Key) error {
+				return func(p worker.FaultPoint, k store.Key) error {
+					if k.Campaign != camp || p != worker.AfterStepCall {
+						return nil
+					}
+					mu.Lock()
+					hits++
+					n := hits
+					mu.Unlock()
+					if n == 2 { // segment's call returned: its holder dies before writing it
+						<-release
+						return errInjected
+					}
+					return nil
+				}
+			}})
+			h.create("acme", camp, true)
+			select {
+			case <-h.down.startedCh(camp, "segment"):
+			case <-time.After(10 * time.Second):
+				t.Fatal("segment never called")
+			}
+			h.publish("acme", camp, fsm.Cancel, newID(), nil)
+			waitFor(t, 10*time.Second, "the cancel parked behind the step in flight", func() bool {
+				items, err := h.store.Inbox(context.Background(), store.Key{Tenant: "acme", Campaign: camp}, 0)
+				return err == nil && len(items) == 2
+			})
+			close(release)
+			evs := h.waitEvent("acme", camp, fsm.EvCancelled, 0, 60*time.Second)
+			st := h.waitIdle("acme", camp)
+			checkSequence(t, evs)
+			got := types(evs)
+			want := "created,started,step.started(validate),step.succeeded(validate),step.started(segment),step.succeeded(segment),cancelled"
+			if got != want || st.State != fsm.Cancelled || int(st.Seq) != len(evs) {
+				t.Fatalf("history %s, stored %s seq %d; want %s", got, st.State, st.Seq, want)
+			}
+			calls := h.down.Calls(camp)
+			checkKeys(t, "acme", camp, calls)
+			if n := len(calls); n != 3 || calls[1].Step != "segment" || calls[2].Step != "segment" || calls[1].Key != calls[2].Key {
+				t.Fatalf("calls %+v: want validate, then segment twice with one key", calls)
+			}
+		})
+	}
+}

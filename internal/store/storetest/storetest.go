@@ -1648,10 +1648,15 @@ func testParkAndSole(t *testing.T, s store.Store) {
 	if err != nil || !slices.Equal(itemIDs(inbox), []string{"pause", "resume", "adv-2"}) || string(inbox[2].Data) != "advance 2" {
 		t.Fatalf("inbox = %+v, %v; want [pause resume adv-2] with adv-2's first data", inbox, err)
 	}
+	// Dequeued and parked again in one write, at the front (Seq 0): its
+	// step is in flight, what waits comes after it.
+	items, err = s.CommitRead(ctx, store.Write{ID: store.NewToken(), Lease: l, Dequeue: []string{"adv-2"}, Park: []store.Item{{ID: "adv-2", Seq: 0, Data: []byte("advance 2")}}})
+	if err != nil || !slices.Equal(itemIDs(items), []string{"adv-2", "pause", "resume"}) || items[0].Seq != 0 {
+		t.Fatalf("inbox after parking adv-2 first = %+v, %v; want [adv-2 pause resume]", items, err)
+	}
 	// Bad parked items and Sole without a head are refused as invalid.
 	for _, bad := range []store.Write{
 		{Lease: l, Park: []store.Item{{ID: "", Seq: 1}}},
-		{Lease: l, Park: []store.Item{{ID: "x", Seq: 0}}},
 		{Lease: l, Park: []store.Item{{ID: "x", Seq: store.SeqInternal + 1}}},
 		{Lease: l, Sole: true},
 	} {
