@@ -326,6 +326,9 @@ func (m *Memory) Inbox(ctx context.Context, k Key, limit int) ([]Item, error) {
 
 // Extend implements Store.
 func (m *Memory) Extend(ctx context.Context, l Lease, ttl time.Duration) error {
+	if err := l.Key.check(); err != nil {
+		return fmt.Errorf("extend %s: %w", l.Key, err)
+	}
 	if err := checkTTL("extend "+l.Key.String(), ttl); err != nil {
 		return err
 	}
@@ -338,6 +341,15 @@ func (m *Memory) Extend(ctx context.Context, l Lease, ttl time.Duration) error {
 	}
 	c.lockExpires = now.Add(time.Duration(ttlMillis(ttl)) * time.Millisecond)
 	return nil
+}
+
+// ExtendAll implements Store.
+func (m *Memory) ExtendAll(ctx context.Context, leases []Lease, ttl time.Duration) []error {
+	errs := make([]error, len(leases))
+	for i, l := range leases {
+		errs[i] = m.Extend(ctx, l, ttl)
+	}
+	return errs
 }
 
 // Release implements Store.

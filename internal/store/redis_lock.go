@@ -306,6 +306,46 @@ func (r *Redis) Extend(ctx context.Context, l Lease, ttl time.Duration) error {
 	return nil
 }
 
+// ExtendAll implements Store: the extend script for every lease in one
+// pipeline (a script not loaded yet is run again alone, as Run would).
+func (r *Redis) ExtendAll(ctx context.Context, leases []Lease, ttl time.Duration) []error {
+	errs := make([]error, len(leases))
+	if len(leases) == 0 {
+		return errs
+	}
+	if err := checkTTL("extend", ttl); err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	pipe := r.client.Pipeline()
+	cmds := make([]*redis.Cmd, len(leases))
+	for i, l := range leases {
+		if errs[i] = l.Key.check(); errs[i] != nil {
+			errs[i] = fmt.Errorf("extend %s: %w", l.Key, errs[i])
+			continue
+		}
+		cmds[i] = r.scripts.extend.EvalSha(ctx, pipe, []string{r.keys(l.Key).lock}, lockValue(l.Token, l.Seq), ttlMillis(ttl))
+	}
+	_, _ = pipe.Exec(ctx) // each command's own error is read below
+	for i, cmd := range cmds {
+		if cmd == nil {
+			continue
+		}
+		n, err := cmd.Int64()
+		switch {
+		case err != nil && redis.HasErrorPrefix(err, "NOSCRIPT"):
+			errs[i] = r.Extend(ctx, leases[i], ttl)
+		case err != nil:
+			errs[i] = fmt.Errorf("extend %s: %w", leases[i].Key, err)
+		case n != 1:
+			errs[i] = fmt.Errorf("extend %s: %w", leases[i].Key, ErrLockLost)
+		}
+	}
+	return errs
+}
+
 // releaseSrc: KEYS lock inbox outbox; ARGV lock-value n last. Trims the n
 // oldest outbox messages if the n-th is last (as trimSrc). Returns -1 if
 // held by another or free with items or messages waiting, 0 if the inbox

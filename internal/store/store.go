@@ -216,6 +216,9 @@ type Store interface {
 	Inbox(ctx context.Context, k Key, limit int) ([]Item, error)
 	// Extend sets the lock's TTL to ttl again. ErrLockLost if not held by l.
 	Extend(ctx context.Context, l Lease, ttl time.Duration) error
+	// ExtendAll is Extend for many leases at once (one round trip to Redis,
+	// pipelined): errs[i] is Extend's answer for leases[i].
+	ExtendAll(ctx context.Context, leases []Lease, ttl time.Duration) (errs []error)
 	// Release removes published from the outbox as TrimOutbox would, then
 	// frees the lock if the inbox is empty and reports whether it did; false
 	// means items arrived meanwhile: drain them, then try again.

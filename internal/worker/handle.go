@@ -52,14 +52,17 @@ func subjectVerb(subject string) (fsm.Verb, bool) {
 	return v, v.Valid()
 }
 
-// heartbeat keeps a message from being redelivered (InProgress) and the held
-// lock, if any, from expiring, until stopped. When the lock turns out to be
-// lost it cancels the drain's context with store.ErrLockLost.
+// heartbeat keeps a handler's message from being redelivered (InProgress)
+// and the lock it holds, if any, from expiring, until stopped: the worker's
+// keeper renews every registered heartbeat together (keepAlive). When the
+// lock turns out to be lost it cancels the drain's context with
+// store.ErrLockLost.
 type heartbeat struct {
+	w     *Worker
+	msg   jetstream.Msg // nil: a sweep's, backed by no message
 	mu    sync.Mutex
 	lease *store.Lease
 	lost  context.CancelCauseFunc
-	stop  context.CancelFunc
 }
 
 func (h *heartbeat) hold(l *store.Lease, lost context.CancelCauseFunc) {
@@ -68,39 +71,65 @@ func (h *heartbeat) hold(l *store.Lease, lost context.CancelCauseFunc) {
 	h.lease, h.lost = l, lost
 }
 
-func (w *Worker) startHeartbeat(ctx context.Context, msg jetstream.Msg) *heartbeat {
-	hctx, stop := context.WithCancel(ctx)
-	h := &heartbeat{stop: stop}
-	go func() {
-		t := time.NewTicker(w.hb)
-		defer t.Stop()
-		for {
-			select {
-			case <-hctx.Done():
-				return
-			case <-t.C:
-			}
-			if w.stalled.Load() > 0 {
-				continue
-			}
-			if msg != nil {
-				_ = msg.InProgress()
+func (w *Worker) startHeartbeat(_ context.Context, msg jetstream.Msg) *heartbeat {
+	h := &heartbeat{w: w, msg: msg}
+	w.beatsMu.Lock()
+	w.beats[h] = struct{}{}
+	w.beatsMu.Unlock()
+	return h
+}
+
+func (h *heartbeat) stop() {
+	h.w.beatsMu.Lock()
+	delete(h.w.beats, h)
+	h.w.beatsMu.Unlock()
+}
+
+// keepAlive renews, every w.hb until ctx ends, what every heartbeat keeps:
+// each message's InProgress (a publish, no reply awaited) and every held
+// lock in one ExtendAll (one pipelined round trip to Redis), so that
+// thousands of campaigns in flight cost one round trip per tick.
+func (w *Worker) keepAlive(ctx context.Context) {
+	t := time.NewTicker(w.hb)
+	defer t.Stop()
+	var (
+		leases []store.Lease
+		lost   []context.CancelCauseFunc
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if w.stalled.Load() > 0 {
+			continue
+		}
+		leases, lost = leases[:0], lost[:0]
+		w.beatsMu.Lock()
+		for h := range w.beats {
+			if h.msg != nil {
+				_ = h.msg.InProgress()
 			}
 			h.mu.Lock()
-			l, lost := h.lease, h.lost
-			h.mu.Unlock()
-			if l == nil {
-				continue
+			if h.lease != nil {
+				leases, lost = append(leases, *h.lease), append(lost, h.lost)
 			}
-			ectx, cancel := context.WithTimeout(hctx, w.hb)
-			err := w.d.Store.Extend(ectx, *l, w.cfg.LockTTL)
-			cancel()
+			h.mu.Unlock()
+		}
+		w.beatsMu.Unlock()
+		if len(leases) == 0 {
+			continue
+		}
+		ectx, cancel := context.WithTimeout(ctx, w.hb)
+		errs := w.d.Store.ExtendAll(ectx, leases, w.cfg.LockTTL)
+		cancel()
+		for i, err := range errs {
 			if errors.Is(err, store.ErrLockLost) {
-				lost(store.ErrLockLost)
+				lost[i](store.ErrLockLost)
 			}
 		}
-	}()
-	return h
+	}
 }
 
 // handle processes one message from the consumer. work bounds the work

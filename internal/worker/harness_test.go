@@ -52,6 +52,8 @@ type harnessOpts struct {
 	proxy  bool          // the Redis store through a redistest.Proxy (h.proxy)
 	// stepTimeout is the step client's timeout per attempt; 0: 2 s.
 	stepTimeout time.Duration
+	// wrap, when set, is the store the workers see, around h.store.
+	wrap func(store.Store) worker.Store
 }
 
 type harness struct {
@@ -132,7 +134,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 			sweep = time.Hour // the tests of redelivery must see it alone
 		}
 		w, err := worker.New(ctx, worker.Config{Workers: max(o.perWorker, 4), LockTTL: lockTTL, Grace: 2 * time.Second, HealthEvery: 100 * time.Millisecond, FetchWait: 200 * time.Millisecond, SweepEvery: sweep},
-			worker.Deps{JS: js, Store: h.store, Steps: steps, Workflows: h.wf, Logger: log, Fault: fault, Metrics: o.metrics})
+			worker.Deps{JS: js, Store: wrapStore(o.wrap, h.store), Steps: steps, Workflows: h.wf, Logger: log, Fault: fault, Metrics: o.metrics})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -468,4 +470,11 @@ func (h *harness) deadLetters(campaign string) []string {
 		}
 		out = append(out, m.Headers().Get(events.HdrReason))
 	}
+}
+
+func wrapStore(wrap func(store.Store) worker.Store, s store.Store) worker.Store {
+	if wrap == nil {
+		return s
+	}
+	return wrap(s)
 }

@@ -104,6 +104,7 @@ type Store interface {
 	Stranded(ctx context.Context, cursor string, limit int) ([]store.Key, string, error)
 	Inbox(ctx context.Context, k store.Key, limit int) ([]store.Item, error)
 	Extend(ctx context.Context, l store.Lease, ttl time.Duration) error
+	ExtendAll(ctx context.Context, leases []store.Lease, ttl time.Duration) []error
 	Release(ctx context.Context, l store.Lease, published []store.Message) (bool, error)
 	Abandon(ctx context.Context, l store.Lease) error
 	// The campaign and its outbox.
@@ -165,9 +166,11 @@ type Worker struct {
 	commands jetstream.Stream // CAMPAIGN_COMMANDS, for reading ahead
 	events   *events.Publisher
 	steps    chan struct{} // one per step call in flight (StepsInFlight)
-	ready    atomic.Bool   // store reachable
-	stalled  atomic.Int32  // fault hooks running: heartbeats pause
-	up       atomic.Bool   // Run is pulling
+	beatsMu  sync.Mutex
+	beats    map[*heartbeat]struct{} // what keepAlive renews
+	ready    atomic.Bool             // store reachable
+	stalled  atomic.Int32            // fault hooks running: heartbeats pause
+	up       atomic.Bool             // Run is pulling
 	tracer   trace.Tracer
 }
 
@@ -202,7 +205,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Worker, error) {
 		return nil, fmt.Errorf("worker: stream %s: %w", events.StreamCommands, err)
 	}
 	w := &Worker{cfg: cfg, d: d, log: d.Logger.With("component", "worker"), hb: hb, commands: commands, events: events.NewPublisher(d.JS),
-		steps: make(chan struct{}, cfg.StepsInFlight)}
+		steps: make(chan struct{}, cfg.StepsInFlight), beats: map[*heartbeat]struct{}{}}
 	w.tracer = tracing.Tracer(d.TracerProvider)
 	w.ready.Store(d.Store.Ping(ctx) == nil)
 	return w, nil
@@ -239,6 +242,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { w.watchStore(ctx) })
 	wg.Go(func() { w.sweep(work, ctx) })
+	keep, stopKeep := context.WithCancel(work) // past the handlers, until Run returns
+	defer stopKeep()
+	go w.keepAlive(keep)
 	slots := make(chan struct{}, w.cfg.Workers)
 	pulls := newPullHealth(w.log, w.d.Metrics, w.cfg.FetchWait)
 	w.up.Store(true)

@@ -901,3 +901,70 @@ func TestTakeoverFinishesStepInFlight(t *testing.T) {
 		})
 	}
 }
+
+// extendCounter counts the lock renewals a worker asks of its store.
+type extendCounter struct {
+	store.Store
+	mu      sync.Mutex
+	single  int   // Extend calls
+	batches []int // leases of each ExtendAll call
+}
+
+func (c *extendCounter) Extend(ctx context.Context, l store.Lease, ttl time.Duration) error {
+	c.mu.Lock()
+	c.single++
+	c.mu.Unlock()
+	return c.Store.Extend(ctx, l, ttl)
+}
+
+func (c *extendCounter) ExtendAll(ctx context.Context, ls []store.Lease, ttl time.Duration) []error {
+	c.mu.Lock()
+	c.batches = append(c.batches, len(ls))
+	c.mu.Unlock()
+	return c.Store.ExtendAll(ctx, ls, ttl)
+}
+
+// Campaigns whose steps run for several lock TTLs keep their locks and
+// messages alive together: one ExtendAll per heartbeat tick for all of
+// them, never one Extend per campaign per tick (issue 8, part 5), and none
+// of them loses its lock.
+func TestHeartbeatsBatched(t *testing.T) {
+	const n = 30
+	counter := &extendCounter{}
+	h := newHarness(t, harnessOpts{perWorker: 4, stepTimeout: time.Minute, wrap: func(s store.Store) worker.Store { counter.Store = s; return counter }})
+	block := make(chan struct{})
+	for i := range n {
+		c := fmt.Sprintf("hb-%d", i)
+		h.down.on(c, "validate", behaviour{Block: block})
+		h.create("acme", c, true)
+	}
+	for i := range n {
+		select {
+		case <-h.down.startedCh(fmt.Sprintf("hb-%d", i), "validate"):
+		case <-time.After(20 * time.Second):
+			t.Fatalf("hb-%d: validate never called (4 handlers, %d campaigns: steps must not hold them)", i, n)
+		}
+	}
+	time.Sleep(4 * lockTTL) // several heartbeats, well past the locks' TTL
+	close(block)
+	for i := range n {
+		evs := h.waitEvent("acme", fmt.Sprintf("hb-%d", i), fsm.EvCompleted, 0, 30*time.Second)
+		if got := count(evs, fsm.EvStepSucceeded); got != len(standard) {
+			t.Fatalf("hb-%d: %d steps succeeded: %s", i, got, types(evs))
+		}
+		if calls := h.down.Calls(fmt.Sprintf("hb-%d", i)); len(calls) != len(standard) {
+			t.Fatalf("hb-%d: %d calls, want %d (a lost lock repeats one)", i, len(calls), len(standard))
+		}
+	}
+	counter.mu.Lock()
+	defer counter.mu.Unlock()
+	full := 0
+	for _, b := range counter.batches {
+		if b == n {
+			full++
+		}
+	}
+	if counter.single != 0 || full < 3 {
+		t.Fatalf("%d Extend calls, ExtendAll batches %v: want none, and 3 or more batches of all %d campaigns", counter.single, counter.batches, n)
+	}
+}

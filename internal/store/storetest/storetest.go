@@ -84,6 +84,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"StrandedAndTake", testStrandedAndTake},
 		{"SnapshotAndHead", testSnapshotAndHead},
 		{"ParkAndSole", testParkAndSole},
+		{"ExtendAll", testExtendAll},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1661,6 +1662,30 @@ func testParkAndSole(t *testing.T, s store.Store) {
 		{Lease: l, Sole: true},
 	} {
 		wantErr(t, "invalid write", s.Commit(ctx, bad), store.ErrInvalid)
+	}
+}
+
+// testExtendAll: one call renews many locks; each lease gets its own answer.
+func testExtendAll(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const ttl = 400 * time.Millisecond
+	a, b := store.Key{Tenant: "acme", Campaign: "ext-a"}, store.Key{Tenant: "acme", Campaign: "ext-b"}
+	la, lb := mustLease(t, s, a, item("a1", 1), ttl), mustLease(t, s, b, item("b1", 2), ttl)
+	lost := lb
+	lost.Token = store.NewToken() // not the holder
+	bad := store.Lease{Key: store.Key{Tenant: "", Campaign: "x"}}
+	errs := s.ExtendAll(ctx, []store.Lease{la, lost, lb, bad}, 10*ttl)
+	if len(errs) != 4 || errs[0] != nil || !errors.Is(errs[1], store.ErrLockLost) || errs[2] != nil || !errors.Is(errs[3], store.ErrInvalid) {
+		t.Fatalf("ExtendAll = %v; want nil, ErrLockLost, nil, ErrInvalid", errs)
+	}
+	expire(ttl) // past the first TTL: both still held
+	mustNoLease(t, s, a, item("a2", 3))
+	mustNoLease(t, s, b, item("b2", 4))
+	if errs := s.ExtendAll(ctx, nil, ttl); len(errs) != 0 {
+		t.Fatalf("ExtendAll of nothing = %v", errs)
+	}
+	if errs := s.ExtendAll(ctx, []store.Lease{la}, 0); len(errs) != 1 || !errors.Is(errs[0], store.ErrInvalid) {
+		t.Fatalf("ExtendAll with TTL 0 = %v; want ErrInvalid", errs)
 	}
 }
 
