@@ -397,9 +397,16 @@ func TestDeadLetterOfRawCommand(t *testing.T) {
 	body := []byte(`{"type":"` + strings.Repeat("\xff", 400_000) + `","tenant_id":"acme","campaign_id":"c1"}`)
 	rawPublish(t, srv.ClientURL(), "campaign.cmd.acme.c1.start", hb.String(), body)
 
-	raw, err := mustStream(t, js, events.StreamCommands).GetMsg(ctx, 1)
-	if err != nil {
-		t.Fatalf("read the command: %v", err)
+	// The raw publish waits for no acknowledgement: wait until it is stored.
+	var raw *jetstream.RawStreamMsg
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		raw, err = mustStream(t, js, events.StreamCommands).GetMsg(ctx, 1)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, jetstream.ErrMsgNotFound) || time.Now().After(deadline) {
+			t.Fatalf("read the command: %v", err)
+		}
 	}
 	if raw.Header.Get("Bad Key") == "" {
 		t.Fatalf("the stored command has no %q header: %v", "Bad Key", raw.Header)
