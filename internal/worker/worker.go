@@ -228,6 +228,9 @@ func (w *Worker) Ready() error {
 func (w *Worker) Run(ctx context.Context) error {
 	cons, err := w.d.JS.Consumer(ctx, events.StreamCommands, events.ConsumerName)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it began: a clean stop
+		}
 		return fmt.Errorf("worker: consumer: %w", err)
 	}
 	// work is cancelled Grace after ctx: in-flight handlers get that long.
