@@ -60,6 +60,22 @@ func TestSchemaExamplesDecode(t *testing.T) {
 		if len(f.Examples) == 0 {
 			t.Errorf("%s has no examples", name)
 		}
+		if name == "dead-letter.json" {
+			var d struct {
+				Defs struct {
+					Entry schemaFile `json:"entry"`
+				} `json:"$defs"`
+			}
+			b, _ := fs.ReadFile(docs.Schemas, name)
+			if err := json.Unmarshal(b, &d); err != nil || len(d.Defs.Entry.Examples) == 0 {
+				t.Errorf("dead-letter.json: no #/$defs/entry examples (%v)", err)
+			}
+			for _, ex := range d.Defs.Entry.Examples {
+				if err := validate(t, "dead-letter.json#/$defs/entry", []byte(ex)); err != nil {
+					t.Errorf("dead-letter.json#/$defs/entry example: %v", err)
+				}
+			}
+		}
 		for i, ex := range f.Examples {
 			t.Run(fmt.Sprintf("%s/%d", strings.TrimSuffix(name, ".json"), i), func(t *testing.T) {
 				if err := validate(t, name, []byte(ex)); err != nil {

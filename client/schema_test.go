@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -23,64 +24,68 @@ import (
 const schemaBase = "file:///docs/schemas/"
 
 var (
-	schemasOnce sync.Once
-	schemaSet   map[string]*jsonschema.Schema
-	schemaErr   error
+	schemasMu  sync.Mutex
+	compiler   *jsonschema.Compiler
+	schemaSet  = map[string]*jsonschema.Schema{}
+	schemaList []string
 )
 
 // schemas compiles every docs/schemas/*.json with a JSON Schema 2020-12
-// validator that asserts formats.
-func schemas(t testing.TB) map[string]*jsonschema.Schema {
+// validator that asserts formats, and returns their names.
+func schemas(t testing.TB) []string {
 	t.Helper()
-	schemasOnce.Do(func() {
-		c := jsonschema.NewCompiler()
-		c.DefaultDraft(jsonschema.Draft2020)
-		c.AssertFormat()
-		names, err := fs.Glob(docs.Schemas, "*.json")
-		if err != nil || len(names) == 0 {
-			schemaErr = fmt.Errorf("no schemas: %v", err)
-			return
-		}
-		for _, n := range names {
-			b, err := fs.ReadFile(docs.Schemas, n)
-			if err != nil {
-				schemaErr = err
-				return
-			}
-			doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
-			if err != nil {
-				schemaErr = fmt.Errorf("%s: %w", n, err)
-				return
-			}
-			if err := c.AddResource(schemaBase+n, doc); err != nil {
-				schemaErr = fmt.Errorf("%s: %w", n, err)
-				return
-			}
-		}
-		schemaSet = map[string]*jsonschema.Schema{}
-		for _, n := range names {
-			sch, err := c.Compile(schemaBase + n)
-			if err != nil {
-				schemaErr = fmt.Errorf("compile %s: %w", n, err)
-				return
-			}
-			schemaSet[n] = sch
-		}
-	})
-	if schemaErr != nil {
-		t.Fatal(schemaErr)
+	schemasMu.Lock()
+	defer schemasMu.Unlock()
+	if compiler != nil {
+		return schemaList
 	}
-	return schemaSet
+	c := jsonschema.NewCompiler()
+	c.DefaultDraft(jsonschema.Draft2020)
+	c.AssertFormat()
+	names, err := fs.Glob(docs.Schemas, "*.json")
+	if err != nil || len(names) == 0 {
+		t.Fatalf("no schemas: %v", err)
+	}
+	for _, n := range names {
+		b, err := fs.ReadFile(docs.Schemas, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+		if err := c.AddResource(schemaBase+n, doc); err != nil {
+			t.Fatalf("%s: %v", n, err)
+		}
+	}
+	for _, n := range names {
+		sch, err := c.Compile(schemaBase + n)
+		if err != nil {
+			t.Fatalf("compile %s: %v", n, err)
+		}
+		schemaSet[n] = sch
+	}
+	compiler, schemaList = c, names
+	return names
 }
 
 // validate checks v (JSON bytes, or a value to encode) against the schema
-// file name.
+// name: a file of docs/schemas, or a part of one ("dead-letter.json#/$defs/entry").
 func validate(t testing.TB, name string, v any) error {
 	t.Helper()
-	sch, ok := schemas(t)[name]
+	schemas(t)
+	schemasMu.Lock()
+	sch, ok := schemaSet[name]
 	if !ok {
-		t.Fatalf("no schema %s", name)
+		var err error
+		if sch, err = compiler.Compile(schemaBase + name); err != nil {
+			schemasMu.Unlock()
+			t.Fatalf("no schema %s: %v", name, err)
+		}
+		schemaSet[name] = sch
 	}
+	schemasMu.Unlock()
 	b, ok := v.([]byte)
 	if !ok {
 		var err error
@@ -295,6 +300,35 @@ func TestRealTrafficMatchesSchemas(t *testing.T) {
 		if len(errs) > 0 {
 			t.Errorf("%s on %s does not match its schema:\n  %s\n  headers %v\n  body %s", k, m.Subject, strings.Join(errs, "\n  "), m.Header, m.Data)
 		}
+	}
+
+	// The same dead letters as the ingress lists them.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+"/api/v1/dlq?limit=100", nil)
+	req.Header.Set("X-Tenant-ID", "acme")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var page struct {
+		DeadLetters []json.RawMessage `json:"dead_letters"`
+	}
+	err = json.NewDecoder(res.Body).Decode(&page)
+	res.Body.Close()
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("GET /api/v1/dlq: %d %v", res.StatusCode, err)
+	}
+	listed := 0
+	for _, e := range page.DeadLetters {
+		if !strings.Contains(string(e), ".schema-") {
+			continue
+		}
+		listed++
+		if err := validate(t, "dead-letter.json#/$defs/entry", []byte(e)); err != nil {
+			t.Errorf("GET /api/v1/dlq entry does not match dead-letter.json#/$defs/entry: %v\n%s", err, e)
+		}
+	}
+	if listed < 2 {
+		t.Errorf("GET /api/v1/dlq lists %d of this test's dead letters, want 2", listed)
 	}
 
 	var want []string
