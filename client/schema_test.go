@@ -332,7 +332,10 @@ func TestRealTrafficMatchesSchemas(t *testing.T) {
 	}
 
 	var want []string
-	for _, v := range append(client.Verbs, "advance") {
+	// advance is internal: the worker that holds a campaign may run its
+	// next step without publishing one, so it is validated when seen but
+	// not required.
+	for _, v := range client.Verbs {
 		want = append(want, "command:"+string(v))
 	}
 	for _, typ := range client.EventTypes {
