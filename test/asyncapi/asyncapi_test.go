@@ -78,7 +78,6 @@ func TestAsyncAPIDocumentParses(t *testing.T) {
 	}
 	wantOps := map[string][3]any{ // action, channel, messages
 		"receiveCommand": {"receive", "commands", 7},
-		"sendAdvance":    {"send", "commands", 1},
 		"sendEvent":      {"send", "events", 13},
 		"sendDeadLetter": {"send", "deadLetters", 1},
 	}
