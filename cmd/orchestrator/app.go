@@ -87,7 +87,14 @@ func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Option
 	}
 	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := specs.Apply(actx, a.js, events.Overrides{DuplicateWindow: cfg.DuplicateWindow, Replicas: cfg.StreamReplicas}); err != nil {
+	if cfg.Role == config.RoleIngress {
+		// The ingress only looks the streams up: the workers (or `streams
+		// apply`) create them, so its NATS user needs no right to change
+		// them (deploy/nats/auth.conf).
+		if err := a.waitStreams(actx, specs); err != nil {
+			return nil, err
+		}
+	} else if err := specs.Apply(actx, a.js, events.Overrides{DuplicateWindow: cfg.DuplicateWindow, Replicas: cfg.StreamReplicas}); err != nil {
 		return nil, fmt.Errorf("apply streams: %w", err)
 	}
 	if !cfg.Redis.Configured() {
@@ -156,7 +163,9 @@ func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Option
 			ready = func(context.Context) error { return a.worker.Ready() }
 		}
 		a.api, err = httpapi.NewContext(actx, httpapi.Config{AllowedOrigins: cfg.CORSAllowedOrigins, Tokens: tokens,
-			IdempotencySecret: []byte(cfg.IdempotencySecret)}, httpapi.Deps{
+			IdempotencySecret: []byte(cfg.IdempotencySecret),
+			CommandRate:       cfg.Ingress.CommandRate, CommandBurst: cfg.Ingress.CommandBurst,
+			TrustedProxies: cfg.Ingress.TrustedProxies, RequestTimeout: cfg.Ingress.RequestTimeout}, httpapi.Deps{
 			JS: a.js, NC: a.nc, Store: a.store, Workflows: wf, Ready: ready, Registry: reg, Logger: log,
 		})
 		if err != nil {
@@ -173,6 +182,45 @@ func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Option
 		}
 	}
 	return a, nil
+}
+
+// waitStreams waits until every stream of specs and the consumer exist,
+// until ctx ends.
+func (a *App) waitStreams(ctx context.Context, specs events.Specs) error {
+	names := make([]string, 0, len(specs.Streams))
+	for _, s := range specs.Streams {
+		names = append(names, s.Name)
+	}
+	logged := false
+	for {
+		var missing error
+		for _, n := range names {
+			if _, err := a.js.Stream(ctx, n); err != nil {
+				missing = fmt.Errorf("stream %s: %w", n, err)
+				break
+			}
+		}
+		if missing == nil {
+			if _, err := a.js.Consumer(ctx, events.StreamCommands, specs.Consumer.Durable); err != nil {
+				missing = fmt.Errorf("consumer %s: %w", specs.Consumer.Durable, err)
+			}
+		}
+		if missing == nil {
+			return nil
+		}
+		if !errors.Is(missing, jetstream.ErrStreamNotFound) && !errors.Is(missing, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("look up the streams: %w", missing)
+		}
+		if !logged {
+			a.log.Info("waiting for the streams: a worker (or `orchestrator streams apply`) creates them", "missing", missing.Error())
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("--role ingress: %v, and no worker or `orchestrator streams apply` created it in time", missing)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 func loadTokens(cfg config.Config) (map[string]string, error) {

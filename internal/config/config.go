@@ -62,6 +62,9 @@ type Config struct {
 	// TLS (connection.go).
 	NATS  NATS
 	Redis Redis
+	// Ingress are the ingress's rate limit, trusted proxies and request
+	// timeout (ingress.go).
+	Ingress Ingress
 }
 
 // MinSecretLength is the shortest IDEMPOTENCY_SECRET accepted, in bytes.
@@ -259,7 +262,7 @@ func ServeFlags(s *Set) *Config {
 	}
 	s.group(func(p *parser) {
 		*c = Config{
-			NATS: *nats, Redis: *redis,
+			NATS: *nats, Redis: *redis, Ingress: p.ingress(),
 			HTTPAddr:           p.addr("HTTP_ADDR"),
 			NATSURL:            nats.URL,
 			NATSStoreDir:       p.str("NATS_STORE_DIR"),

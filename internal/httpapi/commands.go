@@ -200,7 +200,7 @@ func (s *Server) command(c *echo.Context, run exec) error {
 			return replay.write(c, true)
 		}
 	}
-	if err := s.limit(tenant); err != nil {
+	if err := s.limit(c, tenant); err != nil {
 		if ir != nil {
 			s.complete(ctx, ir, &answer{status: http.StatusTooManyRequests}) // frees the key
 		}

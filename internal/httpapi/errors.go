@@ -203,6 +203,8 @@ func setErrorHeaders(h http.Header, status int) {
 	case http.StatusUnauthorized:
 		h.Set("WWW-Authenticate", `Bearer realm="campaign-orchestrator"`)
 	case http.StatusTooManyRequests:
-		h.Set("Retry-After", "1")
+		if h.Get("Retry-After") == "" { // the limiter sets its own
+			h.Set("Retry-After", "1")
+		}
 	}
 }

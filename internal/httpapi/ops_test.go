@@ -244,22 +244,3 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
-
-func TestRateLimit(t *testing.T) {
-	e := newEnv(t, storeKinds[0].open(t), withConfig(func(c *httpapi.Config) { c.CommandRate, c.CommandBurst = 0.001, 2 }))
-	accepted(t, e.create("acme", "r1"))
-	accepted(t, e.create("acme", "r2"))
-	r := e.create("acme", "r3", "Idempotency-Key", "k3")
-	wantError(t, r, 429, "")
-	if r.header.Get("Retry-After") == "" {
-		t.Fatal("429 without Retry-After")
-	}
-	accepted(t, e.create("globex", "r1")) // per tenant
-	// A 429 is not kept under its key: the same request is not replayed as 429 but limited again.
-	if r := e.create("acme", "r3", "Idempotency-Key", "k3"); r.status != 429 || r.header.Get("Idempotent-Replayed") != "" {
-		t.Fatalf("retry after 429: %s %v", r, r.header)
-	}
-	if n := len(e.commands()); n != 3 {
-		t.Fatalf("%d commands", n)
-	}
-}

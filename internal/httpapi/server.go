@@ -68,6 +68,12 @@ type Config struct {
 	// the rate, at least 1).
 	CommandRate  float64
 	CommandBurst int
+	// TrustedProxies are the proxies whose X-Forwarded-For gives the
+	// client address (TRUSTED_PROXIES); empty: the peer's address.
+	TrustedProxies []*net.IPNet
+	// RequestTimeout bounds the handling of one request, event streams
+	// excepted (default DefaultRequestTimeout).
+	RequestTimeout time.Duration
 	// IdempotencySecret keys the hash that turns an Idempotency-Key into a
 	// command id (IDEMPOTENCY_SECRET), at least MinIdempotencySecretLength
 	// bytes; every ingress process must use the same. Empty: the secret
@@ -163,6 +169,7 @@ func NewContext(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		"idempotency TTL": int64(cfg.IdempotencyTTL), "heartbeat": int64(cfg.Heartbeat),
 		"stream buffer": int64(cfg.StreamBuffer), "stream write timeout": int64(cfg.StreamWriteTimeout),
 		"command burst": int64(cfg.CommandBurst), "body read timeout": int64(cfg.BodyReadTimeout),
+		"request timeout": int64(cfg.RequestTimeout),
 	} {
 		if v < 0 {
 			return nil, fmt.Errorf("httpapi: %s must not be negative", name)
@@ -186,6 +193,7 @@ func NewContext(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 	cfg.BodyReadTimeout = orDefault(cfg.BodyReadTimeout, DefaultBodyReadTimeout)
 	cfg.StreamBuffer = orDefault(cfg.StreamBuffer, DefaultStreamBuffer)
 	cfg.StreamWriteTimeout = orDefault(cfg.StreamWriteTimeout, DefaultStreamWriteTimeout)
+	cfg.RequestTimeout = orDefault(cfg.RequestTimeout, DefaultRequestTimeout)
 	if deps.Registry == nil {
 		deps.Registry = prometheus.NewRegistry()
 	}
@@ -229,9 +237,9 @@ func orDefault[T int | int64 | time.Duration](v, def T) T {
 // counted under its route pattern), panic recovery, CORS (before any
 // handler), then per-route authentication.
 func (s *Server) routes() *echo.Echo {
-	e := echo.NewWithConfig(echo.Config{Logger: s.log, HTTPErrorHandler: s.handleError})
+	e := echo.NewWithConfig(echo.Config{Logger: s.log, HTTPErrorHandler: s.handleError, IPExtractor: ipExtractor(s.cfg.TrustedProxies)})
 	e.Use(s.traceRequests())
-	e.Use(s.metrics.middleware, middleware.Recover(), s.cors)
+	e.Use(s.metrics.middleware, middleware.Recover(), s.secureHeaders, s.cors, s.requestTimeout)
 
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
