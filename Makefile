@@ -21,13 +21,20 @@
 #   make fuzz   each fuzz target for FUZZTIME (default 20s), one after the other.
 #   make lint   go vet, staticcheck (run at its pinned version) and gofmt.
 #   make tools  install the nats CLI (natscli v0.5.0) into $(GOBIN) or ~/go/bin.
+#   make cluster / make cluster-down  a local production-shaped cluster on loopback
+#               (deploy/local/cluster.sh): 3 nats-server nodes (JetStream, 3 replicas),
+#               redis-server, two workers, one ingress (:8300), the step simulator;
+#               pid files and logs in .cluster/. cluster-down leaves nothing running.
+#   make test-deploy  decode the Kubernetes example into the k8s.io/api types (its own
+#               module, deploy/kubernetes, so the service does not depend on k8s.io/api).
+#   make vulncheck  govulncheck (needs the Go vulnerability database: not on CI here).
 
 GO      ?= go
 BIN     := bin
 NATSCLI := github.com/nats-io/natscli/nats@v0.5.0
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run test bench lint tools build install clean test-chaos e2e-deps asyncapi-deps
+.PHONY: run test bench lint tools build install clean test-chaos e2e-deps asyncapi-deps cluster cluster-down test-deploy vulncheck
 
 build:
 	$(GO) build -o $(BIN)/orchestrator ./cmd/orchestrator
@@ -94,6 +101,21 @@ fuzz:
 
 tools:
 	$(GO) install $(NATSCLI)
+
+cluster: build
+	$(GO) build -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
+	deploy/local/cluster.sh up
+
+cluster-down:
+	deploy/local/cluster.sh down
+
+test-deploy:
+	cd deploy/kubernetes && $(GO) test -count=1 ./...
+
+GOVULNCHECK := golang.org/x/vuln/cmd/govulncheck@v1.9.0
+
+vulncheck:
+	$(GO) run $(GOVULNCHECK) ./...
 
 clean:
 	rm -rf $(BIN)
