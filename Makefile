@@ -25,6 +25,9 @@
 #               (deploy/local/cluster.sh): 3 nats-server nodes (JetStream, 3 replicas),
 #               redis-server, two workers, one ingress (:8300), the step simulator;
 #               pid files and logs in .cluster/. cluster-down leaves nothing running.
+#   make test-cluster  200 campaigns on the local cluster's shape (deploy/local/nats.conf,
+#               3 replicas, two orchestrators) while one NATS node and one orchestrator
+#               are stopped and started again, checked by the reliability suite's checker.
 #   make test-deploy  decode the Kubernetes example into the k8s.io/api types (its own
 #               module, deploy/kubernetes, so the service does not depend on k8s.io/api).
 #   make vulncheck  govulncheck (needs the Go vulnerability database: not on CI here).
@@ -34,7 +37,7 @@ BIN     := bin
 NATSCLI := github.com/nats-io/natscli/nats@v0.5.0
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: run test bench lint tools build install clean test-chaos e2e-deps asyncapi-deps cluster cluster-down test-deploy vulncheck
+.PHONY: run test bench lint tools build install clean test-chaos e2e-deps asyncapi-deps cluster cluster-down test-cluster test-deploy vulncheck
 
 build:
 	$(GO) build -o $(BIN)/orchestrator ./cmd/orchestrator
@@ -108,6 +111,9 @@ cluster: build
 
 cluster-down:
 	deploy/local/cluster.sh down
+
+test-cluster:
+	CHAOS_LOCAL_CLUSTER=1 $(GO) test -race=false -tags chaos -count=1 -timeout 15m ./internal/chaos/ -run '^TestChaosLocalCluster$$' -v $(CHAOS_FLAGS)
 
 test-deploy:
 	cd deploy/kubernetes && $(GO) test -count=1 ./...
