@@ -233,7 +233,7 @@ func TestNATSPermissionsServe(t *testing.T) {
 	ingress := start("ingress", "ingress")
 	base := "http://" + ingress.HTTPAddr()
 
-	req, _ := http.NewRequest("POST", base+"/api/v1/campaigns", strings.NewReader(`{"campaign_id":"spring-sale","name":"Spring sale","start":true}`))
+	req, _ := http.NewRequest("POST", base+"/api/v1/campaigns", strings.NewReader(`{"campaign_id":"autumn-sale","name":"Autumn sale","start":true}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Tenant-ID", "acme")
 	res, err := http.DefaultClient.Do(req)
@@ -255,7 +255,7 @@ func TestNATSPermissionsServe(t *testing.T) {
 	if _, err := tenant.RequestMsg(m, 5*time.Second); err != nil {
 		t.Fatalf("tenant publish with PubAck: %v", err)
 	}
-	for _, id := range []string{"spring-sale", "autumn"} {
+	for _, id := range []string{"autumn-sale", "autumn"} {
 		waitUntil(t, 30*time.Second, id+" completed", func() bool {
 			req, _ := http.NewRequest("GET", base+"/api/v1/campaigns/"+id, nil)
 			req.Header.Set("X-Tenant-ID", "acme")
@@ -272,7 +272,7 @@ func TestNATSPermissionsServe(t *testing.T) {
 		})
 	}
 	// The event history (direct gets by the ingress) and readiness.
-	for _, path := range []string{"/api/v1/campaigns/spring-sale/events", "/readyz"} {
+	for _, path := range []string{"/api/v1/campaigns/autumn-sale/events", "/readyz"} {
 		req, _ := http.NewRequest("GET", base+path, nil)
 		req.Header.Set("X-Tenant-ID", "acme")
 		res, err := http.DefaultClient.Do(req)
@@ -286,7 +286,7 @@ func TestNATSPermissionsServe(t *testing.T) {
 	}
 
 	// The read-only operator: trace and dlq list work with its user.
-	out, err := cli(t, ctx, "trace", "acme/spring-sale", "--nats-url", userURL(srv, "operator"))
+	out, err := cli(t, ctx, "trace", "acme/autumn-sale", "--nats-url", userURL(srv, "operator"))
 	if err != nil || !strings.Contains(out, "completed") {
 		t.Fatalf("trace as operator: %v\n%s", err, out)
 	}
@@ -304,10 +304,10 @@ func TestNATSPermissionsServe(t *testing.T) {
 		}
 		n := &natsCLI{t: t, bin: bin, readme: string(readme),
 			env: append(os.Environ(), "NATS_URL="+userURL(srv, "operator"), "XDG_CONFIG_HOME="+t.TempDir(), "HOME="+t.TempDir())}
-		out := n.run(n.recipe(`nats sub --stream CAMPAIGN_EVENTS --all -T 'campaign.evt.acme.spring-sale.>'`)...)
-		wantInOrder(t, "nats sub --stream as operator", out, "acme.spring-sale.1\n", "acme.spring-sale.13\n")
-		out = n.run(n.recipe(`nats stream get CAMPAIGN_EVENTS --last-for 'campaign.evt.acme.spring-sale.>'`)...)
-		wantInOrder(t, "nats stream get as operator", out, "Nats-Msg-Id: acme.spring-sale.13")
+		out := n.run(n.recipe(`nats sub --stream CAMPAIGN_EVENTS --all -T 'campaign.evt.acme.autumn-sale.>'`)...)
+		wantInOrder(t, "nats sub --stream as operator", out, "acme.autumn-sale.1\n", "acme.autumn-sale.13\n")
+		out = n.run(n.recipe(`nats stream get CAMPAIGN_EVENTS --last-for 'campaign.evt.acme.autumn-sale.>'`)...)
+		wantInOrder(t, "nats stream get as operator", out, "Nats-Msg-Id: acme.autumn-sale.13")
 		out = n.run(n.recipe(`nats consumer info CAMPAIGN_COMMANDS orchestrator`)...)
 		wantInOrder(t, "nats consumer info as operator", out, "Outstanding Acks: 0")
 		n.run(n.recipe(`nats stream info CAMPAIGN_COMMANDS`)...)
@@ -317,7 +317,7 @@ func TestNATSPermissionsServe(t *testing.T) {
 		}
 		// Anything that writes is refused.
 		for _, args := range [][]string{
-			{"pub", "--jetstream", "campaign.cmd.acme.spring-sale.cancel", "{}"},
+			{"pub", "--jetstream", "campaign.cmd.acme.autumn-sale.cancel", "{}"},
 			{"stream", "purge", "CAMPAIGN_DLQ", "-f"},
 			{"stream", "rmm", "CAMPAIGN_EVENTS", "1", "-f"},
 		} {
