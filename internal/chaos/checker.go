@@ -15,10 +15,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/events"
 )
 
 // The checker reads everything back at the end — CAMPAIGN_EVENTS,
@@ -550,7 +553,7 @@ func (c *Checker) checkCommands(hists map[string]*history, cmds []CmdRecord, byC
 				c.add(KindAppliedTwice, key, "command %s (%s) was refused (%s) but has events %v", r.ID, r.Verb, r.Detail, types)
 			}
 			continue
-		case r.Invalid == InvalidGhost:
+		case r.Invalid == InvalidGhost || r.Invalid == InvalidSquat:
 			if len(evs) > 0 {
 				c.add(KindFSM, key, "command %s for a campaign that does not exist has events %v", r.ID, types)
 			}
@@ -834,6 +837,9 @@ func (c *Checker) checkDownstream(ctx context.Context, hists map[string]*history
 	}
 }
 
+// maxReason bounds a dead letter's reason (CONTRACT guarantee 6: bounded).
+const maxReason = 1024
+
 // checkDLQ matches every DLQ entry with an invalid command the load sent:
 // each such command exactly once, with the reason its kind calls for, and
 // nothing else.
@@ -863,9 +869,14 @@ func (c *Checker) checkDLQ(ctx context.Context, cmds []CmdRecord, s *Summary) er
 			continue
 		}
 		count[id]++
-		need := map[string]string{InvalidBadJSON: "bad JSON", InvalidMismatch: "tenant_id", InvalidGhost: "unknown campaign"}[r.Invalid]
+		need := map[string]string{InvalidBadJSON: "bad JSON", InvalidMismatch: "tenant_id", InvalidGhost: "unknown campaign",
+			InvalidPoison: "does not match the subject's verb", InvalidSquat: "bad JSON"}[r.Invalid]
 		if !strings.Contains(reason, need) {
-			c.add(KindDLQ, r.Tenant+"/"+r.Campaign, "DLQ seq %d for %s (%s): reason %q does not say %q", m.Seq, id, r.Invalid, reason, need)
+			c.add(KindDLQ, r.Tenant+"/"+r.Campaign, "DLQ seq %d for %s (%s): reason %q does not say %q", m.Seq, id, r.Invalid, events.BoundReason(reason), need)
+		}
+		if len(reason) > maxReason || !utf8.ValidString(reason) {
+			c.add(KindDLQ, r.Tenant+"/"+r.Campaign, "DLQ seq %d for %s (%s): reason of %d bytes (valid UTF-8: %v), want at most %d bytes of UTF-8",
+				m.Seq, id, r.Invalid, len(reason), utf8.ValidString(reason), maxReason)
 		}
 		if wantSubj := "campaign.dlq." + r.Tenant + "." + r.Campaign; m.Subject != wantSubj {
 			c.add(KindDLQ, r.Tenant+"/"+r.Campaign, "DLQ seq %d for %s on %s, want %s", m.Seq, id, m.Subject, wantSubj)

@@ -5,6 +5,9 @@ package chaos
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -33,7 +36,23 @@ const (
 	InvalidBadJSON  = "bad-json"        // a body that is not JSON, on an existing campaign's subject
 	InvalidMismatch = "tenant-mismatch" // body tenant_id differs from the subject's tenant (an existing campaign)
 	InvalidGhost    = "ghost"           // a valid start for a campaign that does not exist ("unknown campaign")
+	// InvalidPoison: a pause of an existing campaign whose type holds
+	// 400,000 bytes of 0xff, which a reason quoting it without a bound
+	// makes too large for an event or a NATS message (review defect 1).
+	InvalidPoison = "poison"
+	// InvalidSquat: junk published by another tenant, on its own subject,
+	// under the command id the ingress would derive from a valid HTTP
+	// command's Idempotency-Key and body if that derivation were
+	// predictable (review defect 4); sent just before that HTTP command.
+	InvalidSquat = "squat"
 )
+
+// poisonBytes is the size of the poison command's type.
+const poisonBytes = 400_000
+
+// invalidKinds are the kinds the load cycles through (InvalidSquat aside:
+// it goes with HTTP commands, LoadConfig.Squats).
+var invalidKinds = []string{InvalidBadJSON, InvalidMismatch, InvalidGhost, InvalidPoison}
 
 // CmdRecord is one command the load sent, and what it was told.
 type CmdRecord struct {
@@ -79,6 +98,10 @@ type LoadConfig struct {
 	// PublishAttempts bounds the publishes of one NATS command (default 10;
 	// more while a stream has no leader for seconds).
 	PublishAttempts int
+	// Squats is how many HTTP commands are preceded by another tenant's
+	// junk under the id an unkeyed derivation would give them
+	// (InvalidSquat).
+	Squats int
 }
 
 // Load sends the commands and records them.
@@ -92,6 +115,7 @@ type Load struct {
 	mu       sync.Mutex
 	cmds     []*CmdRecord
 	existing []CampaignRef // campaigns whose create was stored
+	squats   int           // InvalidSquat commands sent
 }
 
 // CampaignRef names a campaign.
@@ -245,6 +269,7 @@ func (l *Load) send(ctx context.Context, rng *rand.Rand, tenant, id, verb string
 		} else {
 			path = "/api/v1/campaigns/" + id + "/" + verb
 		}
+		l.squat(ctx, rng, tenant, key, path, body)
 		outcome, detail, cmdID := l.http(ctx, rec, tenant, key, path, body)
 		l.mu.Lock()
 		rec.ID = cmdID
@@ -267,6 +292,50 @@ func (l *Load) send(ctx context.Context, rng *rand.Rand, tenant, id, verb string
 	outcome, detail := l.publish(ctx, rec, events.NewCommandMsg(env, ""))
 	l.finish(rec, outcome, detail)
 	return rec
+}
+
+// squat, for the first LoadConfig.Squats HTTP commands, has another
+// tenant publish junk on its own subject under the id that the command
+// (Idempotency-Key key, POST path with body, for tenant) would get if the
+// ingress derived it without its secret: an attacker who knows the
+// derivation and guesses the key and body, but not the secret. The junk
+// must be dead-lettered (bad JSON) and the command applied all the same.
+func (l *Load) squat(ctx context.Context, rng *rand.Rand, tenant, key, path string, body []byte) {
+	l.mu.Lock()
+	n := l.squats
+	if n >= l.cfg.Squats {
+		l.mu.Unlock()
+		return
+	}
+	l.squats++
+	l.mu.Unlock()
+	attacker := "intruder"
+	for _, t := range l.cfg.Tenants {
+		if t != tenant {
+			attacker = t
+			break
+		}
+	}
+	id := predictedCommandID(tenant, key, path, body)
+	target := CampaignRef{attacker, fmt.Sprintf("squat-%d-%04x", n, rng.Uint32()&0xffff)}
+	msg := nats.NewMsg(events.CommandSubject(target.Tenant, target.ID, "pause"))
+	msg.Header.Set(jetstream.MsgIDHeader, id)
+	msg.Data = []byte("junk")
+	rec := l.newRecord(CmdRecord{ID: id, Verb: "pause", Tenant: target.Tenant, Campaign: target.ID, Via: "nats", Invalid: InvalidSquat, Order: -1})
+	outcome, detail := l.publish(ctx, rec, msg)
+	l.finish(rec, outcome, detail)
+}
+
+// predictedCommandID is the command id the ingress derives for a POST to
+// path with body under Idempotency-Key key (internal/httpapi deriveIDs),
+// computed as an attacker would without the server's secret: with an
+// empty key. Only an ingress whose secret is empty (or a derivation that
+// ignores it) gives this id.
+func predictedCommandID(tenant, key, path string, body []byte) string {
+	sum := sha256.Sum256(body)
+	m := hmac.New(sha256.New, nil)
+	m.Write([]byte("campaign-orchestrator/idempotency\x00" + tenant + "\x00" + key + "\x00" + "POST " + path + " " + hex.EncodeToString(sum[:])))
+	return "idem-" + hex.EncodeToString(m.Sum(nil)[:16])
 }
 
 // publish publishes msg until JetStream acknowledges it (the same
@@ -377,7 +446,7 @@ func (l *Load) do(ctx context.Context, addr, tenant, key, path string, body []by
 // to a random campaign that exists (or to a ghost).
 func (l *Load) invalids(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(l.cfg.Seed, 0))
-	kinds := []string{InvalidBadJSON, InvalidMismatch, InvalidGhost}
+	kinds := invalidKinds
 	for n := range l.cfg.Invalid {
 		sleepCtx(ctx, randDur(rng, 0, l.cfg.Spread/time.Duration(max(l.cfg.Invalid, 1))+time.Second))
 		var target CampaignRef
@@ -421,6 +490,14 @@ func (l *Load) invalid(rng *rand.Rand, n int, kind string, target CampaignRef) (
 	case InvalidGhost:
 		target = CampaignRef{target.Tenant, fmt.Sprintf("ghost-%d", n)}
 		msg = events.NewCommandMsg(events.CommandEnvelope{ID: id, Type: "start", TenantID: target.Tenant, CampaignID: target.ID}, "")
+	case InvalidPoison:
+		msg = nats.NewMsg(events.CommandSubject(target.Tenant, target.ID, "pause"))
+		msg.Header.Set(jetstream.MsgIDHeader, id)
+		body := make([]byte, 0, poisonBytes+200)
+		body = append(body, `{"id":"`+id+`","type":"`...)
+		body = append(body, bytes.Repeat([]byte{0xff}, poisonBytes)...)
+		body = append(body, `","tenant_id":"`+target.Tenant+`","campaign_id":"`+target.ID+`"}`...)
+		msg.Data = body
 	}
 	verb := msg.Subject[strings.LastIndexByte(msg.Subject, '.')+1:]
 	rec := l.newRecord(CmdRecord{ID: id, Verb: verb, Tenant: target.Tenant, Campaign: target.ID, Via: "nats", Invalid: kind, Order: -1})

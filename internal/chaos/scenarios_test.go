@@ -145,7 +145,8 @@ func newScenarioNATS(t *testing.T, startNATS func(dir string) string) *scenario 
 		MaxVerbs:  4,
 		MaxGap:    500 * time.Millisecond,
 		HTTPShare: 0.5,
-		Invalid:   max(3, int(math.Round(6*s.scale))),
+		Invalid:   max(len(invalidKinds), int(math.Round(8*s.scale))),
+		Squats:    max(2, int(math.Round(4*s.scale))),
 	}, s.js, s.cl.LiveAddrs, t.Logf)
 	return s
 }
@@ -240,6 +241,15 @@ func (s *scenario) finish(quiesce time.Duration) *Summary {
 		for _, o := range s.cl.Orchs {
 			t.Logf("%s log (%s) ends:\n%s", o.Name, o.LogPath, tail(o.LogPath, 3000))
 		}
+		// The findings again, last, so that a CI excerpt of the output's end shows them.
+		for i, f := range sum.Findings {
+			if i == 20 {
+				t.Logf("… %d findings in all", len(sum.Findings))
+				break
+			}
+			t.Logf("finding %s %s: %s", f.Kind, f.Campaign, f.Detail)
+		}
+		t.Logf("SUMMARY %s", sum.Line())
 		t.Errorf("%s: the checker found problems (see the findings above); replay with -chaos.seed %d", s.name, s.seed)
 	}
 	return sum
