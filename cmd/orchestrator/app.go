@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -94,7 +95,7 @@ func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Option
 		if err := a.waitStreams(actx, specs); err != nil {
 			return nil, err
 		}
-	} else if err := specs.Apply(actx, a.js, events.Overrides{DuplicateWindow: cfg.DuplicateWindow, Replicas: cfg.StreamReplicas}); err != nil {
+	} else if err := a.applyStreams(actx, specs, events.Overrides{DuplicateWindow: cfg.DuplicateWindow, Replicas: cfg.StreamReplicas}); err != nil {
 		return nil, fmt.Errorf("apply streams: %w", err)
 	}
 	if !cfg.Redis.Configured() {
@@ -182,6 +183,65 @@ func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Option
 		}
 	}
 	return a, nil
+}
+
+// applyStreams creates or updates the streams and the consumer of specs,
+// trying again, with back-off until ctx ends, while JetStream cannot do it
+// yet: a cluster that is still forming (no meta leader, not enough peers
+// for the replicas), a server still starting. Any other refusal (a
+// permission, a conflicting configuration) fails at once.
+// applyTryTimeout bounds one try of applyStreams.
+const applyTryTimeout = 5 * time.Second
+
+func (a *App) applyStreams(ctx context.Context, specs events.Specs, ov events.Overrides) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval = 250*time.Millisecond, 5*time.Second
+	var last string
+	for tries := 1; ; tries++ {
+		// Each try has its own deadline: without a meta leader a request
+		// may get no answer at all.
+		tctx, cancel := context.WithTimeout(ctx, applyTryTimeout)
+		err := specs.Apply(tctx, a.js, ov)
+		timedOut := tctx.Err() != nil
+		cancel()
+		if err == nil {
+			if tries > 1 {
+				a.log.Info("streams applied", "tries", tries)
+			}
+			return nil
+		}
+		if ctx.Err() != nil || !(timedOut || jetStreamNotReady(err)) {
+			return err
+		}
+		if msg := err.Error(); msg != last {
+			a.log.Warn("JetStream cannot create the streams yet: trying again", "err", msg)
+			last = msg
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (JetStream still not ready when the start-up time ran out)", err)
+		case <-time.After(b.NextBackOff()):
+		}
+	}
+}
+
+// jetStreamNotReady reports whether err is JetStream not able to answer or
+// to place a stream yet, rather than refusing the request.
+func jetStreamNotReady(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		// 10008: the cluster is not available (no meta leader yet); 10023:
+		// insufficient resources (not enough peers up for the replicas);
+		// 10004: incomplete results; 10075: peer remap failed. Everything
+		// else (JetStream not enabled, replicas on a single server, a
+		// permission) is an answer that trying again cannot change.
+		switch apiErr.ErrorCode {
+		case 10008, 10023, 10004, 10075:
+			return true
+		}
+		return false
+	}
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout)
 }
 
 // waitStreams waits until every stream of specs and the consumer exist,

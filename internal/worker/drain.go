@@ -45,9 +45,6 @@ type drainer struct {
 	outbox []store.Message // in the store's outbox, oldest first
 	sent   int             // outbox[:sent] are published (trimmed by the next write or the release)
 	head   string          // the item the next write acts on first (Write.Head), then ""
-	// front, when set, is parked again by the next write at the inbox's
-	// front (Seq 0): the advance whose step that write starts.
-	front *store.Item
 	// ahead is the parked advance whose step this holder went on to in the
 	// write that parked it (commitOn): read ahead before that write, the
 	// inbox holding nothing else. Its step starts without another look.
@@ -342,8 +339,7 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 		// inbox until the step's result is written, moved to its front
 		// (whatever is parked meanwhile waits for the step's end, also on
 		// a holder that takes over should this one die).
-		d.front = &store.Item{ID: si.ID, Data: si.Data}
-		err := d.commit(ctx, it, r, false, si.ID)
+		err := d.commit(ctx, it, r, false, si.ID, store.Item{ID: si.ID, Data: si.Data})
 		if errors.Is(err, events.ErrEventTooLarge) {
 			return tooLarge(cmd, err)
 		}
@@ -465,11 +461,12 @@ func (d *drainer) runStep(ctx context.Context, c fsm.Campaign, it item, si store
 }
 
 // commit writes a transition with its events (and next advance) in the
-// outbox, then publishes the outbox. The events carry the traceparent of a
+// outbox, then publishes the outbox. park is parked again by the same
+// write: the advance whose step r starts, at the inbox's front (Seq 0). The events carry the traceparent of a
 // producer span "send campaign.evt…", the advance that of "send
 // campaign.cmd…", both children of ctx's span (the item's apply span) and
 // ended once the write and its publish are done.
-func (d *drainer) commit(ctx context.Context, it item, r fsm.Result, applied bool, dequeue string) (err error) {
+func (d *drainer) commit(ctx context.Context, it item, r fsm.Result, applied bool, dequeue string, park ...store.Item) (err error) {
 	var spans []trace.Span
 	defer func() {
 		for _, sp := range spans {
@@ -485,9 +482,7 @@ func (d *drainer) commit(ctx context.Context, it item, r fsm.Result, applied boo
 		return err
 	}
 	wr := store.Write{Campaign: &r.Campaign, Outbox: out}
-	if d.front != nil {
-		wr.Park, d.front = []store.Item{*d.front}, nil
-	}
+	wr.Park = park
 	if r.ScheduleAdvance {
 		_, adv, err := advance(r.Campaign, tracing.Traceparent(ctx))
 		if err != nil {
