@@ -45,10 +45,6 @@ type drainer struct {
 	outbox []store.Message // in the store's outbox, oldest first
 	sent   int             // outbox[:sent] are published (trimmed by the next write or the release)
 	head   string          // the item the next write acts on first (Write.Head), then ""
-	// ahead is the parked advance whose step this holder went on to in the
-	// write that parked it (commitOn): read ahead before that write, the
-	// inbox holding nothing else. Its step starts without another look.
-	ahead string
 }
 
 // drain empties the campaign's inbox in stream order, then releases the lock.
@@ -101,10 +97,8 @@ func (w *Worker) drain(ctx, run context.Context, l store.Lease, snap *store.Snap
 			return w.abandon(ctx, l, nil)
 		}
 		var pulled bool
-		if si.ID != d.ahead {
-			if err := w.retry(ctx, "read ahead", func() (err error) { pulled, err = d.readAhead(ctx, si.Seq); return err }); err != nil {
-				return err
-			}
+		if err := w.retry(ctx, "read ahead", func() (err error) { pulled, err = d.readAhead(ctx, si.Seq); return err }); err != nil {
+			return err
 		}
 		if pulled { // an earlier command was still in transit: start again from the head
 			if err := d.readInbox(ctx); err != nil {
@@ -323,12 +317,10 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 		return fmt.Errorf("apply %s to %s: %w", cmd.Verb, d.k, err)
 	}
 	if !r.RunStep {
-		var err error
-		if r.ScheduleAdvance {
-			err = d.commitOn(ctx, it, r, cmd.Verb != fsm.Advance, si)
-		} else {
-			err = d.commit(ctx, it, r, cmd.Verb != fsm.Advance, si.ID)
-		}
+		// What r schedules (its advance, parked) is read ahead of before
+		// it is applied: only once r is stored does the read see every
+		// command the stream accepted before it.
+		err := d.commit(ctx, it, r, cmd.Verb != fsm.Advance, si.ID)
 		if errors.Is(err, events.ErrEventTooLarge) {
 			return tooLarge(cmd, err)
 		}
@@ -346,10 +338,9 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 		if err != nil {
 			return err
 		}
-	} else if si.ID != d.ahead {
-		// The step started before (its holder crashed, or went on to it
-		// and then found the inbox changed): nothing may have been parked
-		// ahead of it since the inbox was read.
+	} else {
+		// The step started before (its holder crashed): nothing may have
+		// been parked ahead of it since the inbox was read.
 		if err := d.readInbox(ctx); err != nil {
 			return err
 		}
@@ -357,7 +348,7 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 			return store.ErrNotHead
 		}
 	}
-	d.head, d.ahead = "", "" // checked: the result is written whatever is parked meanwhile
+	d.head = "" // checked: the result is written whatever is parked meanwhile
 	return w.countApplied(d.runStep(ctx, r.Campaign, it, si), cmd.Verb)
 }
 
@@ -445,11 +436,14 @@ func (d *drainer) runStep(ctx context.Context, c fsm.Campaign, it item, si store
 		log.Info("step succeeded", "attempt", attempt, "duration", took)
 		r = fsm.StepSucceeded(cur, it.ID, attempt, res.Output, took, w.d.Now())
 	}
-	if callErr == nil {
-		err = d.commitOn(ctx, it, r, false, si)
-	} else {
-		err = d.commit(ctx, it, r, false, itemID)
-	}
+	// The result is written alone, its advance parked behind whatever
+	// waits: the step ends when its result is stored, and only a read
+	// ahead made after that (by the drain loop, before the advance's
+	// step.started) sees every pause or cancel the stream accepted while it
+	// ran (CONTRACT section 5). Going on to the next step in the same write
+	// would let one accepted after a read ahead made before it, but before
+	// the write, wait behind the next step.
+	err = d.commit(ctx, it, r, false, itemID)
 	if callErr == nil && errors.Is(err, events.ErrEventTooLarge) {
 		// Nothing was written: record the step as failed instead.
 		callErr = fmt.Errorf("output of %d bytes does not fit in an event (at most %d bytes)", len(res.Output), events.MaxEventBytes)
@@ -484,7 +478,7 @@ func (d *drainer) commit(ctx context.Context, it item, r fsm.Result, applied boo
 	wr := store.Write{Campaign: &r.Campaign, Outbox: out}
 	wr.Park = park
 	if r.ScheduleAdvance {
-		_, adv, err := advance(r.Campaign, tracing.Traceparent(ctx))
+		adv, err := advance(r.Campaign, tracing.Traceparent(ctx))
 		if err != nil {
 			return err
 		}
@@ -526,87 +520,19 @@ func (d *drainer) eventMsgs(ctx context.Context, evs ...[]fsm.Event) ([]store.Me
 	return out, span, nil
 }
 
-// advance returns the advance that c schedules, as the command and as the
-// inbox item the holder parks (store.SeqInternal: behind every command the
+// advance returns the advance that c schedules as the inbox item the
+// holder parks (store.SeqInternal: behind every command the
 // stream accepted). The advance never goes through the stream: the parked
 // item is the campaign's durable trigger, found by the next holder should
 // this one die (the backing message's redelivery, a new command, or the
 // sweep brings one).
-func advance(c fsm.Campaign, tp string) (fsm.Command, store.Item, error) {
+func advance(c fsm.Campaign, tp string) (store.Item, error) {
 	cmd, m := events.Advance(c, tp)
 	data, err := json.Marshal(item{Subject: m.Subject, ID: cmd.ID, Body: m.Data, Traceparent: tp})
 	if err != nil {
-		return fsm.Command{}, store.Item{}, err
+		return store.Item{}, err
 	}
-	return cmd, store.Item{ID: cmd.ID, Seq: store.SeqInternal, Data: data}, nil
-}
-
-// commitOn writes r, which schedules an advance, and goes on: when nothing
-// else waits in the inbox, the same write also holds what the advance does
-// (the next step's step.started, or campaign.completed), and the holder
-// then runs that step at once, its advance parked as the durable trigger.
-// Commands of the campaign still in transit are read ahead (parked) first,
-// so that a pause published while the step ran is applied before the next
-// step: the write, Sole on si, is refused if anything was parked. Refused,
-// r is written alone and its advance parked behind what waits.
-func (d *drainer) commitOn(ctx context.Context, it item, r fsm.Result, applied bool, si store.Item) (err error) {
-	w := d.w
-	tp := tracing.Traceparent(ctx)
-	cmd, adv, err := advance(r.Campaign, tp)
-	if err != nil {
-		return err
-	}
-	next, err := fsm.Apply(&r.Campaign, cmd, w.d.Now())
-	if err != nil || len(next.Events) == 0 || next.ScheduleAdvance {
-		return d.commit(ctx, it, r, applied, si.ID)
-	}
-	next.Campaign.Version = r.Campaign.Version // one stored change for both
-	if si.Seq < store.SeqInternal {
-		d.scanFrom = max(d.scanFrom, si.Seq+1) // si itself is parked
-	}
-	var pulled bool
-	if err := w.retry(ctx, "read ahead", func() (err error) { pulled, err = d.readAhead(ctx, store.SeqInternal); return err }); err != nil {
-		return err
-	}
-	if pulled {
-		return d.commit(ctx, it, r, applied, si.ID)
-	}
-	out, span, err := d.eventMsgs(ctx, r.Events, next.Events)
-	if errors.Is(err, events.ErrEventTooLarge) {
-		span.End() // this write is not made
-		return d.commit(ctx, it, r, applied, si.ID)
-	}
-	if span != nil {
-		defer func() { failSpan(span, err); span.End() }()
-	}
-	if err != nil {
-		return err
-	}
-	wr := store.Write{Campaign: &next.Campaign, Outbox: out, Head: si.ID, Sole: true, Dequeue: []string{si.ID}}
-	if next.RunStep {
-		adv.Seq = 0 // its step is in flight: first, whatever is parked meanwhile
-		wr.Park = []store.Item{adv}
-	}
-	if applied {
-		wr.Applied = []string{it.ID}
-	}
-	first := d.head != "" // nothing written for si yet: a head that moved means start again from it
-	err = d.write(ctx, wr)
-	if errors.Is(err, store.ErrNotHead) && (!first || (len(d.inbox) > 0 && d.inbox[0].ID == si.ID)) {
-		// Something waits behind si (or, after a step, ahead of it): si's
-		// own change alone, its advance behind what waits.
-		if first {
-			d.head = si.ID
-		}
-		return d.commit(ctx, it, r, applied, si.ID)
-	}
-	switch {
-	case err == nil && next.RunStep:
-		d.ahead = adv.ID // applied, and counted, when its step's result is written
-	case err == nil:
-		w.countApplied(nil, fsm.Advance) // the completion, applied here
-	}
-	return err
+	return store.Item{ID: cmd.ID, Seq: store.SeqInternal, Data: data}, nil
 }
 
 // dequeue drops an inbox item that changes nothing (a stale advance).
