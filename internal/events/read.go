@@ -2,9 +2,13 @@ package events
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -77,6 +81,32 @@ func NextCommand(ctx context.Context, stream jetstream.Stream, tenant, campaign 
 		from = 1
 	}
 	msg, err = stream.GetMsg(ctx, from, jetstream.WithGetMsgSubject(CampaignCommands(tenant, campaign)))
+	return nextResult(msg, err, tenant, campaign, from)
+}
+
+// NextCommandLinearizable is NextCommand for a read that must see every
+// message the stream acknowledged before it: on a replicated stream it asks
+// the stream's leader (STREAM.MSG.GET), because a direct get (allow_direct)
+// may be answered by a follower that has not stored yet what the leader
+// acknowledged. On a stream of one replica it is NextCommand's direct get.
+// The worker's read-ahead needs it: a pause it missed would wait behind the
+// campaign's next step (CONTRACT section 5).
+func NextCommandLinearizable(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, tenant, campaign string, from uint64) (*jetstream.RawStreamMsg, bool, error) {
+	info := stream.CachedInfo()
+	if info == nil || info.Config.Replicas <= 1 {
+		return NextCommand(ctx, stream, tenant, campaign, from)
+	}
+	if !ValidToken(tenant) || !ValidToken(campaign) {
+		return nil, false, fmt.Errorf("next command of %s/%s: bad tenant or campaign token", tenant, campaign)
+	}
+	if from == 0 {
+		from = 1
+	}
+	msg, err := leaderMsgGet(ctx, js, info.Config.Name, from, CampaignCommands(tenant, campaign))
+	return nextResult(msg, err, tenant, campaign, from)
+}
+
+func nextResult(msg *jetstream.RawStreamMsg, err error, tenant, campaign string, from uint64) (*jetstream.RawStreamMsg, bool, error) {
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, false, nil
 	}
@@ -84,4 +114,63 @@ func NextCommand(ctx context.Context, stream jetstream.Stream, tenant, campaign 
 		return nil, false, fmt.Errorf("next command of %s/%s from stream sequence %d: %w", tenant, campaign, from, err)
 	}
 	return msg, true, nil
+}
+
+// leaderMsgGet asks the stream's leader for the first message on subject
+// with sequence ≥ seq (the JetStream API's STREAM.MSG.GET, which only the
+// leader answers, unlike DIRECT.GET).
+func leaderMsgGet(ctx context.Context, js jetstream.JetStream, stream string, seq uint64, subject string) (*jetstream.RawStreamMsg, error) {
+	req, err := json.Marshal(struct {
+		Seq     uint64 `json:"seq"`
+		NextFor string `json:"next_by_subj"`
+	}{seq, subject})
+	if err != nil {
+		return nil, err
+	}
+	reply, err := js.Conn().RequestWithContext(ctx, apiPrefix(js)+"STREAM.MSG.GET."+stream, req)
+	if err != nil {
+		return nil, err
+	}
+	var resp struct {
+		Error   *jetstream.APIError `json:"error,omitempty"`
+		Message *struct {
+			Subject  string    `json:"subject"`
+			Sequence uint64    `json:"seq"`
+			Header   []byte    `json:"hdrs,omitempty"`
+			Data     []byte    `json:"data,omitempty"`
+			Time     time.Time `json:"time"`
+		} `json:"message,omitempty"`
+	}
+	if err := json.Unmarshal(reply.Data, &resp); err != nil {
+		return nil, fmt.Errorf("STREAM.MSG.GET %s: %w", stream, err)
+	}
+	if resp.Error != nil {
+		if resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound {
+			return nil, jetstream.ErrMsgNotFound
+		}
+		return nil, resp.Error
+	}
+	if resp.Message == nil {
+		return nil, fmt.Errorf("STREAM.MSG.GET %s: %w", stream, jetstream.ErrInvalidJetStreamResponse)
+	}
+	m := resp.Message
+	var hdr nats.Header
+	if len(m.Header) > 0 {
+		if hdr, err = nats.DecodeHeadersMsg(m.Header); err != nil {
+			return nil, fmt.Errorf("STREAM.MSG.GET %s: headers: %w", stream, err)
+		}
+	}
+	return &jetstream.RawStreamMsg{Subject: m.Subject, Sequence: m.Sequence, Header: hdr, Data: m.Data, Time: m.Time}, nil
+}
+
+// apiPrefix is the JetStream API prefix js sends its requests under.
+func apiPrefix(js jetstream.JetStream) string {
+	o := js.Options()
+	switch {
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "."
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	}
+	return jetstream.DefaultAPIPrefix
 }

@@ -184,6 +184,31 @@ func TestNextCommand(t *testing.T) {
 					t.Errorf("decode the read-ahead command: %v", err)
 				}
 			}
+			// The leader's STREAM.MSG.GET (NextCommandLinearizable on a
+			// replicated stream) answers the same, headers included.
+			for _, tt := range tests {
+				from := max(tt.from, 1)
+				msg, err := events.LeaderMsgGet(ctx, js, events.StreamCommands, from, events.CampaignCommands(tt.tenant, tt.campaign))
+				if tt.want == 0 {
+					if !errors.Is(err, jetstream.ErrMsgNotFound) {
+						t.Errorf("LeaderMsgGet(%s/%s, %d) = %v, %v, want ErrMsgNotFound", tt.tenant, tt.campaign, from, msg, err)
+					}
+					continue
+				}
+				if err != nil || msg.Sequence != tt.want || msg.Subject != events.CommandSubject(tt.tenant, tt.campaign, tt.verb) ||
+					msg.Header.Get(jetstream.MsgIDHeader) == "" || msg.Time.IsZero() {
+					t.Errorf("LeaderMsgGet(%s/%s, %d) = %+v, %v, want %d", tt.tenant, tt.campaign, from, msg, err, tt.want)
+					continue
+				}
+				if _, err := events.DecodeCommand(msg.Subject, msg.Header, msg.Data, testWorkflows); err != nil {
+					t.Errorf("decode the leader's command: %v", err)
+				}
+				// One replica: the linearizable read is the direct one.
+				lin, ok, err := events.NextCommandLinearizable(ctx, js, stream, tt.tenant, tt.campaign, tt.from)
+				if err != nil || !ok || lin.Sequence != tt.want {
+					t.Errorf("NextCommandLinearizable(%s/%s, %d) = %v %v %v, want %d", tt.tenant, tt.campaign, tt.from, lin, ok, err, tt.want)
+				}
+			}
 		})
 	}
 	if _, _, err := events.NextCommand(ctx, mustStream(t, js, events.StreamCommands), "acme", "*", 1); err == nil {

@@ -160,7 +160,7 @@ func (d *drainer) readInbox(ctx context.Context) error {
 func (d *drainer) readAhead(ctx context.Context, before uint64) (bool, error) {
 	pulled := false
 	for d.scanFrom < before {
-		raw, ok, err := events.NextCommand(ctx, d.w.commands, d.k.Tenant, d.k.Campaign, d.scanFrom)
+		raw, ok, err := events.NextCommandLinearizable(ctx, d.w.d.JS, d.w.commands, d.k.Tenant, d.k.Campaign, d.scanFrom)
 		if err != nil {
 			return pulled, fmt.Errorf("read ahead %s: %w", d.k, err)
 		}
