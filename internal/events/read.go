@@ -127,6 +127,17 @@ func leaderMsgGet(ctx context.Context, js jetstream.JetStream, stream string, se
 	if err != nil {
 		return nil, err
 	}
+	if _, ok := ctx.Deadline(); !ok {
+		// As the jetstream package does: a request whose responder died
+		// (a leader killed) is never answered.
+		timeout := js.Options().DefaultTimeout
+		if timeout <= 0 {
+			timeout = 5 * time.Second // the jetstream package's default
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	reply, err := js.Conn().RequestWithContext(ctx, apiPrefix(js)+"STREAM.MSG.GET."+stream, req)
 	if err != nil {
 		return nil, err
