@@ -585,8 +585,10 @@ func (d *drainer) write(ctx context.Context, wr store.Write) error {
 
 // flush publishes the outbox messages not published yet; the next write
 // (or the release) trims them. Events are published so that no sequence is
-// stored twice, even long after the stream's duplicate window; advances are
-// deduplicated by their id and, when stale, dropped by the state machine.
+// stored twice, even long after the stream's duplicate window. Only events
+// are written to the outbox now; an advance command is still published, for
+// an outbox written by a version that published its advances (deduplicated
+// by its id and, when stale, dropped by the state machine).
 func (d *drainer) flush(ctx context.Context) error {
 	w := d.w
 	msgs := d.outbox[d.sent:]
