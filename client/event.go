@@ -72,6 +72,7 @@ const (
 	ExtSequence    = "sequence" // the CloudEvents sequence extension: 20 zero-padded digits
 	ExtCommandID   = "commandid"
 	ExtTraceparent = "traceparent"
+	ExtFence       = "fence" // the writer's fencing token, decimal text
 )
 
 // Event is one event of a campaign: a CloudEvents 1.0 event (the CNCF
@@ -88,6 +89,9 @@ type Event struct {
 	CommandID string
 	// Traceparent is the trace context of that command, when it had one.
 	Traceparent string
+	// Fence is the fencing token of the worker that wrote the event (0 for
+	// events written before the service recorded it).
+	Fence uint64
 }
 
 // ParseEvent decodes the body of a message on campaign.evt.… with the
@@ -115,6 +119,9 @@ func ParseEvent(data []byte) (Event, error) {
 	if ce.Traceparent != "" {
 		e.SetExtension(ExtTraceparent, ce.Traceparent)
 	}
+	if ce.Fence != "" {
+		e.SetExtension(ExtFence, ce.Fence)
+	}
 	if len(ce.Data) > 0 && !bytes.Equal(bytes.TrimSpace(ce.Data), []byte("null")) {
 		e.DataEncoded = append([]byte(nil), ce.Data...)
 	}
@@ -122,7 +129,7 @@ func ParseEvent(data []byte) (Event, error) {
 		return Event{}, fmt.Errorf("client: event %q: %w", ce.ID, err)
 	}
 	return Event{Event: e, Seq: ce.Seq(), TenantID: ce.TenantID, CampaignID: ce.CampaignID,
-		CommandID: ce.CommandID, Traceparent: ce.Traceparent}, nil
+		CommandID: ce.CommandID, Traceparent: ce.Traceparent, Fence: ce.FenceToken()}, nil
 }
 
 // UnmarshalJSON decodes a CloudEvent as ParseEvent does.
@@ -207,6 +214,27 @@ type CreatedData struct {
 	Name     string   `json:"name"`
 	Workflow string   `json:"workflow"`
 	Steps    []string `json:"steps"`
+	// Params are the create command's params (nil when it had none).
+	Params json.RawMessage `json:"params,omitempty"`
+	// StepDefinitions are the workflow's steps as resolved at creation,
+	// in the order of Steps (absent from events of older versions).
+	StepDefinitions []StepDefinition `json:"step_definitions,omitempty"`
+}
+
+// StepDefinition is one step of a campaign's workflow as campaign.created
+// records it. Durations are Go duration text ("5s", "500ms").
+type StepDefinition struct {
+	Name    string           `json:"name"`
+	URL     string           `json:"url"`
+	Timeout string           `json:"timeout,omitempty"`
+	Retry   *RetryDefinition `json:"retry,omitempty"`
+}
+
+// RetryDefinition is a step's retry of listed HTTP statuses.
+type RetryDefinition struct {
+	MaxRetries    int    `json:"max_retries,omitempty"`
+	BackoffBase   string `json:"backoff_base,omitempty"`
+	RetryOnStatus []int  `json:"retry_on_status,omitempty"`
 }
 
 // StartedData is the data of campaign.started.

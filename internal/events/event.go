@@ -34,19 +34,24 @@ var ErrInvalidEvent = errors.New("invalid event")
 // with the extensions of CONTRACT section 4. Time is written in UTC with
 // milliseconds.
 type CloudEvent struct {
-	SpecVersion     string          `json:"specversion"`
-	ID              string          `json:"id"`
-	Source          string          `json:"source"`
-	Type            string          `json:"type"`
-	Subject         string          `json:"subject"`
-	Time            time.Time       `json:"time"`
-	DataContentType string          `json:"datacontenttype"`
-	TenantID        string          `json:"tenantid"`
-	CampaignID      string          `json:"campaignid"`
-	Sequence        string          `json:"sequence"`
-	CommandID       string          `json:"commandid,omitempty"`
-	Traceparent     string          `json:"traceparent,omitempty"`
-	Data            json.RawMessage `json:"data,omitempty"`
+	SpecVersion     string    `json:"specversion"`
+	ID              string    `json:"id"`
+	Source          string    `json:"source"`
+	Type            string    `json:"type"`
+	Subject         string    `json:"subject"`
+	Time            time.Time `json:"time"`
+	DataContentType string    `json:"datacontenttype"`
+	TenantID        string    `json:"tenantid"`
+	CampaignID      string    `json:"campaignid"`
+	Sequence        string    `json:"sequence"`
+	CommandID       string    `json:"commandid,omitempty"`
+	// Fence is the writer's fencing token in decimal (CloudEvents
+	// extension "fence"; text, as the CloudEvents Integer type stops at
+	// 2^31-1): what a campaign rebuilt from its history raises its
+	// fencing counter above. "" for events written before it existed.
+	Fence       string          `json:"fence,omitempty"`
+	Traceparent string          `json:"traceparent,omitempty"`
+	Data        json.RawMessage `json:"data,omitempty"`
 }
 
 // cloudEventJSON is CloudEvent with the time as text.
@@ -62,6 +67,7 @@ type cloudEventJSON struct {
 	CampaignID      string          `json:"campaignid"`
 	Sequence        string          `json:"sequence"`
 	CommandID       string          `json:"commandid,omitempty"`
+	Fence           string          `json:"fence,omitempty"`
 	Traceparent     string          `json:"traceparent,omitempty"`
 	Data            json.RawMessage `json:"data,omitempty"`
 }
@@ -78,8 +84,18 @@ func (e CloudEvent) withTimeText() cloudEventJSON {
 		SpecVersion: e.SpecVersion, ID: e.ID, Source: e.Source, Type: e.Type, Subject: e.Subject,
 		Time: e.Time.UTC().Format(timeLayout), DataContentType: e.DataContentType,
 		TenantID: e.TenantID, CampaignID: e.CampaignID, Sequence: e.Sequence,
-		CommandID: e.CommandID, Traceparent: e.Traceparent, Data: e.Data,
+		CommandID: e.CommandID, Fence: e.Fence, Traceparent: e.Traceparent, Data: e.Data,
 	}
+}
+
+// FenceToken returns the event's fence (0 when it has none or it is not a
+// number).
+func (e CloudEvent) FenceToken() uint64 {
+	n, err := strconv.ParseUint(e.Fence, 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // Seq returns the event's sequence number (0 when Sequence is not a number).
@@ -126,6 +142,7 @@ func NewEventMsg(tenant, campaign string, ev fsm.Event, traceparent string) (*na
 		CampaignID:      campaign,
 		Sequence:        FormatSequence(ev.Seq),
 		CommandID:       ev.CommandID,
+		Fence:           formatFence(ev.Fence),
 		Traceparent:     traceparent,
 		Data:            data,
 	})
@@ -145,6 +162,14 @@ func NewEventMsg(tenant, campaign string, ev fsm.Event, traceparent string) (*na
 	}
 	msg.Data = body
 	return msg, nil
+}
+
+// formatFence is the fence extension's text of fence ("" for 0: none).
+func formatFence(fence uint64) string {
+	if fence == 0 {
+		return ""
+	}
+	return strconv.FormatUint(fence, 10)
 }
 
 // MaxEventBytes bounds an event's body: CAMPAIGN_EVENTS and NATS take at most

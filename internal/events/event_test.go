@@ -12,7 +12,7 @@ import (
 
 func TestNewEventMsg(t *testing.T) {
 	zone := time.FixedZone("CET", 3600)
-	ev := fsm.Event{Seq: 7, Type: fsm.EvStepSucceeded, CommandID: "01CMD",
+	ev := fsm.Event{Seq: 7, Type: fsm.EvStepSucceeded, CommandID: "01CMD", Fence: 12,
 		Time: time.Date(2026, 11, 27, 11, 0, 1, 120_000_000, zone),
 		Data: map[string]any{"step": "segment", "attempt": 1, "duration_ms": 42, "output": json.RawMessage(`{}`)}}
 	const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -41,7 +41,7 @@ func TestNewEventMsg(t *testing.T) {
 		"type": "campaign.step.succeeded", "subject": "acme/spring-sale",
 		"time": "2026-11-27T10:00:01.120Z", "datacontenttype": "application/json",
 		"tenantid": "acme", "campaignid": "spring-sale", "sequence": "00000000000000000007",
-		"commandid": "01CMD", "traceparent": tp,
+		"commandid": "01CMD", "fence": "12", "traceparent": tp,
 	} {
 		if body[k] != want {
 			t.Errorf("body %s = %v, want %v", k, body[k], want)
@@ -56,7 +56,7 @@ func TestNewEventMsg(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ParseEvent: %v", err)
 	}
-	if ce.Seq() != 7 || ce.Type != fsm.EvStepSucceeded || !ce.Time.Equal(ev.Time) || ce.CommandID != "01CMD" {
+	if ce.Seq() != 7 || ce.Type != fsm.EvStepSucceeded || !ce.Time.Equal(ev.Time) || ce.CommandID != "01CMD" || ce.FenceToken() != 12 {
 		t.Errorf("parsed = %+v", ce)
 	}
 
@@ -72,6 +72,9 @@ func TestNewEventMsg(t *testing.T) {
 	}
 	if _, ok := body["traceparent"]; ok || msg.Header.Get("traceparent") != "" {
 		t.Errorf("traceparent present without one")
+	}
+	if _, ok := body["fence"]; ok {
+		t.Errorf("fence present without one: %v", body["fence"])
 	}
 	if msg.Subject != "campaign.evt.acme.c1.created" {
 		t.Errorf("subject = %q", msg.Subject)

@@ -185,7 +185,80 @@ type Event struct {
 	Type      string
 	Time      time.Time
 	CommandID string
-	Data      map[string]any
+	// Fence is the fencing token of the lock holder that writes the event
+	// (0: unknown). The state machine leaves it 0; the writer sets it, so
+	// that a campaign rebuilt from its history (internal/rebuild) knows the
+	// highest fence that ever wrote it.
+	Fence uint64
+	Data  map[string]any
+}
+
+// StepDef is a step as campaign.created's data holds it (step_definitions):
+// the workflow's full definition at creation, so that rebuilding the
+// campaign from its history needs no workflows file. Durations are Go
+// duration text ("5s", "500ms"), as in the workflows file.
+type StepDef struct {
+	Name    string    `json:"name"`
+	URL     string    `json:"url"`
+	Timeout string    `json:"timeout,omitempty"`
+	Retry   *RetryDef `json:"retry,omitempty"`
+}
+
+// RetryDef is a RetryPolicy as StepDef holds it.
+type RetryDef struct {
+	MaxRetries    int    `json:"max_retries,omitempty"`
+	BackoffBase   string `json:"backoff_base,omitempty"`
+	RetryOnStatus []int  `json:"retry_on_status,omitempty"`
+}
+
+// StepDefs returns steps as campaign.created's data holds them.
+func StepDefs(steps []Step) []StepDef {
+	out := make([]StepDef, len(steps))
+	for i, s := range steps {
+		d := StepDef{Name: s.Name, URL: s.URL}
+		if s.Timeout != 0 {
+			d.Timeout = s.Timeout.String()
+		}
+		if r := s.Retry; r != nil {
+			d.Retry = &RetryDef{MaxRetries: r.MaxRetries, RetryOnStatus: append([]int(nil), r.RetryOnStatus...)}
+			if r.BackoffBase != 0 {
+				d.Retry.BackoffBase = r.BackoffBase.String()
+			}
+		}
+		out[i] = d
+	}
+	return out
+}
+
+// ParseStepDefs is the inverse of StepDefs. It fails on a duration that
+// time.ParseDuration does not accept or a step without a name.
+func ParseStepDefs(defs []StepDef) ([]Step, error) {
+	out := make([]Step, len(defs))
+	for i, d := range defs {
+		if d.Name == "" {
+			return nil, fmt.Errorf("step %d: no name", i)
+		}
+		s := Step{Name: d.Name, URL: d.URL}
+		if d.Timeout != "" {
+			t, err := time.ParseDuration(d.Timeout)
+			if err != nil {
+				return nil, fmt.Errorf("step %s: timeout: %w", d.Name, err)
+			}
+			s.Timeout = t
+		}
+		if r := d.Retry; r != nil {
+			s.Retry = &RetryPolicy{MaxRetries: r.MaxRetries, RetryOnStatus: append([]int(nil), r.RetryOnStatus...)}
+			if r.BackoffBase != "" {
+				b, err := time.ParseDuration(r.BackoffBase)
+				if err != nil {
+					return nil, fmt.Errorf("step %s: retry backoff_base: %w", d.Name, err)
+				}
+				s.Retry.BackoffBase = b
+			}
+		}
+		out[i] = s
+	}
+	return out, nil
 }
 
 // Errors returned by Apply.
@@ -339,7 +412,11 @@ func create(cmd Command, now time.Time) (Result, error) {
 	for i, s := range cmd.Workflow.Steps {
 		steps[i] = s.Name
 	}
-	r.emit(EvCreated, cmd.ID, now, map[string]any{"name": cmd.Create.Name, "workflow": cmd.Workflow.Name, "steps": steps})
+	data := map[string]any{"name": cmd.Create.Name, "workflow": cmd.Workflow.Name, "steps": steps, "step_definitions": StepDefs(cmd.Workflow.Steps)}
+	if len(cmd.Create.Params) > 0 {
+		data["params"] = cmd.Create.Params
+	}
+	r.emit(EvCreated, cmd.ID, now, data)
 	if cmd.Create.Start {
 		r.Campaign.State = Running
 		r.emit(EvStarted, cmd.ID, now, map[string]any{"from": string(Pending)})

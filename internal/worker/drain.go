@@ -510,6 +510,7 @@ func (d *drainer) eventMsgs(ctx context.Context, evs ...[]fsm.Event) ([]store.Me
 	out := make([]store.Message, 0, n)
 	for _, e := range evs {
 		for _, ev := range e {
+			ev.Fence = d.l.Fence // the writer's: a rebuild's fence floor
 			m, err := events.NewEventMsg(d.k.Tenant, d.k.Campaign, ev, tp)
 			if err != nil {
 				return nil, span, err
