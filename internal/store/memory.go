@@ -708,3 +708,73 @@ func (m *Memory) Close() error {
 	})
 	return nil
 }
+
+// Install implements Store.
+func (m *Memory) Install(ctx context.Context, in Install) (Installed, error) {
+	k := Key{Tenant: in.Campaign.Tenant, Campaign: in.Campaign.ID}
+	if err := checkInstall(in); err != nil {
+		return Installed{}, fmt.Errorf("install %s: %w", k, err)
+	}
+	data, err := json.Marshal(in.Campaign)
+	if err != nil {
+		return Installed{}, fmt.Errorf("install %s: encode: %w", k, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	var lock string
+	if in.Lease != nil {
+		lock = lockValue(in.Lease.Token, in.Lease.Seq)
+	}
+	c := m.get(k, now)
+	if c != nil && c.data != nil {
+		if in.ID != "" && c.wid == in.ID { // this install, retried
+			res := Installed{Installed: true}
+			if lock != "" && c.lockToken == lock {
+				res.Fence = c.fenceCtr
+			}
+			return res, nil
+		}
+		return Installed{}, nil
+	}
+	if lock != "" && (c == nil || c.lockToken != lock) {
+		return Installed{}, fmt.Errorf("install %s: %w", k, ErrLockLost)
+	}
+	var expires time.Time
+	if in.Campaign.State.Terminal() {
+		if expires = in.Campaign.EndedAt.Add(m.retention); !now.Before(expires) {
+			return Installed{Expired: true}, nil
+		}
+	}
+	if c == nil {
+		c = m.getOrNew(k, now)
+	}
+	if in.ID == "" {
+		in.ID = NewToken()
+	}
+	c.data, c.version, c.fence, c.wid = data, in.Campaign.Version, in.Campaign.Fence, in.ID
+	c.state, c.created = in.Campaign.State, in.Campaign.CreatedAt.UnixMilli()
+	c.expires = expires
+	for _, id := range in.Applied {
+		if c.ledger == nil {
+			c.ledger = map[string]struct{}{}
+		}
+		c.ledger[id] = struct{}{}
+		delete(c.inbox, id)
+	}
+	for _, it := range in.Park {
+		if _, ok := c.inbox[it.ID]; !ok {
+			if c.inbox == nil {
+				c.inbox = map[string]Item{}
+			}
+			c.inbox[it.ID] = Item{ID: it.ID, Seq: it.Seq, Data: slices.Clone(it.Data)}
+		}
+	}
+	c.fenceCtr = max(c.fenceCtr, in.Campaign.Fence)
+	res := Installed{Installed: true}
+	if lock != "" {
+		c.fenceCtr++
+		res.Fence = c.fenceCtr
+	}
+	return res, nil
+}

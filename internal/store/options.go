@@ -121,6 +121,28 @@ func lockSeq(v string) uint64 {
 // checkWrite rejects a Write whose campaign is not the lease's, and an
 // outbox without a campaign (only a campaign write can recognise its own
 // retry, so only it may append).
+func checkInstall(in Install) error {
+	k := Key{Tenant: in.Campaign.Tenant, Campaign: in.Campaign.ID}
+	if err := k.check(); err != nil {
+		return err
+	}
+	if in.Lease != nil && in.Lease.Key != k {
+		return fmt.Errorf("install of %s under the lease of %s: %w", k, in.Lease.Key, ErrInvalid)
+	}
+	if in.Campaign.Version == 0 || !in.Campaign.State.Valid() {
+		return fmt.Errorf("install of %s: version %d, state %q: %w", k, in.Campaign.Version, in.Campaign.State, ErrInvalid)
+	}
+	if in.Campaign.State.Terminal() && in.Campaign.EndedAt == nil {
+		return fmt.Errorf("install of %s: %s without an end time: %w", k, in.Campaign.State, ErrInvalid)
+	}
+	for _, it := range in.Park {
+		if it.ID == "" || it.Seq > SeqInternal {
+			return fmt.Errorf("install of %s: parked item %q (seq %d): %w", k, it.ID, it.Seq, ErrInvalid)
+		}
+	}
+	return nil
+}
+
 func checkWrite(w Write) error {
 	if err := w.Lease.Key.check(); err != nil {
 		return err

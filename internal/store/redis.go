@@ -53,6 +53,10 @@ func lua(name string) string {
 //	                   the state is terminal): the campaigns in that state
 //	P:{campaign-states}:stamp    HASH "t/c" -> stamp of the entry shown
 //
+// A campaign rebuilt from its history (Install) is written by one script
+// too, only where the state hash has no data, with the same fields and
+// expiries as a commit.
+//
 // Every change of a campaign is one script; the scripts check the lock token
 // and the fence in the same step as the write.
 //
@@ -100,6 +104,7 @@ type redisScripts struct {
 	ixCount    *redis.Script
 	secret     *redis.Script
 	deleteIdem *redis.Script
+	install    *redis.Script
 }
 
 func newRedisScripts() redisScripts {
@@ -119,6 +124,7 @@ func newRedisScripts() redisScripts {
 		ixCount:    redis.NewScript(ixCountSrc),
 		secret:     redis.NewScript(secretSrc),
 		deleteIdem: redis.NewScript(deleteIdemSrc),
+		install:    redis.NewScript(installSrc),
 	}
 }
 

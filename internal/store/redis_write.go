@@ -225,3 +225,74 @@ func (r *Redis) Applied(ctx context.Context, k Key, id string) (bool, error) {
 	}
 	return true, nil
 }
+
+// installSrc: KEYS state ledger inbox inboxdata lock fence; ARGV data
+// version fence-floor state terminal(1/0) ended_ms retention_ms lock-value
+// ("": no lease) install-id n_applied applied... n_park (id seq data)....
+// Returns {0 (installed, or installed already by this id), 1 (a state
+// exists), 2 (ended longer ago than the retention) or 3 (lock lost), the
+// lease's new fence (0 without a lease), state index entry to repair or an
+// empty string}. Like commit, it records the state index entry (ix) and
+// gives the state, ledger and fence keys the expiry of a terminal campaign
+// (the retention after its end) or none.
+var installSrc = ixDirtyLua + lua("install")
+
+// Install implements Store. The tenant's index entry (List) is added just
+// before the script, as Commit does for a campaign's first write.
+func (r *Redis) Install(ctx context.Context, in Install) (Installed, error) {
+	k := Key{Tenant: in.Campaign.Tenant, Campaign: in.Campaign.ID}
+	if err := checkInstall(in); err != nil {
+		return Installed{}, fmt.Errorf("install %s: %w", k, err)
+	}
+	data, err := json.Marshal(in.Campaign)
+	if err != nil {
+		return Installed{}, fmt.Errorf("install %s: encode: %w", k, err)
+	}
+	terminal, ended := "0", int64(0)
+	if c := in.Campaign; c.State.Terminal() {
+		terminal, ended = "1", c.EndedAt.UnixMilli()
+	}
+	lock := ""
+	if l := in.Lease; l != nil {
+		lock = lockValue(l.Token, l.Seq)
+	}
+	if in.ID == "" {
+		in.ID = NewToken()
+	}
+	args := make([]any, 0, 12+len(in.Applied)+3*len(in.Park))
+	args = append(args, data, in.Campaign.Version, in.Campaign.Fence, string(in.Campaign.State), terminal, ended,
+		ttlMillis(r.retention), lock, in.ID, len(in.Applied))
+	for _, id := range in.Applied {
+		args = append(args, id)
+	}
+	args = append(args, len(in.Park))
+	for _, it := range in.Park {
+		args = append(args, it.ID, it.Seq, it.Data)
+	}
+	if err := r.client.ZAdd(ctx, r.indexKey(k.Tenant), redis.Z{Score: float64(in.Campaign.CreatedAt.UnixMilli()), Member: k.Campaign}).Err(); err != nil {
+		return Installed{}, fmt.Errorf("install %s: index: %w", k, err)
+	}
+	ks := r.keys(k)
+	raw, err := r.scripts.install.Run(ctx, r.client,
+		[]string{ks.state, ks.ledger, ks.inbox, ks.inboxData, ks.lock, ks.fence}, args...).Slice()
+	if err != nil {
+		return Installed{}, fmt.Errorf("install %s: %w", k, err)
+	}
+	if len(raw) != 3 {
+		return Installed{}, fmt.Errorf("install %s: unexpected script answer %v", k, raw)
+	}
+	code, _ := raw[0].(int64)
+	fence, _ := raw[1].(int64)
+	r.repairIndex(ctx, k, raw[2])
+	switch code {
+	case 0:
+		return Installed{Installed: true, Fence: uint64(fence)}, nil
+	case 1:
+		return Installed{}, nil
+	case 2:
+		return Installed{Expired: true}, nil
+	case 3:
+		return Installed{}, fmt.Errorf("install %s: %w", k, ErrLockLost)
+	}
+	return Installed{}, fmt.Errorf("install %s: unexpected script answer %d", k, code)
+}

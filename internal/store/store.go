@@ -163,6 +163,43 @@ type Write struct {
 	Park []Item
 }
 
+// Install is a campaign rebuilt from its event history (internal/rebuild),
+// for Store.Install: the state the store lost, never a newer one.
+type Install struct {
+	// ID names this install, chosen by the caller once (NewToken) and kept
+	// for every retry: a retry after a lost reply finds its own install
+	// (Installed true again) instead of a state that exists. Empty: the
+	// store picks one.
+	ID string
+	// Campaign is the rebuilt state. Its Fence is the fence floor: the
+	// highest fencing token the history shows.
+	Campaign fsm.Campaign
+	// Applied are the command ids the campaign's ledger must hold.
+	Applied []string
+	// Park adds items to the inbox as Write.Park does: the rebuilt
+	// campaign's durable trigger when it has work pending.
+	Park []Item
+	// Lease, when not nil, is the caller's hold of the campaign's lock
+	// (taken while the state was missing, so with a fencing token that may
+	// be below the floor): the install is made only if it still holds the
+	// lock (ErrLockLost), and its fencing token is raised above the floor
+	// (Installed.Fence), so that it can go on writing.
+	Lease *Lease
+}
+
+// Installed is the answer of Install.
+type Installed struct {
+	// Installed: the campaign was written (or had been, by this install).
+	// False with Expired false: a state exists; nothing was written.
+	Installed bool
+	// Expired: the campaign ended longer ago than the retention, so its
+	// state expired rather than got lost; nothing was written.
+	Expired bool
+	// Fence, with Install.Lease, is the lease's fencing token from now on
+	// (Lease.Fence must be set to it): above every fence of the history.
+	Fence uint64
+}
+
 // SeqInternal is the Seq of an advance the lock holder parks behind every
 // command the stream accepted (Write.Park), so that a pause waiting in the
 // inbox is applied before the next step.
@@ -261,6 +298,20 @@ type Store interface {
 	TrimOutbox(ctx context.Context, l Lease, published []Message) error
 	// Applied reports whether id is in the campaign's ledger.
 	Applied(ctx context.Context, k Key, id string) (bool, error)
+	// Install writes a campaign rebuilt from its history (CONTRACT
+	// guarantee 8) if it has no state: in one atomic step it stores
+	// in.Campaign (version, fence and state as given), adds in.Applied to
+	// the ledger, removes from the inbox the items whose ids it holds
+	// (Enqueue would have refused them: they were parked while the ledger
+	// was lost), parks in.Park, and raises the fencing counter to at least
+	// in.Campaign.Fence, so that the next lock's fencing token is above
+	// every fence of the history. A terminal campaign expires with its
+	// ledger and fencing counter the retention after its EndedAt; one that
+	// ended longer ago than that is not written (Expired). A state that
+	// exists is never overwritten (Installed false). ErrLockLost when
+	// in.Lease no longer holds the lock; ErrInvalid for a key or campaign
+	// the store cannot use.
+	Install(ctx context.Context, in Install) (Installed, error)
 
 	// List returns the tenant's campaigns in creation order (CreatedAt to
 	// the millisecond, then ID), optionally only those in state ("" for

@@ -85,6 +85,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"SnapshotAndHead", testSnapshotAndHead},
 		{"ParkAndSole", testParkAndSole},
 		{"ExtendAll", testExtendAll},
+		{"Install", testInstall},
+		{"InstallUnderLease", testInstallUnderLease},
+		{"InstallTerminal", testInstallTerminal},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1695,4 +1698,169 @@ func itemIDs(items []store.Item) []string {
 		ids[i] = it.ID
 	}
 	return ids
+}
+
+// rebuilt is a campaign as internal/rebuild returns it: version, fence
+// floor and all, for Install.
+func rebuilt(k store.Key, version, floor uint64, state fsm.State) fsm.Campaign {
+	c := *newCampaign(k, version, state)
+	c.Fence = floor
+	if state.Terminal() {
+		ended := time.Now().UTC()
+		c.EndedAt = &ended
+	}
+	return c
+}
+
+// testInstall: a campaign rebuilt from its history is written only where
+// no state exists, with its ledger, its trigger and a fencing counter
+// above the floor; a retry finds its own install.
+func testInstall(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	k := store.Key{Tenant: "acme", Campaign: "rebuilt"}
+	c := rebuilt(k, 9, 40, fsm.Running)
+	trigger := store.Item{ID: "acme.rebuilt.advance.9.00", Seq: store.SeqInternal, Data: []byte("advance")}
+	in := store.Install{ID: store.NewToken(), Campaign: c, Applied: []string{"create-1", "pause-2"}, Park: []store.Item{trigger}}
+	res, err := s.Install(ctx, in)
+	if err != nil || !res.Installed || res.Expired || res.Fence != 0 {
+		t.Fatalf("Install on a campaign with no state = %+v, %v; want installed", res, err)
+	}
+	sameCampaign(t, mustLoad(t, s, k), c, 40)
+	for _, id := range in.Applied {
+		if !applied(t, s, k, id) {
+			t.Errorf("%s not in the ledger after the install", id)
+		}
+	}
+	if got := inboxIDs(t, s, k, 0); !slices.Equal(got, []string{trigger.ID}) {
+		t.Errorf("inbox after the install = %v, want the trigger", got)
+	}
+	if res, err := s.Enqueue(ctx, k, item("pause-2", 3), store.Claim{}); err != nil || !res.Duplicate {
+		t.Errorf("a command id of the history enqueued again: %+v, %v; want a duplicate", res, err)
+	}
+
+	// Retried after a lost reply: its own install.
+	if res, err := s.Install(ctx, in); err != nil || !res.Installed {
+		t.Fatalf("Install retried = %+v, %v; want installed", res, err)
+	}
+	// Another install never overwrites the state.
+	other := in
+	other.ID = store.NewToken()
+	other.Campaign = rebuilt(k, 3, 1, fsm.Paused)
+	other.Applied = []string{"x"}
+	if res, err := s.Install(ctx, other); err != nil || res.Installed || res.Expired {
+		t.Fatalf("Install over a state = %+v, %v; want not installed", res, err)
+	}
+	sameCampaign(t, mustLoad(t, s, k), c, 40)
+	if applied(t, s, k, "x") {
+		t.Error("a refused install wrote its ledger")
+	}
+
+	// The next lock's fence is above the floor; the trigger drains.
+	l, err := s.Take(ctx, k, claim(longTTL))
+	if err != nil || l == nil {
+		t.Fatalf("Take after the install: %v, %v", l, err)
+	}
+	if l.Fence <= 40 {
+		t.Fatalf("fence %d after an install with floor 40", l.Fence)
+	}
+	next := c
+	next.Version++
+	mustCommit(t, s, store.Write{Lease: *l, Campaign: &next, Dequeue: []string{trigger.ID}})
+	mustRelease(t, s, *l, true)
+
+	counts, err := s.CountByState(ctx)
+	if err != nil || counts[fsm.Running] < 1 {
+		t.Errorf("CountByState after the install = %v, %v", counts, err)
+	}
+	page, err := s.List(ctx, k.Tenant, "", "", 0)
+	if err != nil || !slices.ContainsFunc(page.Campaigns, func(x fsm.Campaign) bool { return x.ID == k.Campaign }) {
+		t.Errorf("List after the install: %+v, %v", page, err)
+	}
+
+	bad := c
+	bad.Version = 0
+	_, err = s.Install(ctx, store.Install{Campaign: bad})
+	wantErr(t, "Install of version 0", err, store.ErrInvalid)
+	bad = c
+	bad.ID = ""
+	_, err = s.Install(ctx, store.Install{Campaign: bad})
+	wantErr(t, "Install without an id", err, store.ErrInvalid)
+}
+
+// testInstallUnderLease: a worker that took a campaign's lock while its
+// state was missing installs the rebuilt state under that lock: commands
+// parked meanwhile whose ids the history shows applied leave the inbox, and
+// the lease's fence rises above the floor (the old one is refused).
+func testInstallUnderLease(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	k := store.Key{Tenant: "acme", Campaign: "rebuilt-held"}
+	l := mustLease(t, s, k, item("pause-2", 5), longTTL) // an old command, redelivered
+	mustNoLease(t, s, k, item("resume-3", 6))           // a new one
+	if l.Fence >= 40 {
+		t.Fatalf("fence %d on an empty store", l.Fence)
+	}
+	c := rebuilt(k, 9, 40, fsm.Paused)
+	in := store.Install{ID: store.NewToken(), Campaign: c, Applied: []string{"create-1", "pause-2"}, Lease: &l}
+
+	stranger := l
+	stranger.Token = store.NewToken()
+	_, err := s.Install(ctx, store.Install{ID: store.NewToken(), Campaign: c, Lease: &stranger})
+	wantErr(t, "Install under a lock not held", err, store.ErrLockLost)
+	wantNotFound(t, s, k)
+
+	res, err := s.Install(ctx, in)
+	if err != nil || !res.Installed || res.Fence <= 40 {
+		t.Fatalf("Install under the lease = %+v, %v; want installed with a fence above 40", res, err)
+	}
+	if got := inboxIDs(t, s, k, 0); !slices.Equal(got, []string{"resume-3"}) {
+		t.Errorf("inbox after the install = %v, want only the command the history does not show", got)
+	}
+	if again, err := s.Install(ctx, in); err != nil || !again.Installed || again.Fence != res.Fence {
+		t.Fatalf("Install retried = %+v, %v; want installed, fence %d", again, err, res.Fence)
+	}
+	next := c
+	next.Version++
+	err = s.Commit(ctx, store.Write{Lease: l, Campaign: &next, Dequeue: []string{"resume-3"}})
+	wantErr(t, "Commit with the fence from before the install", err, store.ErrLockLost)
+	l.Fence = res.Fence
+	mustCommit(t, s, store.Write{Lease: l, Campaign: &next, Applied: []string{"resume-3"}, Dequeue: []string{"resume-3"}})
+	sameCampaign(t, mustLoad(t, s, k), next, res.Fence)
+	mustRelease(t, s, l, true)
+	if l2 := mustLease(t, s, k, item("cancel-4", 7), longTTL); l2.Fence <= res.Fence {
+		t.Fatalf("fence %d after %d", l2.Fence, res.Fence)
+	}
+}
+
+// testInstallTerminal: an ended campaign is installed to expire when it
+// would have (the retention after its end); one that ended longer ago than
+// that had expired, not been lost, and is not written.
+func testInstallTerminal(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	old := store.Key{Tenant: "acme", Campaign: "rebuilt-old"}
+	c := rebuilt(old, 5, 3, fsm.Completed)
+	ended := time.Now().Add(-2 * Retention)
+	c.EndedAt = &ended
+	res, err := s.Install(ctx, store.Install{Campaign: c, Applied: []string{"create-1"}})
+	if err != nil || res.Installed || !res.Expired {
+		t.Fatalf("Install of a campaign ended 2 retentions ago = %+v, %v; want expired", res, err)
+	}
+	wantNotFound(t, s, old)
+	if applied(t, s, old, "create-1") {
+		t.Error("an expired install wrote its ledger")
+	}
+
+	k := store.Key{Tenant: "acme", Campaign: "rebuilt-ended"}
+	c = rebuilt(k, 5, 3, fsm.Cancelled)
+	res, err = s.Install(ctx, store.Install{Campaign: c, Applied: []string{"create-1"}})
+	if err != nil || !res.Installed {
+		t.Fatalf("Install of a campaign just ended = %+v, %v", res, err)
+	}
+	sameCampaign(t, mustLoad(t, s, k), c, 3)
+	eventually(t, "the installed ended campaign expires", func() bool {
+		_, err := s.Load(ctx, k)
+		return errors.Is(err, store.ErrNotFound)
+	})
+	if applied(t, s, k, "create-1") {
+		t.Error("the ledger outlived the installed campaign")
+	}
 }
