@@ -1795,7 +1795,7 @@ func testInstallUnderLease(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	k := store.Key{Tenant: "acme", Campaign: "rebuilt-held"}
 	l := mustLease(t, s, k, item("pause-2", 5), longTTL) // an old command, redelivered
-	mustNoLease(t, s, k, item("resume-3", 6))           // a new one
+	mustNoLease(t, s, k, item("resume-3", 6))            // a new one
 	if l.Fence >= 40 {
 		t.Fatalf("fence %d on an empty store", l.Fence)
 	}
