@@ -25,6 +25,26 @@ func History(ctx context.Context, js jetstream.JetStream, tenant, campaign strin
 	if err != nil {
 		return nil, fmt.Errorf("history of %s: stream %s: %w", key, StreamEvents, err)
 	}
+	return history(ctx, stream, tenant, campaign)
+}
+
+// History is the package's History through p's stream handle (no
+// STREAM.INFO request).
+func (p *Publisher) History(ctx context.Context, tenant, campaign string) ([]CloudEvent, error) {
+	key := tenant + "/" + campaign
+	if !ValidToken(tenant) || !ValidToken(campaign) {
+		return nil, fmt.Errorf("history of %s: bad tenant or campaign token: %w", key, ErrInvalidEvent)
+	}
+	stream, err := p.streamHandle(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("history of %s: stream %s: %w", key, StreamEvents, err)
+	}
+	return history(ctx, stream, tenant, campaign)
+}
+
+// history walks stream (CAMPAIGN_EVENTS) for the campaign's events.
+func history(ctx context.Context, stream jetstream.Stream, tenant, campaign string) ([]CloudEvent, error) {
+	key := tenant + "/" + campaign
 	filter := CampaignEvents(tenant, campaign)
 	var out []CloudEvent
 	for seq := uint64(1); ; {

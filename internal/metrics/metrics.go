@@ -32,6 +32,7 @@
 //	orchestrator_lock_contentions_total                  commands parked behind another holder of their campaign's lock
 //	orchestrator_lock_lost_total                         holders that found their lock lost while draining
 //	orchestrator_fencing_rejections_total{reason}        store writes refused (lock lost / version conflict)
+//	orchestrator_campaigns_rebuilt_total                 campaigns whose lost state a worker rebuilt from their history
 //	orchestrator_consumer_*                              the JetStream consumer's counts (ConsumerCollector)
 //	orchestrator_campaigns{state}                        campaigns by state (CampaignsCollector)
 //	orchestrator_collector_errors_total{collector}       failed reads of the two collectors above
@@ -114,6 +115,7 @@ type Metrics struct {
 	lockLost     prometheus.Counter
 	fenced       *prometheus.CounterVec
 	fetchFailed  prometheus.Counter
+	rebuilt      prometheus.Counter
 
 	// Pre-resolved children of the verb-labelled counters, by verb: the hot
 	// path avoids hashing label values.
@@ -195,6 +197,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: Namespace, Name: "fetch_failures_total",
 			Help: "Pulls from the command consumer that failed (no responders while a stream or consumer leader is down, say); the worker backs off meanwhile.",
 		}),
+		rebuilt: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "campaigns_rebuilt_total",
+			Help: "Campaigns whose state the store had lost (Redis restarted empty, say), rebuilt from their history in CAMPAIGN_EVENTS by a worker that met one of their commands.",
+		}),
 	}
 	if reg != nil {
 		register(reg, &m.received)
@@ -211,6 +217,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		register(reg, &m.lockLost)
 		register(reg, &m.fenced)
 		register(reg, &m.fetchFailed)
+		register(reg, &m.rebuilt)
 	}
 
 	// Every bounded series exists from the start, at zero: rate() and the
@@ -447,6 +454,15 @@ func (m *Metrics) LockLost() {
 		return
 	}
 	m.lockLost.Inc()
+}
+
+// CampaignRebuilt counts a campaign whose lost state was rebuilt from its
+// history.
+func (m *Metrics) CampaignRebuilt() {
+	if m == nil {
+		return
+	}
+	m.rebuilt.Inc()
 }
 
 // FetchFailed counts a failed pull from the command consumer.

@@ -271,22 +271,10 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 	} else if err != nil {
 		return err
 	}
-	if cur == nil && cmd.Verb == fsm.Create {
-		// A campaign that ended and expired from the store keeps its events
-		// for the stream's max age: reusing its id would mix two histories.
-		var used bool
-		if err := w.retry(ctx, "read last event", func() (err error) {
-			_, used, err = w.events.Last(ctx, d.k.Tenant, d.k.Campaign)
+	if cur == nil {
+		// Its state may have been lost: rebuilt, never new (rebuild.go).
+		if done, err := d.meetMissing(ctx, it, si, cmd); done {
 			return err
-		}); err != nil {
-			return err
-		}
-		if used {
-			log.Warn("create of a campaign id whose history is still kept: dead-lettered")
-			if err := d.deadLetter(ctx, it, si.Seq, invalid(cmd, "campaign id already used: its history is still in "+events.StreamEvents), metrics.DLQInvalid); err != nil {
-				return err
-			}
-			return d.settle(ctx, si.ID)
 		}
 	}
 	r, err := fsm.Apply(cur, cmd, now)

@@ -111,6 +111,8 @@ type Store interface {
 	Load(ctx context.Context, k store.Key) (fsm.Campaign, error)
 	Outbox(ctx context.Context, k store.Key) ([]store.Message, error)
 	CommitRead(ctx context.Context, w store.Write) ([]store.Item, error)
+	// A campaign whose state was lost, rebuilt from its history (rebuild.go).
+	Installer
 	Ping(ctx context.Context) error
 }
 

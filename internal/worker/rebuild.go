@@ -1,0 +1,153 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/events"
+	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+	"github.com/campaign-orchestrator/orchestrator/internal/metrics"
+	"github.com/campaign-orchestrator/orchestrator/internal/rebuild"
+	"github.com/campaign-orchestrator/orchestrator/internal/store"
+)
+
+// A campaign whose state the store lost (Redis restarted empty, a failover
+// before replication) keeps its history in CAMPAIGN_EVENTS. CONTRACT
+// guarantee 8: it is rebuilt from that history, never treated as new, and
+// its fencing tokens stay above every fence the history shows. The worker
+// rebuilds one when a command meets it (meetMissing); `orchestrator
+// rebuild` rebuilds every one (InstallHistory). The check costs one direct
+// get of the campaign's last event, made only when the store has no state
+// for the campaign: for a create (which made that very get before, to
+// refuse a reused id) and for a command of an unknown campaign, never for a
+// command of a campaign the store holds.
+
+// Installer is the store method a rebuild needs.
+type Installer interface {
+	Install(ctx context.Context, in store.Install) (store.Installed, error)
+}
+
+var _ Installer = store.Store(nil)
+
+// Rebuilt is what InstallHistory did.
+type Rebuilt struct {
+	// Campaign is the campaign the history describes.
+	Campaign rebuild.Campaign
+	// Store is the store's answer (nothing written when it says so).
+	Store store.Installed
+}
+
+// InstallHistory rebuilds a campaign from evs, its whole history in
+// sequence order (events.History), and installs it in the store (see
+// store.Store.Install): its state, its ledger, its fence floor and, when it
+// is running, the advance it expects as its durable trigger (parked first
+// when its step was in flight, behind the stream's commands otherwise, as
+// the lock holder parks it). lease is the caller's lock on the campaign, or
+// nil. Errors wrap rebuild.ErrHistory for a history that cannot be rebuilt.
+func InstallHistory(ctx context.Context, s Installer, evs []events.CloudEvent, lease *store.Lease) (Rebuilt, error) {
+	rb, err := rebuild.Rebuild(evs)
+	if err != nil {
+		return Rebuilt{}, err
+	}
+	return install(ctx, s, rb, lease, store.NewToken())
+}
+
+// install installs rb (see InstallHistory) with the install id id.
+func install(ctx context.Context, s Installer, rb rebuild.Campaign, lease *store.Lease, id string) (Rebuilt, error) {
+	c := rb.Campaign
+	in := store.Install{ID: id, Campaign: c, Applied: rb.Applied, Lease: lease}
+	if rb.Pending {
+		trigger, err := advance(c, "")
+		if err != nil {
+			return Rebuilt{}, fmt.Errorf("rebuild %s/%s: trigger: %w", c.Tenant, c.ID, err)
+		}
+		if c.InFlight {
+			trigger.Seq = 0 // its step is in flight: first, whatever was parked meanwhile
+		}
+		in.Park = []store.Item{trigger}
+	}
+	res, err := s.Install(ctx, in)
+	if err != nil {
+		return Rebuilt{}, fmt.Errorf("rebuild %s/%s: %w", c.Tenant, c.ID, err)
+	}
+	return Rebuilt{Campaign: rb, Store: res}, nil
+}
+
+// meetMissing runs when the store has no state for the campaign of the
+// inbox item si (cmd, decoded): it looks for the campaign's history and,
+// when there is one, rebuilds the campaign under the drainer's lock. It
+// reports done when it dealt with si itself; then the error is the
+// drainer's to return (store.ErrNotHead: start again from the inbox's head,
+// now with the rebuilt campaign). Not done, the campaign is new (a create)
+// or unknown, as before.
+func (d *drainer) meetMissing(ctx context.Context, it item, si store.Item, cmd fsm.Command) (done bool, err error) {
+	w := d.w
+	log := w.campaignLog(ctx, d.k, it.ID)
+	var used bool
+	if err := w.retry(ctx, "read last event", func() (err error) {
+		_, used, err = w.events.Last(ctx, d.k.Tenant, d.k.Campaign)
+		return err
+	}); err != nil {
+		return true, err
+	}
+	if !used {
+		return false, nil
+	}
+	var evs []events.CloudEvent
+	if err := w.retry(ctx, "read history", func() (err error) {
+		evs, err = w.events.History(ctx, d.k.Tenant, d.k.Campaign)
+		return err
+	}); err != nil {
+		return true, err
+	}
+	rb, err := rebuild.Rebuild(evs)
+	if err != nil {
+		// Never applied as new, never left to block the campaign's inbox.
+		log.Error("campaign state missing and its history cannot be rebuilt: command dead-lettered", "verb", cmd.Verb, "err", err)
+		if err := d.deadLetter(ctx, it, si.Seq, invalid(cmd, "campaign state lost and its history cannot be rebuilt: "+err.Error()), metrics.DLQInvalid); err != nil {
+			return true, err
+		}
+		return true, d.settle(ctx, si.ID)
+	}
+	// One install id for every retry: a retry after a lost reply finds its install.
+	var res Rebuilt
+	id := store.NewToken()
+	err = w.retry(ctx, "install rebuilt campaign", func() (err error) {
+		res, err = install(ctx, w.d.Store, rb, &d.l, id)
+		return err
+	})
+	switch {
+	case err != nil:
+		return true, err
+	case res.Store.Expired:
+		// It ended and expired from the store (CAMPAIGN_RETENTION): its
+		// events outlive it. A create must not mix a second history into
+		// the first; any other command is for an unknown campaign.
+		if cmd.Verb != fsm.Create {
+			return false, nil
+		}
+		log.Warn("create of a campaign id whose history is still kept: dead-lettered")
+		if err := d.deadLetter(ctx, it, si.Seq, invalid(cmd, "campaign id already used: its history is still in "+events.StreamEvents), metrics.DLQInvalid); err != nil {
+			return true, err
+		}
+		return true, d.settle(ctx, si.ID)
+	case !res.Store.Installed:
+		// Rebuilt meanwhile by someone else (orchestrator rebuild), with a
+		// fence floor this lease may be below: take the lock again.
+		log.Info("campaign state rebuilt by another process meanwhile: taking the lock again")
+		if err := w.d.Store.Abandon(ctx, d.l); err != nil {
+			return true, fmt.Errorf("rebuild %s: give the lock up: %w", d.k, err)
+		}
+		return true, fmt.Errorf("rebuild %s: installed by another process: %w", d.k, store.ErrLockLost)
+	}
+	c := res.Campaign.Campaign
+	d.l.Fence = res.Store.Fence
+	d.cur = &c
+	log.Warn("campaign state was missing: rebuilt from its history", "events", len(evs), "state", c.State,
+		"fence_floor", res.Campaign.FenceFloor, "fence", res.Store.Fence, "ledger", len(res.Campaign.Applied), "pending", res.Campaign.Pending)
+	w.d.Metrics.CampaignRebuilt()
+	if err := d.readInbox(ctx); err != nil {
+		return true, err
+	}
+	return true, store.ErrNotHead
+}
