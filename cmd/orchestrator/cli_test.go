@@ -204,7 +204,7 @@ func TestCompletion(t *testing.T) {
 		line string // the words before the one completed, then that word's start
 		want []string
 	}{
-		{"orchestrator |", []string{"serve", "streams", "token", "trace", "dlq", "bench", "dashboard", "version", "completion", "help", "--help", "--version"}},
+		{"orchestrator |", []string{"serve", "streams", "token", "trace", "dlq", "rebuild", "bench", "dashboard", "version", "completion", "help", "--help", "--version"}},
 		{"orchestrator dl|", []string{"dlq"}},
 		{"orchestrator dlq |", []string{"list", "replay"}},
 		{"orchestrator dlq replay 3 --n|", []string{"--nats-creds", "--nats-nkey-seed", "--nats-tls-ca", "--nats-tls-cert", "--nats-tls-key", "--nats-url", "--new-id"}},

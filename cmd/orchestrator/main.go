@@ -6,6 +6,7 @@
 //	orchestrator trace <tenant>/<campaign> [--follow]         a campaign's timeline from CAMPAIGN_EVENTS
 //	orchestrator dlq list [--json]                            the dead letters of CAMPAIGN_DLQ
 //	orchestrator dlq replay <seq>|--all [--purge] [--new-id]  send dead letters back
+//	orchestrator rebuild [--tenant T] [--campaign C] [--dry-run]  rebuild campaigns whose state Redis lost
 //	orchestrator bench [flags] [--baseline]                   load test: campaigns through the service, beside the bare pipeline
 //	orchestrator dashboard [--addr ADDR] [--api URL]           the web dashboard
 //	orchestrator version                                      version, commit, Go and dependency versions
@@ -99,6 +100,9 @@ func commandTable() []subcommand {
 		}},
 		{"dlq replay", "<seq>|--all [--purge] [--new-id] [flags]", "send dead letters back to their subjects", func(ctx context.Context, e *cmdEnv, args []string) error {
 			return dlqReplay(ctx, args, e.getenv, e.stdout, e.stderr)
+		}},
+		{"rebuild", "[--tenant T] [--campaign C] [--dry-run] [flags]", "rebuild from CAMPAIGN_EVENTS the campaigns whose state Redis lost", func(ctx context.Context, e *cmdEnv, args []string) error {
+			return rebuildCmd(ctx, args, e)
 		}},
 		{"bench", "[flags] [-- serve flags]", "load test: campaigns through the service, beside the bare pipeline", func(ctx context.Context, e *cmdEnv, args []string) error {
 			return benchCmd(ctx, args, e.stdout, e.stderr)

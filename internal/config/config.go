@@ -247,6 +247,15 @@ func StreamFlags(s *Set) *Streams {
 	return st
 }
 
+// RetentionFlags registers CAMPAIGN_RETENTION on s (orchestrator rebuild:
+// a campaign that ended longer ago than that expired from the store rather
+// than got lost).
+func RetentionFlags(s *Set) *time.Duration {
+	var d time.Duration
+	s.group(func(p *parser) { d = p.duration("CAMPAIGN_RETENTION") }, "CAMPAIGN_RETENTION")
+	return &d
+}
+
 // ServeFlags registers every setting of `orchestrator serve` (and --role)
 // on s; the returned Config is filled by s.Resolve.
 func ServeFlags(s *Set) *Config {

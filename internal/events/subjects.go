@@ -60,6 +60,20 @@ func IsEventSubject(subject string) bool { return strings.HasPrefix(subject, evt
 // wildcards, no spaces, 1 to 64 characters.
 var TokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
+// ParseEventSubject returns the tenant and campaign of an event subject
+// (campaign.evt.<tenant>.<campaign>.<type>), and false for any other.
+func ParseEventSubject(subject string) (tenant, campaign string, ok bool) {
+	rest, ok := strings.CutPrefix(subject, evtPrefix)
+	if !ok {
+		return "", "", false
+	}
+	parts := strings.SplitN(rest, ".", 3)
+	if len(parts) != 3 || !ValidToken(parts[0]) || !ValidToken(parts[1]) || parts[2] == "" {
+		return "", "", false
+	}
+	return parts[0], parts[1], true
+}
+
 // ValidToken reports whether s can be a tenant or campaign token (TokenRE).
 func ValidToken(s string) bool { return TokenRE.MatchString(s) }
 

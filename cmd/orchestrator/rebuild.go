@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/config"
+	"github.com/campaign-orchestrator/orchestrator/internal/connect"
+	"github.com/campaign-orchestrator/orchestrator/internal/events"
+	"github.com/campaign-orchestrator/orchestrator/internal/rebuild"
+	"github.com/campaign-orchestrator/orchestrator/internal/store"
+	"github.com/campaign-orchestrator/orchestrator/internal/worker"
+)
+
+const rebuildHelp = `
+Rebuilds, from their history in CAMPAIGN_EVENTS, the campaigns whose state
+the Redis store lost (Redis restarted without persistence, a failover before
+replication): state, ledger of applied command ids, and a fencing counter
+above every fence the history shows; a running campaign gets its next
+advance parked, so that the workers' sweep picks it up. Campaigns the store
+holds are skipped, never overwritten; one that ended longer ago than
+CAMPAIGN_RETENTION had expired, and is left so.
+
+It reads the whole stream (or, with --tenant and --campaign, only those
+campaigns' events) once, in stream order, and keeps each campaign's events
+in memory until it is rebuilt. Workers also rebuild a campaign themselves
+when one of its commands arrives; run this after a loss so that campaigns
+with no command coming (idle, or running with their trigger lost) are
+right too. --dry-run says what it would rebuild and writes nothing. It
+exits 1 if any campaign could not be rebuilt.`
+
+// rebuildCmd is `orchestrator rebuild`.
+func rebuildCmd(ctx context.Context, args []string, e *cmdEnv) error {
+	c := newCommand("rebuild", "[--tenant T] [--campaign C] [--dry-run] [flags]", rebuildHelp, e.stdout, e.stderr)
+	set := c.settings(e.getenv)
+	natsCfg := config.NATSFlags(set, defaultNATSURL)
+	redisCfg := config.RedisFlags(set)
+	retention := config.RetentionFlags(set)
+	tenant := c.fs.String("tenant", "", "only this tenant's campaigns")
+	campaign := c.fs.String("campaign", "", "only campaigns with this id")
+	dryRun := c.fs.Bool("dry-run", false, "print what would be rebuilt; write nothing")
+	pos, err := c.parse(args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return c.usageErr("unexpected %q", pos[0])
+	}
+	for _, tok := range []string{*tenant, *campaign} {
+		if tok != "" && !events.ValidToken(tok) {
+			return c.usageErr("%q is not a tenant or campaign id", tok)
+		}
+	}
+	if !redisCfg.Configured() {
+		return errors.New("rebuild: no Redis configured (REDIS_URL, or Sentinel or Cluster): the in-process store lives in its serve process, whose workers rebuild campaigns as they meet them")
+	}
+	nc, js, err := connectOps(natsCfg, "orchestrator-rebuild")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	client, err := connect.Redis(*redisCfg)
+	if err != nil {
+		return err
+	}
+	st, err := store.NewRedisClient(ctx, client, store.Options{Retention: *retention})
+	if err != nil {
+		return connect.ExplainRedis(*redisCfg, err)
+	}
+	defer st.Close()
+	sum, err := rebuildAll(ctx, js, st, campaignFilter(*tenant, *campaign), *dryRun, e.stdout)
+	verb := "rebuilt"
+	if *dryRun {
+		verb = "would rebuild"
+	}
+	fmt.Fprintf(e.stdout, "%s %d, skipped %d (state present), expired %d, failed %d; fence floors raised on %d (highest %d)\n",
+		verb, sum.rebuilt, sum.skipped, sum.expired, sum.failed, sum.floors, sum.highest)
+	if err != nil {
+		return err
+	}
+	if sum.failed > 0 {
+		return fmt.Errorf("rebuild: %d campaign(s) could not be rebuilt", sum.failed)
+	}
+	return nil
+}
+
+// campaignFilter is the subject filter of the campaigns' events.
+func campaignFilter(tenant, campaign string) string {
+	if tenant == "" {
+		tenant = "*"
+	}
+	if campaign == "" {
+		campaign = "*"
+	}
+	return "campaign.evt." + tenant + "." + campaign + ".>"
+}
+
+// rebuildSummary counts what rebuildAll did.
+type rebuildSummary struct {
+	rebuilt, skipped, expired, failed int
+	floors                            int    // rebuilt campaigns whose history shows a fence
+	highest                           uint64 // the highest of those fences
+}
+
+// rebuildAll reads the events matching filter and rebuilds each campaign
+// the store has no state for, printing a line per campaign it rebuilds or
+// cannot. It returns an error only when it cannot go on (NATS or Redis
+// unreachable); a campaign that cannot be rebuilt counts as failed.
+func rebuildAll(ctx context.Context, js jetstream.JetStream, st store.Store, filter string, dryRun bool, out io.Writer) (rebuildSummary, error) {
+	var sum rebuildSummary
+	byKey, order, bad, err := readCampaigns(ctx, js, filter)
+	if err != nil {
+		return sum, err
+	}
+	for k, why := range bad {
+		fmt.Fprintf(out, "failed %s: %v\n", k, why)
+		sum.failed++
+	}
+	for _, k := range order {
+		if bad[k] != nil {
+			continue
+		}
+		_, err := st.Load(ctx, k)
+		switch {
+		case err == nil:
+			sum.skipped++
+			continue
+		case !errors.Is(err, store.ErrNotFound):
+			return sum, fmt.Errorf("rebuild %s: %w", k, err)
+		}
+		evs := byKey[k]
+		if dryRun {
+			rb, err := rebuild.Rebuild(evs)
+			if err != nil {
+				fmt.Fprintf(out, "failed %s: %v\n", k, err)
+				sum.failed++
+				continue
+			}
+			fmt.Fprintf(out, "would rebuild %s: %s, %d events, fence floor %d\n", k, rb.Campaign.State, len(evs), rb.FenceFloor)
+			sum.count(rb.FenceFloor)
+			continue
+		}
+		res, err := worker.InstallHistory(ctx, st, evs, nil)
+		switch {
+		case errors.Is(err, rebuild.ErrHistory):
+			fmt.Fprintf(out, "failed %s: %v\n", k, err)
+			sum.failed++
+			continue
+		case err != nil:
+			return sum, err
+		case res.Store.Expired:
+			sum.expired++
+			continue
+		case !res.Store.Installed:
+			sum.skipped++ // written meanwhile (a worker met it)
+			continue
+		}
+		c := res.Campaign.Campaign
+		trigger := ""
+		if res.Campaign.Pending {
+			trigger = ", next advance parked"
+		}
+		fmt.Fprintf(out, "rebuilt %s: %s at step %d/%d, %d events, %d command ids, fence floor %d%s\n",
+			k, c.State, c.Step, len(c.Workflow.Steps), len(evs), len(res.Campaign.Applied), res.Campaign.FenceFloor, trigger)
+		sum.count(res.Campaign.FenceFloor)
+	}
+	return sum, nil
+}
+
+func (s *rebuildSummary) count(floor uint64) {
+	s.rebuilt++
+	if floor > 0 {
+		s.floors++
+		s.highest = max(s.highest, floor)
+	}
+}
+
+// readCampaigns reads every event matching filter from CAMPAIGN_EVENTS
+// with an ordered consumer, grouped by campaign (each in sequence order:
+// stream order), the campaigns in the order of their first event. An event
+// that does not decode marks its campaign bad.
+func readCampaigns(ctx context.Context, js jetstream.JetStream, filter string) (map[store.Key][]events.CloudEvent, []store.Key, map[store.Key]error, error) {
+	stream, err := js.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("rebuild: stream %s: %w", events.StreamEvents, err)
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("rebuild: read %s: %w", events.StreamEvents, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("rebuild: read %s: %w", events.StreamEvents, err)
+	}
+	byKey := map[store.Key][]events.CloudEvent{}
+	bad := map[store.Key]error{}
+	var order []store.Key
+	for pending := info.NumPending; pending > 0; {
+		// No more than pending: a fetch returns once it has them all.
+		batch, err := cons.Fetch(int(min(pending, 512)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("rebuild: read %s: %w", events.StreamEvents, err)
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			if meta, err := msg.Metadata(); err == nil {
+				pending = meta.NumPending
+			}
+			tenant, campaign, ok := events.ParseEventSubject(msg.Subject())
+			if !ok {
+				continue
+			}
+			k := store.Key{Tenant: tenant, Campaign: campaign}
+			if _, seen := byKey[k]; !seen {
+				order = append(order, k)
+				byKey[k] = nil
+			}
+			ev, err := events.ParseEvent(msg.Data())
+			if err != nil {
+				if bad[k] == nil {
+					bad[k] = err
+				}
+				continue
+			}
+			byKey[k] = append(byKey[k], ev)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+			return nil, nil, nil, fmt.Errorf("rebuild: read %s: %w", events.StreamEvents, err)
+		}
+		if n == 0 {
+			return nil, nil, nil, fmt.Errorf("rebuild: read %s: nothing delivered with %d events pending", events.StreamEvents, pending)
+		}
+	}
+	return byKey, order, bad, nil
+}
