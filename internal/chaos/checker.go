@@ -54,7 +54,7 @@ const (
 	KindStuck        = "stuck"          // a campaign not idle at the end
 	KindOverlap      = "overlap"        // two downstream calls at once from holders with the same (current) fence
 	KindStaleOverlap = "stale-overlap"  // two calls at once, one with a stale fence: reported apart
-	KindStaleWrite   = "stale-write"    // a step result taken from a call with a stale fence
+	KindStaleWrite   = "stale-write"    // a step result taken from a call with a stale fence, or an event's fence below an earlier event's
 	KindBadKey       = "bad-key"        // an Idempotency-Key that does not name the step run
 	KindDLQ          = "dlq"            // a DLQ entry not explained, missing, repeated or with the wrong reason
 	KindLeftover     = "leftover"       // something left in CAMPAIGN_COMMANDS, an inbox or an outbox
@@ -187,6 +187,7 @@ type event struct {
 	Campaign    string          `json:"campaignid"`
 	Sequence    string          `json:"sequence"`
 	CommandID   string          `json:"commandid"`
+	Fence       string          `json:"fence"`
 	Data        json.RawMessage `json:"data"`
 
 	streamSeq uint64
@@ -265,6 +266,7 @@ func (c *Checker) Run(ctx context.Context, cmds []CmdRecord, s *Summary) error {
 func (c *Checker) parseEvents(msgs []rawMsg) map[string]*history {
 	hists := map[string]*history{}
 	next := map[string]uint64{}
+	topFence := map[string]uint64{} // the highest fence of each campaign's events so far
 	for _, m := range msgs {
 		toks := strings.SplitN(m.Subject, ".", 5)
 		if len(toks) != 5 || toks[0] != "campaign" || toks[1] != "evt" {
@@ -307,6 +309,9 @@ func (c *Checker) parseEvents(msgs []rawMsg) map[string]*history {
 		if e.CommandID == "" {
 			bad = append(bad, "no commandid")
 		}
+		if f, err := strconv.ParseUint(e.Fence, 10, 64); err != nil || f == 0 {
+			bad = append(bad, fmt.Sprintf("fence %q not a fencing token", e.Fence))
+		}
 		if len(bad) > 0 {
 			c.add(KindEnvelope, key, "event %s (stream seq %d): %s", e.ID, m.Seq, strings.Join(bad, "; "))
 		}
@@ -325,6 +330,14 @@ func (c *Checker) parseEvents(msgs []rawMsg) map[string]*history {
 		default:
 			c.add(KindGap, key, "sequence %d (%s) follows %d: %d missing", n, e.Type, want-1, n-want)
 			next[key] = n
+		}
+		// Fences never go backwards (CONTRACT guarantees 2 and 8): a
+		// writer whose fence is below an earlier event's was fenced out,
+		// or its store lost the fencing counter and nothing raised it.
+		if f, _ := strconv.ParseUint(e.Fence, 10, 64); f < topFence[key] {
+			c.add(KindStaleWrite, key, "sequence %d (%s) written with fence %d, below the fence %d of an earlier event", n, e.Type, f, topFence[key])
+		} else {
+			topFence[key] = f
 		}
 		h.events = append(h.events, &e)
 	}

@@ -480,3 +480,18 @@ func waitFor(ctx context.Context, step time.Duration, cond func() bool) error {
 		}
 	}
 }
+
+// RunTool runs `orchestrator <args>` once with the cluster's NATS and Redis
+// settings and returns its combined output.
+func (c *Cluster) RunTool(ctx context.Context, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, orchestratorBin(c.t), args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + c.Dir, "TMPDIR=" + c.Dir,
+		"NATS_URL=" + c.NATS, "REDIS_URL=" + c.Redis}, c.env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("orchestrator %s: %w", strings.Join(args, " "), err)
+	}
+	return string(out), nil
+}

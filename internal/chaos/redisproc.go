@@ -101,3 +101,22 @@ func ping(addr string) string {
 	line, _ := bufio.NewReader(c).ReadString('\n')
 	return strings.TrimRight(line, "\r\n")
 }
+
+// Wipe removes the server's data files (the append-only file and any
+// snapshot), keeping its log: the next Start begins empty. The server must
+// be stopped.
+func (r *RedisAOF) Wipe() error {
+	entries, err := os.ReadDir(r.dir)
+	if err != nil {
+		return fmt.Errorf("wipe %s: %w", r.dir, err)
+	}
+	for _, e := range entries {
+		if e.Name() == filepath.Base(r.logPath()) {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(r.dir, e.Name())); err != nil {
+			return fmt.Errorf("wipe %s: %w", r.dir, err)
+		}
+	}
+	return nil
+}

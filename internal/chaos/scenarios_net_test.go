@@ -367,3 +367,154 @@ func (s *scenario) finishStepNetwork(proxy *TCPProxy, late int) *Summary {
 		failedFast, recovered, exhausted, netStepRetries, other, reasons)
 	return s.finish(time.Minute)
 }
+
+// FaultRedisEmpty is redis-server killed and started again with none of its
+// data (its files removed): a store that lost everything.
+const FaultRedisEmpty = "redis-empty-restart"
+
+// TestChaosRedisEmpty (CONTRACT guarantee 8): while campaigns run their
+// steps (the step services held 1.5–3 s per call), redis-server is killed
+// and started again EMPTY. Then `orchestrator rebuild` runs once, as an
+// operator would after the loss: it rebuilds every campaign the store no
+// longer holds, with its ledger and a fencing counter above every fence of
+// its history, and parks the next advance of each running one (the sweep
+// takes it over). Campaigns idle at the loss have no trigger anywhere
+// (their inbox went with Redis): the rebuild command is what makes them
+// right; a worker that meets a campaign first (the holders of running ones
+// whose lock vanished, their command still unacknowledged) rebuilds it
+// itself, and the rebuild command then skips it. The checker's rules all
+// apply: every command applied once, no gap, store and history agree,
+// fences never go backwards along a campaign's events, and no call after
+// the loss carries a fence at or below one made before it (checked here).
+//
+// The loss comes once the load is sent and no external command waits in
+// the store (CAMPAIGN_COMMANDS empty, no inbox or outbox holding a command
+// that is not an internal advance): a command acknowledged into an inbox
+// lives only in Redis, and no rebuild can bring it back (RELIABILITY.md).
+func TestChaosRedisEmpty(t *testing.T) {
+	s := newScenario(t)
+	rs := StartRedisAOF(t, s.cl.Dir)
+	s.cl.Redis = rs.URL()
+	old := s.rdb
+	s.rdb = redis.NewClient(&redis.Options{Addr: rs.Addr()}) // closed by newScenario's Cleanup
+	_ = old.Close()
+	s.cl.Down.SetRule(func(c Call) (Behavior, bool) {
+		return Behavior{Delay: randDurHash(s.seed, c.Key, c.Attempt, 1500*time.Millisecond, 3*time.Second)}, true
+	})
+	s.startOrchs("A", "B", "C")
+	ctx := context.Background()
+	s.load.Run(ctx)
+	s.t.Logf("load sent in %s", time.Since(s.start).Round(time.Millisecond))
+
+	// Wait for no external command to be in transit or waiting in the store.
+	deadline := time.Now().Add(time.Duration(float64(time.Minute) * max(s.scale, 1)))
+	for {
+		quiet, why, err := noExternalWaiting(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if quiet {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("external commands still waiting: %s", why)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	inFlight := s.cl.Down.InFlight()
+	keys, _ := s.rdb.DBSize(ctx).Result()
+	running := 0
+	for iter := s.rdb.Scan(ctx, 0, redisPrefix+":{*}:state", 1000).Iterator(); iter.Next(ctx); {
+		if st, _ := s.rdb.HGet(ctx, iter.Val(), "st").Result(); st == "running" {
+			running++
+		}
+	}
+	lossAt := time.Now()
+	var before uint64
+	beforeByCampaign := map[string]uint64{}
+	for _, c := range s.cl.Down.Calls() {
+		k := c.Tenant + "/" + c.Campaign
+		beforeByCampaign[k] = max(beforeByCampaign[k], c.Fence)
+		before = max(before, c.Fence)
+	}
+	pid := rs.pid()
+	rs.Kill()
+	if err := rs.Wipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Start(); err != nil {
+		t.Fatalf("redis-server restart: %v", err)
+	}
+	after, _ := s.rdb.DBSize(ctx).Result()
+	s.faults.Add(FaultRedisEmpty, fmt.Sprintf("pid %d with %d keys, %d campaigns running, %d step calls in flight; started again with %d keys", pid, keys, running, inFlight, after))
+
+	out, err := s.cl.RunTool(ctx, "rebuild")
+	t.Logf("orchestrator rebuild:\n%s", out)
+	if err != nil {
+		t.Fatalf("orchestrator rebuild: %v", err)
+	}
+
+	s.finish(3 * time.Minute)
+	// No call after the loss with a fence at or below one before it (a
+	// run's later attempts keep their first attempt's fence).
+	for _, c := range s.cl.Down.Calls() {
+		k := c.Tenant + "/" + c.Campaign
+		if c.Attempt == 1 && c.Start.After(lossAt) && c.Fence <= beforeByCampaign[k] {
+			s.t.Errorf("finding fence-backwards %s: call %s of %s with fence %d after the loss, at or below the %d before it", k, c.Key, c.Step, c.Fence, beforeByCampaign[k])
+		}
+	}
+	t.Logf("highest fence before the loss: %d", before)
+}
+
+// noExternalWaiting reports whether no command but the internal advances
+// is in CAMPAIGN_COMMANDS or any campaign's inbox or outbox.
+func noExternalWaiting(ctx context.Context, s *scenario) (bool, string, error) {
+	st, err := s.js.Stream(ctx, streamCommands)
+	if err != nil {
+		return false, "", err
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return false, "", err
+	}
+	if info.State.Msgs > 0 {
+		return false, fmt.Sprintf("%d messages in %s", info.State.Msgs, streamCommands), nil
+	}
+	iter := s.rdb.Scan(ctx, 0, redisPrefix+":{*}:*box", 1000).Iterator()
+	for iter.Next(ctx) {
+		key := iter.Val()
+		switch {
+		case strings.HasSuffix(key, ":inbox"):
+			ids, err := s.rdb.ZRange(ctx, key, 0, -1).Result()
+			if err != nil {
+				return false, "", err
+			}
+			for _, id := range ids {
+				if !strings.Contains(id, ".advance.") {
+					return false, key + " holds " + id, nil
+				}
+			}
+		case strings.HasSuffix(key, ":outbox"):
+			msgs, err := s.rdb.LRange(ctx, key, 0, -1).Result()
+			if err != nil {
+				return false, "", err
+			}
+			for _, raw := range msgs {
+				var m struct {
+					Header map[string]string `json:"header"`
+				}
+				if json.Unmarshal([]byte(raw), &m) == nil && !strings.Contains(m.Header["Command-Id"], ".advance.") {
+					return false, key + " holds an event of " + m.Header["Command-Id"], nil
+				}
+			}
+		}
+	}
+	return true, "", iter.Err()
+}
+
+// randDurHash is a duration in [lo, hi) fixed by the seed and the call.
+func randDurHash(seed uint64, key string, attempt int, lo, hi time.Duration) time.Duration {
+	h := fnv.New64a()
+	fmt.Fprintf(h, "delay|%d|%s|%d", seed, key, attempt)
+	return lo + time.Duration(mix64(h.Sum64())%uint64(hi-lo))
+}
