@@ -158,6 +158,16 @@ func TestChaosCheckerCatches(t *testing.T) {
 	if err := s.rdb.ZAdd(ctx, stateKey(tc[0], tc[1], "inbox"), redis.Z{Score: 1, Member: "tamper"}).Err(); err != nil {
 		t.Fatal(err)
 	}
+	// 9. A fence going backwards along a campaign's events: two events
+	// after its last, written with fences 50 then 40.
+	k9 := rest[2]
+	last9 := byCampaign[k9][len(byCampaign[k9])-1]
+	for i, f := range []string{"50", "40"} {
+		publish(last9, func(ev map[string]any, h nats.Header) {
+			setSeq(ev, h, k9, uint64(len(byCampaign[k9])+1+i))
+			ev["type"], ev["fence"] = "campaign.command.rejected", f
+		})
+	}
 	// 8. A DLQ entry nobody sent.
 	dm := nats.NewMsg("campaign.dlq.acme.nobody")
 	dm.Header.Set("Command-Id", "forged")
@@ -174,11 +184,13 @@ func TestChaosCheckerCatches(t *testing.T) {
 	for _, f := range sum.Findings {
 		t.Logf("finding %s %s: %s", f.Kind, f.Campaign, f.Detail)
 	}
-	want := map[string]string{
-		KindRepeat: k1, KindGap: k2, KindLost: k3, KindAppliedTwice: k4,
-		KindOverlap: k5, KindStaleWrite: k5, KindLeftover: "", KindDLQ: "acme.nobody", KindMismatch: k2,
+	want := [][2]string{
+		{KindRepeat, k1}, {KindGap, k2}, {KindLost, k3}, {KindAppliedTwice, k4},
+		{KindOverlap, k5}, {KindStaleWrite, k5}, {KindLeftover, ""}, {KindDLQ, "acme.nobody"}, {KindMismatch, k2},
+		{KindStaleWrite, k9},
 	}
-	for kind, campaign := range want {
+	for _, w := range want {
+		kind, campaign := w[0], w[1]
 		found := false
 		for _, f := range sum.Findings {
 			if f.Kind == kind && (campaign == "" || f.Campaign == campaign) {

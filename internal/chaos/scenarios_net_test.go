@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -419,7 +420,7 @@ func TestChaosRedisEmpty(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("external commands still waiting: %s", why)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
 	}
 	inFlight := s.cl.Down.InFlight()
 	keys, _ := s.rdb.DBSize(ctx).Result()
@@ -480,6 +481,10 @@ func noExternalWaiting(ctx context.Context, s *scenario) (bool, string, error) {
 	if info.State.Msgs > 0 {
 		return false, fmt.Sprintf("%d messages in %s", info.State.Msgs, streamCommands), nil
 	}
+	evs, err := s.js.Stream(ctx, streamEvents)
+	if err != nil {
+		return false, "", err
+	}
 	iter := s.rdb.Scan(ctx, 0, redisPrefix+":{*}:*box", 1000).Iterator()
 	for iter.Next(ctx) {
 		key := iter.Val()
@@ -495,16 +500,34 @@ func noExternalWaiting(ctx context.Context, s *scenario) (bool, string, error) {
 				}
 			}
 		case strings.HasSuffix(key, ":outbox"):
+			// Published messages stay until the campaign's next write
+			// trims them: only an event not yet in the stream waits.
 			msgs, err := s.rdb.LRange(ctx, key, 0, -1).Result()
 			if err != nil {
 				return false, "", err
 			}
 			for _, raw := range msgs {
 				var m struct {
-					Header map[string]string `json:"header"`
+					Subject string            `json:"subject"`
+					Header  map[string]string `json:"header"`
 				}
-				if json.Unmarshal([]byte(raw), &m) == nil && !strings.Contains(m.Header["Command-Id"], ".advance.") {
-					return false, key + " holds an event of " + m.Header["Command-Id"], nil
+				if json.Unmarshal([]byte(raw), &m) != nil || strings.Contains(m.Header["Command-Id"], ".advance.") {
+					continue
+				}
+				id := m.Header["Nats-Msg-Id"]
+				toks := strings.SplitN(m.Subject, ".", 5)
+				if len(toks) < 5 {
+					continue
+				}
+				last, err := evs.GetLastMsgForSubject(ctx, "campaign.evt."+toks[2]+"."+toks[3]+".>")
+				if err != nil {
+					return false, key + ": " + err.Error(), nil
+				}
+				n, _ := strconv.ParseUint(id[strings.LastIndexByte(id, '.')+1:], 10, 64)
+				lastID := last.Header.Get("Nats-Msg-Id")
+				stored, _ := strconv.ParseUint(lastID[strings.LastIndexByte(lastID, '.')+1:], 10, 64)
+				if n > stored {
+					return false, key + " holds event " + id + " of " + m.Header["Command-Id"] + ", not yet published", nil
 				}
 			}
 		}
