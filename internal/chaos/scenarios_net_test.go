@@ -388,10 +388,10 @@ const FaultRedisEmpty = "redis-empty-restart"
 // fences never go backwards along a campaign's events, and no call after
 // the loss carries a fence at or below one made before it (checked here).
 //
-// The loss comes once the load is sent and no external command waits in
-// the store (CAMPAIGN_COMMANDS empty, no inbox or outbox holding a command
-// that is not an internal advance): a command acknowledged into an inbox
-// lives only in Redis, and no rebuild can bring it back (RELIABILITY.md).
+// The loss comes once the load is sent and no external command lives only
+// in the store (no inbox holding one, no outbox holding its unpublished
+// events): a command acknowledged into an inbox lives only in Redis, and no
+// rebuild can bring it back (RELIABILITY.md).
 func TestChaosRedisEmpty(t *testing.T) {
 	s := newScenario(t)
 	rs := StartRedisAOF(t, s.cl.Dir)
@@ -409,6 +409,7 @@ func TestChaosRedisEmpty(t *testing.T) {
 
 	// Wait for no external command to be in transit or waiting in the store.
 	deadline := time.Now().Add(time.Duration(float64(time.Minute) * max(s.scale, 1)))
+	lastWhy := time.Now()
 	for {
 		quiet, why, err := noExternalWaiting(ctx, s)
 		if err != nil {
@@ -419,6 +420,10 @@ func TestChaosRedisEmpty(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("external commands still waiting: %s", why)
+		}
+		if time.Since(lastWhy) > 2*time.Second {
+			t.Logf("waiting for the external commands: %s", why)
+			lastWhy = time.Now()
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -467,20 +472,13 @@ func TestChaosRedisEmpty(t *testing.T) {
 	t.Logf("highest fence before the loss: %d", before)
 }
 
-// noExternalWaiting reports whether no command but the internal advances
-// is in CAMPAIGN_COMMANDS or any campaign's inbox or outbox.
+// noExternalWaiting reports whether no external command lives only in
+// Redis: parked in an inbox (and so acknowledged on JetStream), or applied
+// with its events still unpublished in an outbox. A command still in
+// CAMPAIGN_COMMANDS (the message backing a holder, unacknowledged until
+// its drain ends) survives the loss: it comes back, and the worker that
+// meets it rebuilds its campaign.
 func noExternalWaiting(ctx context.Context, s *scenario) (bool, string, error) {
-	st, err := s.js.Stream(ctx, streamCommands)
-	if err != nil {
-		return false, "", err
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return false, "", err
-	}
-	if info.State.Msgs > 0 {
-		return false, fmt.Sprintf("%d messages in %s", info.State.Msgs, streamCommands), nil
-	}
 	evs, err := s.js.Stream(ctx, streamEvents)
 	if err != nil {
 		return false, "", err
