@@ -47,6 +47,7 @@ const (
 	DefaultTimeout          = 10 * time.Second
 	DefaultMaxResponseBytes = 1 << 20
 	DefaultMaxRetryAfter    = 30 * time.Second
+	DefaultIdleConnsPerHost = 1024
 )
 
 // Back-off shape: delays base, 2×base, 4×base… each ±20 %.
@@ -74,9 +75,16 @@ type Config struct {
 	// MaxRetryAfter caps the wait a Retry-After header asks for (default 30s).
 	MaxRetryAfter time.Duration
 	// HTTPClient, when set, is used (a shallow copy that never follows
-	// redirects: a 3xx answer is a *StatusError). Default: a client on
-	// http.DefaultTransport.
+	// redirects: a 3xx answer is a *StatusError). Default: a client on a
+	// clone of http.DefaultTransport that keeps up to IdleConnsPerHost idle
+	// connections to each step service.
 	HTTPClient *http.Client
+	// IdleConnsPerHost is how many idle connections the default transport
+	// keeps to one step service (default 1024; set it to the steps in
+	// flight). http.DefaultTransport keeps 2: with more calls at once, every
+	// other call dials a new connection and leaves one in TIME_WAIT — CPU
+	// for nothing, and ephemeral ports run out under load.
+	IdleConnsPerHost int
 	// TracerProvider starts each attempt's client span, whose traceparent
 	// is the one sent (nil: the global provider).
 	TracerProvider trace.TracerProvider
@@ -155,7 +163,13 @@ func New(cfg Config) *Client {
 	if cfg.MaxRetryAfter <= 0 {
 		cfg.MaxRetryAfter = DefaultMaxRetryAfter
 	}
-	hc := &http.Client{}
+	if cfg.IdleConnsPerHost <= 0 {
+		cfg.IdleConnsPerHost = DefaultIdleConnsPerHost
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = cfg.IdleConnsPerHost
+	t.MaxIdleConns = 0 // no limit over all hosts: each is bounded by MaxIdleConnsPerHost
+	hc := &http.Client{Transport: t}
 	if cfg.HTTPClient != nil {
 		c := *cfg.HTTPClient
 		hc = &c

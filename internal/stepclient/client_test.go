@@ -588,3 +588,50 @@ func TestCallInvalidRequest(t *testing.T) {
 		})
 	}
 }
+
+// TestCallsReuseConnections: rounds of 32 calls at once to one step service
+// reuse the first round's connections (http.DefaultTransport keeps 2 idle
+// per host, so each later round would dial about 30 new ones).
+func TestCallsReuseConnections(t *testing.T) {
+	const atOnce, rounds = 32, 4
+	var dialed atomic.Int32
+	var mu sync.Mutex
+	release := make(chan struct{})
+	gate := func() chan struct{} { mu.Lock(); defer mu.Unlock(); return release }
+	var arrived atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		g := gate()
+		if arrived.Add(1)%atOnce == 0 {
+			close(g)
+		}
+		<-g // every call of the round in flight at once
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{}`))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			dialed.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c := stepclient.New(testConfig())
+	for round := range rounds {
+		var wg sync.WaitGroup
+		for range atOnce {
+			wg.Go(func() {
+				if _, err := c.Call(testCtx(t), testRequest(srv.URL+"/validate"), nil); err != nil {
+					t.Errorf("round %d: %v", round, err)
+				}
+			})
+		}
+		wg.Wait()
+		mu.Lock()
+		release = make(chan struct{})
+		mu.Unlock()
+	}
+	if n := dialed.Load(); n > atOnce+2 {
+		t.Errorf("%d connections dialed for %d rounds of %d calls at once, want about %d (the first round's, reused)", n, rounds, atOnce, atOnce)
+	}
+}
