@@ -13,7 +13,10 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +28,7 @@ import (
 	"github.com/campaign-orchestrator/orchestrator/internal/bench"
 	"github.com/campaign-orchestrator/orchestrator/internal/config"
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
+	"github.com/campaign-orchestrator/orchestrator/streams"
 )
 
 const benchUsage = `usage: orchestrator bench [flags] [-- serve flags]
@@ -76,6 +80,14 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	logLevel := fs.String("log-level", "info", "level of the orchestrator's logs, which go to --log-file (warnings and errors also to stderr)")
 	logFile := fs.String("log-file", "", "file for the orchestrator's logs (default: formatted, then discarded)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (go tool pprof) to this file")
+	memProfile := fs.String("memprofile", "", "write a heap profile of this process (the in-process orchestrator: not with --processes) to this file when every campaign is in flight, else at the end")
+	processes := fs.Int("processes", 0, "run this many `orchestrator serve` child processes on the same servers instead of the orchestrator in this process, each measured apart (CPU, peak RSS)")
+	orchBin := fs.String("orchestrator-bin", "", "with --processes or --ingress: the orchestrator binary the children run (default: this one)")
+	stepsInFlight := fs.Int("steps-in-flight", 0, "the orchestrators' STEPS_IN_FLIGHT (0: serve's default)")
+	ingress := fs.Bool("ingress", false, "measure accepted POST /api/v1/campaigns per second of an `orchestrator serve --role ingress` child, then of a bare Echo handler, closed loop, and print the ratio (no campaigns are run)")
+	ingressClients := fs.Int("ingress-clients", 32, "with --ingress: concurrent HTTP clients")
+	ingressDuration := fs.Duration("ingress-duration", 10*time.Second, "with --ingress: how long each target is measured (after 1 s of warm-up)")
+	ingressIdem := fs.Bool("ingress-idempotency-key", true, "with --ingress: send a fresh Idempotency-Key with each request")
 	printUsage := func(w io.Writer) {
 		fmt.Fprint(w, benchUsage)
 		fs.SetOutput(w)
@@ -100,6 +112,14 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return errors.New("bench: --nats-url and --nats-server: give one")
 	case *campaigns <= 0 && (*rate <= 0 || *duration <= 0):
 		return errors.New("bench: --campaigns must be positive")
+	case *processes < 0:
+		return errors.New("bench: --processes must not be negative")
+	case *processes > 1 && *storeKind == "memory":
+		return errors.New("bench: --processes above 1 needs the Redis store (the in-process store is one process's)")
+	case *memProfile != "" && (*processes > 0 || *ingress):
+		return errors.New("bench: --memprofile profiles this process: run the orchestrator in it (no --processes, no --ingress)")
+	case *ingress && (*ingressClients <= 0 || *ingressDuration <= 0):
+		return errors.New("bench: --ingress-clients and --ingress-duration must be positive")
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -171,8 +191,10 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		setup.Store = "memory (in-process)"
 	}
 
-	// NATS: given, a child nats-server, or the embedded one (NewApp).
+	// NATS: given, a child nats-server, or the embedded one (NewApp; with
+	// child orchestrators, in this process on a port).
 	nurl, monitor, natsPID := *natsURL, *natsMonitor, 0
+	var sharedNS *server.Server
 	switch {
 	case nurl != "":
 		setup.NATS = "--nats-url " + redactURL(nurl)
@@ -188,12 +210,45 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		nurl, monitor, natsPID = c.URL, c.MonitorURL, c.PID()
 		setup.NATS = fmt.Sprintf("nats-server on %s (child process %d)", c.URL, c.PID())
 		progress("started %s", setup.NATS)
+	case *processes > 0 || *ingress:
+		// The children share one server: an embedded one in this process,
+		// on a free port.
+		ns, dir, err := startEmbeddedNATS()
+		if err != nil {
+			return fmt.Errorf("bench: embedded NATS server: %w", err)
+		}
+		defer func() { ns.Shutdown(); ns.WaitForShutdown(); _ = os.RemoveAll(dir) }()
+		nurl = ns.ClientURL()
+		setup.NATS = "embedded in the bench process on " + nurl + " (shared by the children; its CPU is the bench's)"
+		sharedNS = ns
 	default:
 		setup.NATS = "embedded (in this process)"
 	}
 
+	if *processes > 0 || *ingress {
+		sp := spawn{ctx: ctx, stdout: stdout, stderr: stderr, progress: progress, setup: setup, fake: fake,
+			natsURL: nurl, monitor: monitor, natsPID: natsPID, ns: sharedNS, jsonOut: *jsonOut, serveArgs: serveArgs,
+			bin: *orchBin, processes: *processes, lvl: lvl, logFile: *logFile, workers: *workers, stepsInFlight: *stepsInFlight,
+			bcfg: bench.Config{Campaigns: *campaigns, Concurrency: *concurrency, Rate: *rate, Duration: *duration, Via: *via,
+				Senders: *senders, Timeout: *timeout, Progress: stderr},
+			baseline: *baseline, baselineWorkers: *baselineWorkers, reported: &reported}
+		if setup.Store != "memory (in-process)" {
+			sp.redisURL = rurl
+		}
+		if *baseline {
+			sp.baselineRedisURL = rurl
+		}
+		if *ingress {
+			return sp.ingress(bench.IngressConfig{Clients: *ingressClients, Duration: *ingressDuration, IdempotencyKey: *ingressIdem})
+		}
+		return sp.campaigns()
+	}
+
 	sargs := []string{"--http-addr", "127.0.0.1:0", "--embedded-nats-addr", "127.0.0.1:0",
 		"--steps-base-url", fake.URL(), "--workers", strconv.Itoa(*workers), "--log-level", lvl.String()}
+	if *stepsInFlight > 0 {
+		sargs = append(sargs, "--steps-in-flight", strconv.Itoa(*stepsInFlight))
+	}
 	if nurl != "" {
 		sargs = append(sargs, "--nats-url", nurl)
 	}
@@ -269,6 +324,28 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	bcfg := bench.Config{Campaigns: *campaigns, Concurrency: *concurrency, Rate: *rate, Duration: *duration, Via: *via,
 		Senders: *senders, Timeout: *timeout, Progress: stderr}
+	if *stepsInFlight > 0 {
+		bcfg.AllInFlightCalls = *stepsInFlight
+	} else {
+		bcfg.AllInFlightCalls = defaultStepsInFlight
+	}
+	heapWritten := false
+	var heapErr error
+	if *memProfile != "" {
+		bcfg.OnAllInFlight = func() {
+			progress("every campaign in flight: heap profile to %s", *memProfile)
+			heapErr, heapWritten = writeHeapProfile(*memProfile), true
+		}
+		defer func() {
+			if !heapWritten {
+				progress("not every campaign was in flight at once: heap profile at the end to %s", *memProfile)
+				heapErr = writeHeapProfile(*memProfile)
+			}
+			if heapErr != nil {
+				log.Warn("heap profile", "err", heapErr)
+			}
+		}()
+	}
 	target := bench.Target{NC: nc, JS: js, HTTPURL: "http://" + app.HTTPAddr(), Fake: fake, Meters: svcMeters}
 	svc, runErr := bench.Run(ctx, bcfg, target)
 	if svc == nil {
@@ -382,4 +459,341 @@ func redactURL(s string) string {
 		u.User = url.User("xxxxx")
 	}
 	return u.String()
+}
+
+// defaultStepsInFlight is serve's STEPS_IN_FLIGHT default (config).
+const defaultStepsInFlight = 4096
+
+// writeHeapProfile writes this process's heap profile (after a GC, so that
+// it shows what is live) to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// startEmbeddedNATS runs a NATS server with JetStream in this process on a
+// free loopback port, its data in a private directory.
+func startEmbeddedNATS() (*server.Server, string, error) {
+	dir, err := os.MkdirTemp("", "orchestrator-bench-nats-")
+	if err != nil {
+		return nil, "", err
+	}
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, "", err
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		os.RemoveAll(dir)
+		return nil, "", errors.New("not ready after 10 s")
+	}
+	return ns, dir, nil
+}
+
+// spawn is a bench run whose orchestrators are `orchestrator serve` child
+// processes on shared servers (--processes, --ingress).
+type spawn struct {
+	ctx              context.Context
+	stdout, stderr   io.Writer
+	progress         func(string, ...any)
+	setup            bench.Setup
+	fake             *bench.Fake
+	natsURL          string
+	monitor          string
+	natsPID          int
+	ns               *server.Server // the embedded server in this process, if any
+	redisURL         string         // the children's store ("": in-process)
+	baselineRedisURL string
+	jsonOut          bool
+	serveArgs        []string
+	bin              string
+	processes        int
+	lvl              slog.Level
+	logFile          string
+	workers          int
+	stepsInFlight    int
+	bcfg             bench.Config
+	baseline         bool
+	baselineWorkers  int
+	reported         *atomic.Bool
+}
+
+// connect is the load generator's connection, with the streams applied (an
+// ingress does not create them).
+func (sp *spawn) connect() (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := nats.Connect(sp.natsURL, nats.Name("orchestrator-bench"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("bench: NATS: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("bench: jetstream: %w", err)
+	}
+	specs, err := events.LoadSpecs(streams.FS)
+	if err == nil {
+		actx, cancel := context.WithTimeout(sp.ctx, 30*time.Second)
+		err = specs.Apply(actx, js, events.Overrides{})
+		cancel()
+	}
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("bench: streams: %w", err)
+	}
+	return nc, js, nil
+}
+
+// start runs n orchestrators with role and returns them; stop ends them.
+func (sp *spawn) start(n int, role string) (children []*bench.Child, stop func(), err error) {
+	bin := sp.bin
+	if bin == "" {
+		if bin, err = os.Executable(); err != nil {
+			return nil, nil, fmt.Errorf("bench: --orchestrator-bin: %w", err)
+		}
+	}
+	args := []string{"--role", role, "--nats-url", sp.natsURL, "--steps-base-url", sp.fake.URL(),
+		"--workers", strconv.Itoa(sp.workers), "--log-level", sp.lvl.String()}
+	if sp.redisURL != "" {
+		args = append(args, "--redis-url", sp.redisURL)
+	}
+	if sp.stepsInFlight > 0 {
+		args = append(args, "--steps-in-flight", strconv.Itoa(sp.stepsInFlight))
+	}
+	args = append(args, sp.serveArgs...)
+	var files []*os.File
+	stop = func() {
+		var wg sync.WaitGroup
+		for _, c := range children {
+			wg.Go(func() { _ = c.Stop() })
+		}
+		wg.Wait()
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	// Started together: each applies the streams and connects.
+	type started struct {
+		i   int
+		c   *bench.Child
+		err error
+	}
+	out := make(chan started, n)
+	for i := range n {
+		var w io.Writer
+		if sp.logFile != "" {
+			f, err := os.Create(fmt.Sprintf("%s.%s-%d", sp.logFile, role, i+1))
+			if err != nil {
+				stop()
+				return nil, nil, fmt.Errorf("bench: --log-file: %w", err)
+			}
+			files = append(files, f)
+			w = f
+		}
+		go func() {
+			c, err := bench.StartOrchestrator(sp.ctx, bench.OrchestratorSpec{Bin: bin, Args: args, Output: w})
+			out <- started{i, c, err}
+		}()
+	}
+	children = make([]*bench.Child, n)
+	var errs []error
+	for range n {
+		s := <-out
+		children[s.i] = s.c
+		if s.err != nil {
+			errs = append(errs, s.err)
+		}
+	}
+	children = slices.DeleteFunc(children, func(c *bench.Child) bool { return c == nil })
+	if err := errors.Join(errs...); err != nil {
+		stop()
+		return nil, nil, fmt.Errorf("bench: orchestrator %s: %w", bin, err)
+	}
+	for _, c := range children {
+		sp.progress("started orchestrator serve --role %s on %s (child process %d)", role, c.URL, c.PID())
+	}
+	return children, stop, nil
+}
+
+// meters are the measures of a run on the shared servers.
+func (sp *spawn) meters(nc *nats.Conn, rc *redis.Client, children []*bench.Child) bench.Meters {
+	m := bench.Meters{NC: nc, NATSServer: sp.natsPID, Redis: rc, SelfIncludes: "load generator + fake step service"}
+	for _, c := range children {
+		m.Orchestrators = append(m.Orchestrators, c.PID())
+	}
+	switch {
+	case sp.ns != nil:
+		ns := sp.ns
+		m.SelfIncludes += " + NATS server"
+		m.JSAPISource = "embedded server: Jsz().API.Total"
+		m.JSAPI = func(context.Context) (uint64, error) {
+			info, err := ns.Jsz(&server.JSzOptions{})
+			if err != nil {
+				return 0, err
+			}
+			return info.API.Total, nil
+		}
+	case sp.monitor != "":
+		m.JSAPISource = redactURL(sp.monitor) + "/jsz api.total"
+		m.JSAPI = bench.MonitorJSAPI(sp.monitor)
+	}
+	return m
+}
+
+func (sp *spawn) redisClient(u string) (*redis.Client, error) {
+	if u == "" {
+		return nil, nil
+	}
+	opt, err := redis.ParseURL(u)
+	if err != nil {
+		return nil, fmt.Errorf("bench: --redis-url: %w", err)
+	}
+	return redis.NewClient(opt), nil
+}
+
+// campaigns is --processes N: the campaigns through N child orchestrators.
+func (sp *spawn) campaigns() error {
+	nc, js, err := sp.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	children, stop, err := sp.start(sp.processes, "all")
+	if err != nil {
+		return err
+	}
+	defer stop()
+	rc, err := sp.redisClient(sp.redisURL)
+	if err != nil {
+		return err
+	}
+	if rc != nil {
+		defer rc.Close()
+	}
+	sp.setup.Processes = len(children)
+	sif := sp.stepsInFlight
+	if sif <= 0 {
+		sif = defaultStepsInFlight
+	}
+	sp.bcfg.AllInFlightCalls = sif * len(children)
+	sp.bcfg.OnAllInFlight = func() {
+		var sum uint64
+		for _, c := range children {
+			if _, now, err := bench.ProcPeakRSS(c.PID()); err == nil {
+				sum += now
+			}
+		}
+		sp.progress("every campaign in flight; the orchestrators' RSS now: %.1f MiB", float64(sum)/(1<<20))
+	}
+	m := sp.meters(nc, rc, children)
+	target := bench.Target{NC: nc, JS: js, HTTPURL: children[0].URL, Fake: sp.fake, Meters: m}
+	svc, runErr := bench.Run(sp.ctx, sp.bcfg, target)
+	if svc == nil {
+		return fmt.Errorf("bench: %w", runErr)
+	}
+	for _, c := range children {
+		select {
+		case <-c.Exited():
+			runErr = errors.Join(runErr, fmt.Errorf("orchestrator process %d exited during the run", c.PID()))
+		default:
+		}
+	}
+	sp.setup.Campaigns, sp.setup.Concurrency = svc.Campaigns, svc.Concurrency
+	rep := &bench.Report{Setup: sp.setup, Service: svc}
+	if runErr != nil {
+		rep.Error = runErr.Error()
+	}
+	if sp.baseline && runErr == nil {
+		cpc := svc.CommandsPerCampaign
+		if cpc <= 0 {
+			cpc = 7
+		}
+		brc, err := sp.redisClient(sp.baselineRedisURL)
+		if err != nil {
+			return err
+		}
+		if brc != nil {
+			defer brc.Close()
+		}
+		sp.progress("bare pipeline: %d commands, %d goroutines", svc.Commands, sp.baselineWorkers)
+		bm := sp.meters(nc, brc, children)
+		bm.SelfIncludes = "bare pipeline (" + strings.TrimPrefix(bm.SelfIncludes, "load generator + fake step service") + ")"
+		bl, err := bench.RunBaseline(sp.ctx, bench.BareConfig{JS: js, RedisURL: sp.baselineRedisURL, Workers: sp.baselineWorkers}, bm, svc.Commands, cpc)
+		if err != nil {
+			runErr = fmt.Errorf("baseline: %w", err)
+			rep.Error = runErr.Error()
+		} else {
+			rep.SetBaseline(bl)
+		}
+	}
+	sp.reported.Store(true)
+	if sp.jsonOut {
+		if err := rep.WriteJSON(sp.stdout); err != nil {
+			return err
+		}
+	} else {
+		rep.WriteText(sp.stdout)
+	}
+	return runErr
+}
+
+// ingress is --ingress: POST /api/v1/campaigns against an ingress child,
+// then against the bare Echo handler, from the same clients.
+func (sp *spawn) ingress(cfg bench.IngressConfig) error {
+	nc, _, err := sp.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	children, stop, err := sp.start(1, "ingress")
+	if err != nil {
+		return err
+	}
+	defer stop()
+	bare, err := bench.NewBareEcho()
+	if err != nil {
+		return fmt.Errorf("bench: bare Echo handler: %w", err)
+	}
+	defer bare.Close()
+	c := children[0]
+	rep := &bench.IngressReport{Setup: bench.IngressSetup{Clients: cfg.Clients, Duration: cfg.Duration.String(), IdempotencyKey: cfg.IdempotencyKey,
+		IngressProcess: fmt.Sprintf("orchestrator serve --role ingress on %s (child process %d)", c.URL, c.PID()),
+		Store: sp.setup.Store, NATS: sp.setup.NATS, GOMAXPROCS: sp.setup.GOMAXPROCS, CPUs: sp.setup.CPUs}}
+	sp.progress("ingress: %d clients for %s", cfg.Clients, cfg.Duration)
+	in, err := bench.RunIngress(sp.ctx, cfg, "ingress (orchestrator serve --role ingress)", c.URL, []int{c.PID()})
+	rep.Ingress = in
+	var runErr error
+	if err != nil {
+		runErr = fmt.Errorf("ingress: %w", err)
+	}
+	if sp.ctx.Err() == nil {
+		sp.progress("bare Echo handler: %d clients for %s", cfg.Clients, cfg.Duration)
+		b, err := bench.RunIngress(sp.ctx, cfg, "bare Echo v5 handler (in this process)", bare.URL(), nil)
+		rep.Bare = b
+		if err != nil {
+			runErr = errors.Join(runErr, fmt.Errorf("bare handler: %w", err))
+		}
+	}
+	rep.SetRatio()
+	if runErr != nil {
+		rep.Error = runErr.Error()
+	}
+	sp.reported.Store(true)
+	if sp.jsonOut {
+		if err := rep.WriteJSON(sp.stdout); err != nil {
+			return err
+		}
+	} else {
+		rep.WriteText(sp.stdout)
+	}
+	return runErr
 }

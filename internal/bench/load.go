@@ -68,6 +68,14 @@ type Config struct {
 	Settle time.Duration
 	// Progress, when set, gets a line every second.
 	Progress io.Writer
+	// OnAllInFlight, when set, is called once, when every campaign has been
+	// sent and the fake has received a first step request of each: all of
+	// them are in flight (e.g. to take a heap profile then).
+	OnAllInFlight func()
+	// AllInFlightCalls is the number of step requests the fake must have
+	// received for all campaigns to count as in flight (default Campaigns;
+	// less when the orchestrators' STEPS_IN_FLIGHT bounds the calls).
+	AllInFlightCalls int
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -103,6 +111,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 10 * time.Minute
+	}
+	if c.AllInFlightCalls <= 0 || c.AllInFlightCalls > c.Campaigns {
+		c.AllInFlightCalls = c.Campaigns
 	}
 	if c.Settle <= 0 {
 		c.Settle = 300 * time.Millisecond
@@ -184,8 +195,34 @@ type Service struct {
 	PeakRSSMiB   float64 `json:"peak_rss_mib"`
 	PeakRSSReset bool    `json:"peak_rss_reset"`
 	SelfIncludes string  `json:"self_includes,omitempty"`
+	// Orchestrators are the `orchestrator serve` child processes (when the
+	// orchestrator does not run in this process), each measured apart.
+	Orchestrators []ProcUse `json:"orchestrators,omitempty"`
+	// OrchestratorsPeakRSSMiB is the sum of their VmHWM;
+	// OrchestratorsRSSMaxMiB the largest sum of their VmRSS sampled every
+	// 250 ms (their peak together).
+	OrchestratorsPeakRSSMiB float64 `json:"orchestrators_peak_rss_mib,omitempty"`
+	OrchestratorsRSSMaxMiB  float64 `json:"orchestrators_rss_max_mib,omitempty"`
+	// MaxInFlight is the most campaigns sent and not ended at once (sampled
+	// every 250 ms) and AllInFlight whether every campaign was in flight at
+	// once (all sent, and Config.AllInFlightCalls step requests received,
+	// before any ended).
+	MaxInFlight int  `json:"max_in_flight"`
+	AllInFlight bool `json:"all_in_flight"`
 	// NotMeasured lists what could not be read, and why.
 	NotMeasured []string `json:"not_measured,omitempty"`
+}
+
+// ProcUse is what one child process used during a run.
+type ProcUse struct {
+	PID              int     `json:"pid"`
+	CPUS             float64 `json:"cpu_s"`
+	CPUPerCampaignMS float64 `json:"cpu_per_campaign_ms"`
+	// PeakRSSMiB is its VmHWM during the run (reset at its start when the
+	// kernel allows: PeakRSSReset); RSSEndMiB its VmRSS at the end.
+	PeakRSSMiB   float64 `json:"peak_rss_mib"`
+	RSSEndMiB    float64 `json:"rss_end_mib"`
+	PeakRSSReset bool    `json:"peak_rss_reset"`
 }
 
 // Run drives cfg.Campaigns campaigns through the service and measures them.
@@ -224,6 +261,10 @@ func Run(ctx context.Context, cfg Config, t Target) (*Service, error) {
 
 	storedBefore, storedErr := lastSeq(ctx, t.JS)
 	rssReset := resetPeakRSS()
+	childReset := make([]bool, len(t.Meters.Orchestrators))
+	for i, pid := range t.Meters.Orchestrators {
+		childReset[i] = resetProcPeakRSS(strconv.Itoa(pid))
+	}
 	before := mt.snapshot(ctx)
 	t0 := time.Now()
 	tr.start(t0)
@@ -231,6 +272,7 @@ func Run(ctx context.Context, cfg Config, t Target) (*Service, error) {
 	rctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
 	stopProgress := tr.progress(cfg.Progress)
+	stopSampler := tr.sample(cfg, t)
 
 	jobs := make(chan int, cfg.Campaigns)
 	var wg sync.WaitGroup
@@ -276,6 +318,7 @@ dispatch:
 		end = time.Now()
 	}
 	stopProgress()
+	maxRSS, maxInFlight, allInFlight := stopSampler()
 	select {
 	case <-time.After(cfg.Settle):
 	case <-ctx.Done():
@@ -291,6 +334,27 @@ dispatch:
 	}
 	s.PeakRSSMiB, s.PeakRSSReset = float64(peak)/(1<<20), rssReset
 	s.SelfIncludes = t.Meters.SelfIncludes
+	s.MaxInFlight, s.AllInFlight = maxInFlight, allInFlight
+	if len(t.Meters.Orchestrators) > 0 {
+		s.OrchestratorsRSSMaxMiB = float64(maxRSS) / (1 << 20)
+		ended := s.Completed + s.Failed
+		for i, pid := range t.Meters.Orchestrators {
+			u := ProcUse{PID: pid, PeakRSSReset: childReset[i]}
+			if i < len(s.Resources.CPU.Orchestrators) {
+				u.CPUS = s.Resources.CPU.Orchestrators[i]
+				if ended > 0 {
+					u.CPUPerCampaignMS = u.CPUS * 1000 / float64(ended)
+				}
+			}
+			peak, now, err := ProcPeakRSS(pid)
+			if err != nil {
+				mt.note(fmt.Sprintf("orchestrator %d RSS", pid), err)
+			}
+			u.PeakRSSMiB, u.RSSEndMiB = float64(peak)/(1<<20), float64(now)/(1<<20)
+			s.OrchestratorsPeakRSSMiB += u.PeakRSSMiB
+			s.Orchestrators = append(s.Orchestrators, u)
+		}
+	}
 	if storedErr == nil && storedErr2 == nil {
 		d := storedAfter - storedBefore
 		s.CommandsStored = &d
@@ -649,6 +713,49 @@ func (t *tracker) progress(w io.Writer) (stop func()) {
 		}
 	})
 	return func() { close(done); wg.Wait() }
+}
+
+// sample reads, every 250 ms until the returned function is called, the
+// campaigns in flight and the children's RSS; when every campaign has been
+// sent and had its first step requested, it calls cfg.OnAllInFlight (once).
+// The function returns the largest sum of the children's VmRSS (bytes), the
+// most campaigns in flight, and whether all of them were at once.
+func (t *tracker) sample(cfg Config, tg Target) (stop func() (maxRSS uint64, maxInFlight int, all bool)) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var maxRSS uint64
+	var maxIn int
+	var all bool
+	wg.Go(func() {
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			var sum uint64
+			for _, pid := range tg.Meters.Orchestrators {
+				if _, now, err := ProcPeakRSS(pid); err == nil {
+					sum += now
+				}
+			}
+			maxRSS = max(maxRSS, sum)
+			t.mu.Lock()
+			ended := t.ended
+			t.mu.Unlock()
+			dispatched := int(t.dispatched.Load())
+			maxIn = max(maxIn, dispatched-ended)
+			if !all && dispatched == cfg.Campaigns && ended == 0 && tg.Fake.Calls() >= cfg.AllInFlightCalls {
+				all = true
+				if cfg.OnAllInFlight != nil {
+					cfg.OnAllInFlight()
+				}
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	return func() (uint64, int, bool) { close(done); wg.Wait(); return maxRSS, maxIn, all }
 }
 
 // result computes the figures.

@@ -39,6 +39,10 @@ type Meters struct {
 	// NATSServer is the pid of a nats-server child process (0: none; an
 	// embedded server's CPU is this process's).
 	NATSServer int
+	// Orchestrators are the pids of `orchestrator serve` child processes,
+	// measured each apart (CPU from /proc/<pid>/stat, peak RSS from
+	// /proc/<pid>/status VmHWM).
+	Orchestrators []int
 	// SelfIncludes says what this process runs besides the orchestrator,
 	// since its CPU and RSS include it.
 	SelfIncludes string
@@ -50,6 +54,8 @@ type snapshot struct {
 	self       time.Duration
 	nats       time.Duration
 	natsOK     bool
+	orch       []time.Duration
+	orchOK     bool
 	redisCalls map[string]uint64
 	redisReads uint64
 	redisCPU   float64
@@ -104,6 +110,18 @@ func (mt *meter) snapshot(ctx context.Context) snapshot {
 			s.nats, s.natsOK = d, true
 		}
 	}
+	if len(mt.m.Orchestrators) > 0 {
+		s.orch, s.orchOK = make([]time.Duration, len(mt.m.Orchestrators)), true
+		for i, pid := range mt.m.Orchestrators {
+			d, err := procCPU(pid)
+			if err != nil {
+				mt.note(fmt.Sprintf("orchestrator %d CPU", pid), err)
+				s.orchOK = false
+				continue
+			}
+			s.orch[i] = d
+		}
+	}
 	if mt.m.Redis != nil {
 		calls, reads, cpu, err := redisStats(ctx, mt.m.Redis)
 		if err != nil {
@@ -148,6 +166,11 @@ type CPU struct {
 	Self float64 `json:"self"`
 	// NATSServer is a nats-server child process.
 	NATSServer *float64 `json:"nats_server,omitempty"`
+	// Orchestrators are the `orchestrator serve` child processes, each
+	// (in the order of Meters.Orchestrators), and OrchestratorsTotal their
+	// sum.
+	Orchestrators      []float64 `json:"orchestrators,omitempty"`
+	OrchestratorsTotal *float64  `json:"orchestrators_total,omitempty"`
 	// RedisServer is the Redis server (INFO cpu: used_cpu_user + used_cpu_sys).
 	RedisServer *float64 `json:"redis_server,omitempty"`
 	// Total is the sum of the measured ones.
@@ -163,6 +186,13 @@ func (c CPU) scaled(f float64) CPU {
 	if c.RedisServer != nil {
 		v := *c.RedisServer * f
 		out.RedisServer = &v
+	}
+	if c.OrchestratorsTotal != nil {
+		v := *c.OrchestratorsTotal * f
+		out.OrchestratorsTotal = &v
+		for _, o := range c.Orchestrators {
+			out.Orchestrators = append(out.Orchestrators, o*f)
+		}
 	}
 	return out
 }
@@ -211,6 +241,16 @@ func (mt *meter) diff(a, b snapshot, commands int) Resources {
 		v := (b.nats - a.nats).Seconds()
 		r.CPU.NATSServer = &v
 		r.CPU.Total += v
+	}
+	if a.orchOK && b.orchOK && len(a.orch) == len(b.orch) {
+		var sum float64
+		for i := range b.orch {
+			v := (b.orch[i] - a.orch[i]).Seconds()
+			r.CPU.Orchestrators = append(r.CPU.Orchestrators, v)
+			sum += v
+		}
+		r.CPU.OrchestratorsTotal = &sum
+		r.CPU.Total += sum
 	}
 	if a.redisOK && b.redisOK {
 		v := b.redisCPU - a.redisCPU
@@ -302,8 +342,14 @@ func procCPU(pid int) (time.Duration, error) {
 
 // PeakRSS returns this process's peak resident set size (VmHWM) and current
 // one (VmRSS), in bytes.
-func PeakRSS() (peak, now uint64, err error) {
-	f, err := os.Open("/proc/self/status")
+func PeakRSS() (peak, now uint64, err error) { return procRSS("self") }
+
+// ProcPeakRSS is PeakRSS of process pid.
+func ProcPeakRSS(pid int) (peak, now uint64, err error) { return procRSS(strconv.Itoa(pid)) }
+
+// procRSS reads VmHWM and VmRSS from /proc/<pid>/status.
+func procRSS(pid string) (peak, now uint64, err error) {
+	f, err := os.Open("/proc/" + pid + "/status")
 	if err != nil {
 		return 0, 0, err
 	}
@@ -329,8 +375,12 @@ func PeakRSS() (peak, now uint64, err error) {
 
 // resetPeakRSS makes VmHWM start again from the current RSS (Linux 4.0+);
 // it reports whether it could.
-func resetPeakRSS() bool {
-	return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
+func resetPeakRSS() bool { return resetProcPeakRSS("self") }
+
+// resetProcPeakRSS is resetPeakRSS of process pid (a child of ours: same
+// user, so the kernel lets us).
+func resetProcPeakRSS(pid string) bool {
+	return os.WriteFile("/proc/"+pid+"/clear_refs", []byte("5"), 0) == nil
 }
 
 // redisStats reads INFO commandstats (calls by lower-case command name,

@@ -19,6 +19,9 @@ type Setup struct {
 	Workflow    string  `json:"workflow"`
 	StepLatency string  `json:"step_latency"`
 	Workers     int     `json:"workers"`
+	// Processes is the number of `orchestrator serve` child processes (0:
+	// the orchestrator runs in the bench process).
+	Processes int `json:"processes,omitempty"`
 	Store       string  `json:"store"`
 	Redis       string  `json:"redis,omitempty"`
 	NATS        string  `json:"nats"`
@@ -64,8 +67,12 @@ func (r *Report) WriteText(w io.Writer) {
 			mode += " for " + st.Duration
 		}
 	}
-	fmt.Fprintf(w, "orchestrator bench: %d campaigns of %q via %s, %s; steps %s; %d workers; store %s; NATS %s; %d CPUs, GOMAXPROCS %d\n",
-		st.Campaigns, st.Workflow, st.Via, mode, st.StepLatency, st.Workers, st.Store, st.NATS, st.CPUs, st.GOMAXPROCS)
+	procs := "the orchestrator in this process"
+	if st.Processes > 0 {
+		procs = fmt.Sprintf("%d orchestrator processes", st.Processes)
+	}
+	fmt.Fprintf(w, "orchestrator bench: %d campaigns of %q via %s, %s; steps %s; %s, %d workers each; store %s; NATS %s; %d CPUs, GOMAXPROCS %d\n",
+		st.Campaigns, st.Workflow, st.Via, mode, st.StepLatency, procs, st.Workers, st.Store, st.NATS, st.CPUs, st.GOMAXPROCS)
 	if s := r.Service; s != nil {
 		fmt.Fprintf(w, "\nservice: %d campaigns, %d completed, %d failed, %d unfinished, %d not sent, in %.2f s\n",
 			s.Campaigns, s.Completed, s.Failed, s.Unfinished, s.SendErrors, s.ElapsedS)
@@ -94,6 +101,21 @@ func (r *Report) WriteText(w io.Writer) {
 			reset = " (since the process started: VmHWM could not be reset)"
 		}
 		fmt.Fprintf(w, "  peak RSS             %10.1f MiB (this process, VmHWM%s)\n", s.PeakRSSMiB, reset)
+		if len(s.Orchestrators) > 0 {
+			fmt.Fprintf(w, "  orchestrator processes (%d):      CPU s   CPU ms/campaign   peak RSS MiB   RSS at end MiB\n", len(s.Orchestrators))
+			var cpu float64
+			for _, o := range s.Orchestrators {
+				fmt.Fprintf(w, "    pid %-8d           %10.2f   %15.3f   %12.1f   %14.1f\n", o.PID, o.CPUS, o.CPUPerCampaignMS, o.PeakRSSMiB, o.RSSEndMiB)
+				cpu += o.CPUS
+			}
+			per := 0.0
+			if n := s.Completed + s.Failed; n > 0 {
+				per = cpu * 1000 / float64(n)
+			}
+			fmt.Fprintf(w, "    total                  %10.2f   %15.3f   %12.1f   (sum of VmHWM; largest sum of VmRSS sampled: %.1f MiB)\n",
+				cpu, per, s.OrchestratorsPeakRSSMiB, s.OrchestratorsRSSMaxMiB)
+		}
+		fmt.Fprintf(w, "  in flight at most   %10d   (campaigns sent and not ended, sampled every 250 ms; all at once: %v)\n", s.MaxInFlight, s.AllInFlight)
 		writeRequests(w, s.Resources)
 		writeNotMeasured(w, s.NotMeasured)
 	}
@@ -140,6 +162,9 @@ func writeCPU(w io.Writer, title string, c CPU, self string) {
 	}
 	if c.NATSServer != nil {
 		fmt.Fprintf(w, ", nats-server %.3f", *c.NATSServer)
+	}
+	if c.OrchestratorsTotal != nil {
+		fmt.Fprintf(w, ", orchestrators %.3f", *c.OrchestratorsTotal)
 	}
 	if c.RedisServer != nil {
 		fmt.Fprintf(w, ", redis-server %.3f", *c.RedisServer)
