@@ -765,11 +765,19 @@ func (sp *spawn) ingress(cfg bench.IngressConfig) error {
 	}
 	defer bare.Close()
 	c := children[0]
+	rc, err := sp.redisClient(sp.redisURL)
+	if err != nil {
+		return err
+	}
+	if rc != nil {
+		defer rc.Close()
+	}
+	m := bench.Meters{NATSServer: sp.natsPID, Redis: rc, Orchestrators: []int{c.PID()}}
 	rep := &bench.IngressReport{Setup: bench.IngressSetup{Clients: cfg.Clients, Duration: cfg.Duration.String(), IdempotencyKey: cfg.IdempotencyKey,
 		IngressProcess: fmt.Sprintf("orchestrator serve --role ingress on %s (child process %d)", c.URL, c.PID()),
 		Store: sp.setup.Store, NATS: sp.setup.NATS, GOMAXPROCS: sp.setup.GOMAXPROCS, CPUs: sp.setup.CPUs}}
 	sp.progress("ingress: %d clients for %s", cfg.Clients, cfg.Duration)
-	in, err := bench.RunIngress(sp.ctx, cfg, "ingress (orchestrator serve --role ingress)", c.URL, []int{c.PID()})
+	in, err := bench.RunIngress(sp.ctx, cfg, "ingress (orchestrator serve --role ingress)", c.URL, m)
 	rep.Ingress = in
 	var runErr error
 	if err != nil {
@@ -777,7 +785,7 @@ func (sp *spawn) ingress(cfg bench.IngressConfig) error {
 	}
 	if sp.ctx.Err() == nil {
 		sp.progress("bare Echo handler: %d clients for %s", cfg.Clients, cfg.Duration)
-		b, err := bench.RunIngress(sp.ctx, cfg, "bare Echo v5 handler (in this process)", bare.URL(), nil)
+		b, err := bench.RunIngress(sp.ctx, cfg, "bare Echo v5 handler (in this process)", bare.URL(), bench.Meters{NATSServer: sp.natsPID, Redis: rc})
 		rep.Bare = b
 		if err != nil {
 			runErr = errors.Join(runErr, fmt.Errorf("bare handler: %w", err))

@@ -4,9 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/bench"
 )
 
 // `orchestrator bench --help` prints its usage on stdout and succeeds.
@@ -70,5 +75,116 @@ func TestBenchJSON(t *testing.T) {
 	}
 	if rep.Baseline.Commands != 140 || rep.Baseline.BareCampaignsPerS <= 0 || rep.Ratio == nil || *rep.Ratio <= 0 {
 		t.Errorf("baseline %+v, ratio %v", rep.Baseline, rep.Ratio)
+	}
+}
+
+// benchChildEnv makes this test binary run as the orchestrator (main), so
+// that bench's child processes (os.Executable()) are `orchestrator serve`.
+const benchChildEnv = "ORCHESTRATOR_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(benchChildEnv) == "1" {
+		main() // exits
+	}
+	os.Exit(m.Run())
+}
+
+// --processes 2: two `orchestrator serve` children (this binary) on one
+// Redis and the bench's NATS server run every campaign, and each child's CPU
+// and peak RSS are reported apart.
+func TestBenchProcesses(t *testing.T) {
+	if bench.FindRedisServer() == "" {
+		t.Skip("redis-server not found")
+	}
+	t.Setenv(benchChildEnv, "1")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, []string{"bench", "--campaigns", "30", "--processes", "2", "--json"},
+		func(string) string { return "" }, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s", err, stderr.String())
+	}
+	var rep struct {
+		Setup struct {
+			Processes int    `json:"processes"`
+			Store     string `json:"store"`
+		}
+		Service struct {
+			Completed     int `json:"completed"`
+			Unfinished    int `json:"unfinished"`
+			Orchestrators []struct {
+				PID        int     `json:"pid"`
+				CPUS       float64 `json:"cpu_s"`
+				PeakRSSMiB float64 `json:"peak_rss_mib"`
+			} `json:"orchestrators"`
+			PeakRSSSum float64 `json:"orchestrators_peak_rss_mib"`
+			Resources  struct {
+				CPU struct {
+					Orchestrators      []float64 `json:"orchestrators"`
+					OrchestratorsTotal *float64  `json:"orchestrators_total"`
+				} `json:"cpu_s"`
+			} `json:"resources"`
+		}
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("output is not one JSON object: %v\n%s", err, stdout.String())
+	}
+	s := rep.Service
+	if rep.Setup.Processes != 2 || !strings.HasPrefix(rep.Setup.Store, "redis") {
+		t.Errorf("setup: %+v", rep.Setup)
+	}
+	if s.Completed != 30 || s.Unfinished != 0 {
+		t.Errorf("completed %d, unfinished %d: want 30, 0", s.Completed, s.Unfinished)
+	}
+	if len(s.Orchestrators) != 2 || len(s.Resources.CPU.Orchestrators) != 2 || s.Resources.CPU.OrchestratorsTotal == nil {
+		t.Fatalf("per-child figures missing: %+v", s)
+	}
+	var sum float64
+	for _, o := range s.Orchestrators {
+		if o.PID <= 0 || o.CPUS <= 0 || o.PeakRSSMiB <= 0 {
+			t.Errorf("child figures: %+v", o)
+		}
+		sum += o.PeakRSSMiB
+	}
+	if s.PeakRSSSum != sum {
+		t.Errorf("peak RSS total %.1f, want the sum %.1f", s.PeakRSSSum, sum)
+	}
+	if s.Orchestrators[0].PID == s.Orchestrators[1].PID || s.Orchestrators[0].PID == os.Getpid() {
+		t.Errorf("children are not two other processes: %+v (this one %d)", s.Orchestrators, os.Getpid())
+	}
+}
+
+// --ingress: an `orchestrator serve --role ingress` child accepts campaigns,
+// the bare Echo handler too, and the ratio is printed.
+func TestBenchIngress(t *testing.T) {
+	t.Setenv(benchChildEnv, "1")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, []string{"bench", "--ingress", "--ingress-duration", "1s", "--ingress-clients", "4"},
+		func(string) string { return "" }, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s", err, stderr.String())
+	}
+	out := stdout.String()
+	accepted := regexp.MustCompile(`(?m)^(ingress|bare Echo)[^:]*: (\d+) accepted \(202\), (\d+) errors`).FindAllStringSubmatch(out, -1)
+	if len(accepted) != 2 {
+		t.Fatalf("want an accepted line for the ingress and the bare handler:\n%s", out)
+	}
+	for _, m := range accepted {
+		if n, _ := strconv.Atoi(m[2]); n <= 0 {
+			t.Errorf("%s: %s accepted", m[1], m[2])
+		}
+		if m[3] != "0" {
+			t.Errorf("%s: %s errors", m[1], m[3])
+		}
+	}
+	ratio := regexp.MustCompile(`(?m)^ratio: ingress accepted/s ÷ bare Echo accepted/s = [\d.]+ ÷ [\d.]+ = ([\d.]+)$`).FindStringSubmatch(out)
+	if ratio == nil {
+		t.Fatalf("no ratio line:\n%s", out)
+	}
+	if r, err := strconv.ParseFloat(ratio[1], 64); err != nil || r <= 0 {
+		t.Errorf("ratio %q", ratio[1])
 	}
 }

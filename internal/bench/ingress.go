@@ -178,9 +178,9 @@ func (b *BareEcho) Close() error { return b.srv.Close() }
 
 // RunIngress sends POST /api/v1/campaigns to baseURL from cfg.Clients
 // clients in closed loop for cfg.Warmup, then measures cfg.Duration.
-// pids are child processes whose CPU is measured as orchestrators (the
-// ingress); name is the target's name in the report.
-func RunIngress(ctx context.Context, cfg IngressConfig, name, baseURL string, pids []int) (*Ingress, error) {
+// m says what is measured (Orchestrators: the ingress child; NATSServer,
+// Redis: the servers behind it); name is the target's name in the report.
+func RunIngress(ctx context.Context, cfg IngressConfig, name, baseURL string, m Meters) (*Ingress, error) {
 	if cfg.Clients <= 0 {
 		cfg.Clients = 32
 	}
@@ -232,7 +232,8 @@ func RunIngress(ctx context.Context, cfg IngressConfig, name, baseURL string, pi
 		return nil
 	}
 
-	mt, err := newMeter(Meters{Orchestrators: pids})
+	m.NC, m.JSAPI = nil, nil // requests are not counted here
+	mt, err := newMeter(m)
 	if err != nil {
 		return nil, err
 	}
