@@ -21,12 +21,12 @@ type Setup struct {
 	Workers     int     `json:"workers"`
 	// Processes is the number of `orchestrator serve` child processes (0:
 	// the orchestrator runs in the bench process).
-	Processes int `json:"processes,omitempty"`
-	Store       string  `json:"store"`
-	Redis       string  `json:"redis,omitempty"`
-	NATS        string  `json:"nats"`
-	GOMAXPROCS  int     `json:"gomaxprocs"`
-	CPUs        int     `json:"cpus"`
+	Processes  int    `json:"processes,omitempty"`
+	Store      string `json:"store"`
+	Redis      string `json:"redis,omitempty"`
+	NATS       string `json:"nats"`
+	GOMAXPROCS int    `json:"gomaxprocs"`
+	CPUs       int    `json:"cpus"`
 }
 
 // Report is everything a bench run measured; it is printed as text or as
