@@ -773,9 +773,10 @@ func (sp *spawn) ingress(cfg bench.IngressConfig) error {
 		defer rc.Close()
 	}
 	m := bench.Meters{NATSServer: sp.natsPID, Redis: rc, Orchestrators: []int{c.PID()}}
-	rep := &bench.IngressReport{Setup: bench.IngressSetup{Clients: cfg.Clients, Duration: cfg.Duration.String(), IdempotencyKey: cfg.IdempotencyKey,
-		IngressProcess: fmt.Sprintf("orchestrator serve --role ingress on %s (child process %d)", c.URL, c.PID()),
-		Store:          sp.setup.Store, NATS: sp.setup.NATS, GOMAXPROCS: sp.setup.GOMAXPROCS, CPUs: sp.setup.CPUs}}
+	st := bench.IngressSetup{Clients: cfg.Clients, Duration: cfg.Duration.String(), IdempotencyKey: cfg.IdempotencyKey,
+		Store: sp.setup.Store, NATS: sp.setup.NATS, GOMAXPROCS: sp.setup.GOMAXPROCS, CPUs: sp.setup.CPUs}
+	st.IngressProcess = fmt.Sprintf("orchestrator serve --role ingress on %s (child process %d)", c.URL, c.PID())
+	rep := &bench.IngressReport{Setup: st}
 	sp.progress("ingress: %d clients for %s", cfg.Clients, cfg.Duration)
 	in, err := bench.RunIngress(sp.ctx, cfg, "ingress (orchestrator serve --role ingress)", c.URL, m)
 	rep.Ingress = in
