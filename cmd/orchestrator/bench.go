@@ -333,8 +333,18 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var heapErr error
 	if *memProfile != "" {
 		bcfg.OnAllInFlight = func() {
-			progress("every campaign in flight: heap profile to %s", *memProfile)
+			progress("every campaign in flight: heap profile to %s, goroutines to %s.goroutine", *memProfile, *memProfile)
 			heapErr, heapWritten = writeHeapProfile(*memProfile), true
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			peak, now, _ := bench.PeakRSS()
+			progress("memory now: RSS %.1f MiB (peak %.1f), heap in use %.1f MiB, goroutine stacks %.1f MiB, %d goroutines, runtime total %.1f MiB",
+				float64(now)/(1<<20), float64(peak)/(1<<20), float64(ms.HeapInuse)/(1<<20), float64(ms.StackInuse)/(1<<20),
+				runtime.NumGoroutine(), float64(ms.Sys)/(1<<20))
+			if f, err := os.Create(*memProfile + ".goroutine"); err == nil {
+				_ = pprof.Lookup("goroutine").WriteTo(f, 0)
+				f.Close()
+			}
 		}
 		defer func() {
 			if !heapWritten {
