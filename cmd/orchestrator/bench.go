@@ -49,7 +49,15 @@ Servers: --redis-url, else a private redis-server on a free loopback port when o
 run as a child, measured apart), else the embedded NATS server with a private directory.
 --baseline then runs the bare pipeline on the same servers (publish with id → fetch → SET NX PX
 → GET → Lua write → Lua release → sync event publish → ack, 256 goroutines) for as many
-commands, and prints the ratio of campaigns/s. Arguments after -- are flags of
+commands, and prints the ratio of campaigns/s.
+
+--processes N runs N ` + "`orchestrator serve`" + ` child processes (this binary, or
+--orchestrator-bin) on the same servers instead of the orchestrator in this process (NATS:
+--nats-url, --nats-server, else a server embedded in this process on a free port, shared by
+them) and reports each one's CPU and peak RSS. --ingress measures accepted POST
+/api/v1/campaigns per second of an ` + "`orchestrator serve --role ingress`" + ` child, closed loop from
+--ingress-clients clients, then of a bare Echo handler from the same clients, and prints the
+ratio. Arguments after -- are flags of
 ` + "`orchestrator serve`" + ` (see serve -h), e.g. -- --lock-ttl 10s.
 
 flags:
