@@ -450,7 +450,7 @@ func (m *Memory) commit(w Write, read bool) (items []Item, err error) {
 		return nil, nil // this write, retried
 	}
 	if w.Head != "" {
-		if head := c.inboxHead(1); len(head) == 0 || head[0].ID != w.Head || (w.Sole && len(c.inbox) != 1) {
+		if head := c.inboxHead(1); len(head) == 0 || head[0].ID != w.Head {
 			return nil, fmt.Errorf("commit %s: %s: %w", k, w.Head, ErrNotHead)
 		}
 	}

@@ -150,9 +150,6 @@ func checkWrite(w Write) error {
 	if w.Campaign == nil && len(w.Outbox) > 0 {
 		return fmt.Errorf("outbox without a campaign under key %s: %w", w.Lease.Key, ErrInvalid)
 	}
-	if w.Sole && w.Head == "" {
-		return fmt.Errorf("sole without a head under key %s: %w", w.Lease.Key, ErrInvalid)
-	}
 	for _, it := range w.Park {
 		if it.ID == "" || it.Seq > SeqInternal {
 			return fmt.Errorf("parked item %q (seq %d) under key %s: %w", it.ID, it.Seq, w.Lease.Key, ErrInvalid)

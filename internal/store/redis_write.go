@@ -112,11 +112,6 @@ func (r *Redis) commit(ctx context.Context, w Write, read bool) ([]Item, error) 
 	for _, it := range w.Park {
 		args = append(args, it.ID, it.Seq, it.Data)
 	}
-	if w.Sole {
-		args = append(args, "1")
-	} else {
-		args = append(args, "0")
-	}
 	if c := w.Campaign; c != nil {
 		args = append(args, string(c.State))
 	} else {

@@ -144,11 +144,6 @@ type Write struct {
 	// Head, when not empty, is the inbox item the write acts on: the write
 	// happens only if it is still the inbox's first item (ErrNotHead).
 	Head string
-	// Sole, with Head, asks more: Head must be the inbox's only item (an
-	// item parked behind it refuses the write too, with ErrNotHead). A
-	// holder that goes on to the campaign's next step within this write
-	// uses it: nothing else may be waiting.
-	Sole bool
 	// Trim holds outbox messages the caller published: they are removed
 	// first, exactly as TrimOutbox would (the oldest len(Trim) messages, if
 	// the last of them is at that position).

@@ -65,9 +65,9 @@ func TestControlAcceptedBeforeResultWrite(t *testing.T) {
 			}})
 			close(ready)
 			h.create("acme", camp, true)
-			evs := h.waitEvent("acme", camp, "campaign."+tc.ev, 0, 20*time.Second)
+			h.waitEvent("acme", camp, "campaign."+tc.ev, 0, 20*time.Second)
 			h.waitIdle("acme", camp)
-			evs = h.history("acme", camp)
+			evs := h.history("acme", camp)
 			checkSequence(t, evs)
 			got := types(evs)
 			want := "created,started,step.started(validate),step.succeeded(validate)," + tc.ev
@@ -98,9 +98,9 @@ func TestResultWriteLostReply(t *testing.T) {
 		return false
 	})
 	h.create("acme", camp, true)
-	evs := h.waitEvent("acme", camp, fsm.EvCompleted, 0, 30*time.Second)
+	h.waitEvent("acme", camp, fsm.EvCompleted, 0, 30*time.Second)
 	st := h.waitIdle("acme", camp)
-	evs = h.history("acme", camp)
+	evs := h.history("acme", camp)
 	checkSequence(t, evs)
 	if dropped() != 1 {
 		t.Fatalf("the result write's reply was not dropped (%d)", dropped())

@@ -8,7 +8,6 @@ if version > 0 and redis.call('HGET', KEYS[1], 'wid') == ARGV[#ARGV] then return
 if ARGV[8] ~= '' then
   local first = redis.call('ZRANGE', KEYS[3], 0, 0)
   if first[1] ~= ARGV[8] then return {3, '', head()} end
-  if ARGV[#ARGV-2] == '1' and redis.call('ZCARD', KEYS[3]) ~= 1 then return {3, '', head()} end
 end
 local fence = tonumber(ARGV[2])
 local sf = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')

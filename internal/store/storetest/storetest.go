@@ -83,7 +83,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ReleaseAfterTakeover", testReleaseAfterTakeover},
 		{"StrandedAndTake", testStrandedAndTake},
 		{"SnapshotAndHead", testSnapshotAndHead},
-		{"ParkAndSole", testParkAndSole},
+		{"Park", testPark},
 		{"ExtendAll", testExtendAll},
 		{"Install", testInstall},
 		{"InstallUnderLease", testInstallUnderLease},
@@ -1606,16 +1606,15 @@ func testSnapshotAndHead(t *testing.T, s store.Store) {
 	}
 }
 
-// testParkAndSole: a holder parks its own next step in its write (behind
-// every stream message), and a Sole write goes through only when its head is
-// the inbox's only item.
-func testParkAndSole(t *testing.T, s store.Store) {
+// testPark: a holder parks its own next step in its write (behind every
+// stream message, or first), and a write on it waits for its turn as head.
+func testPark(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	k := store.Key{Tenant: "acme", Campaign: "park"}
 	l := mustLease(t, s, k, item("start", 4), longTTL)
 	mustCommit(t, s, store.Write{Lease: l, Campaign: newCampaign(k, 1, fsm.Pending), Applied: []string{"create"}})
 	adv1 := store.Item{ID: "adv-1", Seq: store.SeqInternal, Data: []byte("advance 1")}
-	w := store.Write{ID: store.NewToken(), Lease: l, Head: "start", Sole: true, Campaign: newCampaign(k, 2, fsm.Running),
+	w := store.Write{ID: store.NewToken(), Lease: l, Head: "start", Campaign: newCampaign(k, 2, fsm.Running),
 		Applied: []string{"start"}, Dequeue: []string{"start"}, Park: []store.Item{adv1}}
 	for range 2 { // the second time a retry: same effect, same answer
 		items, err := s.CommitRead(ctx, w)
@@ -1628,24 +1627,19 @@ func testParkAndSole(t *testing.T, s store.Store) {
 	if got := inboxIDs(t, s, k, 0); !slices.Equal(got, []string{"pause", "adv-1"}) {
 		t.Fatalf("inbox = %v, want [pause adv-1]", got)
 	}
-	// The step's result going on to the next step alone is refused: adv-1 is
-	// no longer first. Nothing is written or parked.
+	// A write acting on adv-1 is refused: it is no longer first. Nothing is
+	// written or parked.
 	adv2 := store.Item{ID: "adv-2", Seq: store.SeqInternal, Data: []byte("advance 2")}
-	items, err := s.CommitRead(ctx, store.Write{ID: store.NewToken(), Lease: l, Head: "adv-1", Sole: true, Campaign: newCampaign(k, 3, fsm.Running),
+	items, err := s.CommitRead(ctx, store.Write{ID: store.NewToken(), Lease: l, Head: "adv-1", Campaign: newCampaign(k, 3, fsm.Running),
 		Dequeue: []string{"adv-1"}, Park: []store.Item{adv2}})
 	if !errors.Is(err, store.ErrNotHead) || !slices.Equal(itemIDs(items), []string{"pause", "adv-1"}) {
-		t.Fatalf("Sole write behind a pause = %v, %v; want ErrNotHead and [pause adv-1]", itemIDs(items), err)
+		t.Fatalf("write on adv-1 behind a pause = %v, %v; want ErrNotHead and [pause adv-1]", itemIDs(items), err)
 	}
 	if got := mustLoad(t, s, k); got.Version != 2 {
 		t.Fatalf("a refused write wrote version %d", got.Version)
 	}
-	// Sole is refused too when the head is right but something waits behind it.
 	mustCommit(t, s, store.Write{Lease: l, Dequeue: []string{"adv-1"}, Park: []store.Item{adv2}})
 	mustNoLease(t, s, k, item("resume", 10))
-	_, err = s.CommitRead(ctx, store.Write{ID: store.NewToken(), Lease: l, Head: "pause", Sole: true, Campaign: newCampaign(k, 3, fsm.Paused), Dequeue: []string{"pause"}})
-	if !errors.Is(err, store.ErrNotHead) {
-		t.Fatalf("Sole write with items behind its head = %v; want ErrNotHead", err)
-	}
 	// Parking an id already there keeps the first.
 	mustCommit(t, s, store.Write{Lease: l, Park: []store.Item{{ID: "adv-2", Seq: 3, Data: []byte("other")}}})
 	inbox, err := s.Inbox(ctx, k, 0)
@@ -1658,11 +1652,10 @@ func testParkAndSole(t *testing.T, s store.Store) {
 	if err != nil || !slices.Equal(itemIDs(items), []string{"adv-2", "pause", "resume"}) || items[0].Seq != 0 {
 		t.Fatalf("inbox after parking adv-2 first = %+v, %v; want [adv-2 pause resume]", items, err)
 	}
-	// Bad parked items and Sole without a head are refused as invalid.
+	// Bad parked items are refused as invalid.
 	for _, bad := range []store.Write{
 		{Lease: l, Park: []store.Item{{ID: "", Seq: 1}}},
 		{Lease: l, Park: []store.Item{{ID: "x", Seq: store.SeqInternal + 1}}},
-		{Lease: l, Sole: true},
 	} {
 		wantErr(t, "invalid write", s.Commit(ctx, bad), store.ErrInvalid)
 	}
