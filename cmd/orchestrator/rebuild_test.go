@@ -127,8 +127,8 @@ func TestRebuildCommand(t *testing.T) {
 			var err error
 			got, err = rs.Load(ctx, key(c))
 			in, _ := rs.Inbox(ctx, key(c), 1)
-			last, _, ok, _ := events.LastEvent(ctx, js, "acme", c)
-			if err == nil && got.State == want && len(in) == 0 && ok && last.Seq() == got.Seq {
+			last, ok, _ := events.NewPublisher(js).Last(ctx, "acme", c)
+			if err == nil && got.State == want && len(in) == 0 && ok && last == got.Seq {
 				return got
 			}
 			if time.Now().After(deadline) {

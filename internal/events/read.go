@@ -64,30 +64,6 @@ func history(ctx context.Context, stream jetstream.Stream, tenant, campaign stri
 	}
 }
 
-// LastEvent returns the campaign's last stored event and its stream sequence
-// (ok=false when the campaign has none).
-func LastEvent(ctx context.Context, js jetstream.JetStream, tenant, campaign string) (ev CloudEvent, streamSeq uint64, ok bool, err error) {
-	key := tenant + "/" + campaign
-	if !ValidToken(tenant) || !ValidToken(campaign) {
-		return CloudEvent{}, 0, false, fmt.Errorf("last event of %s: bad tenant or campaign token: %w", key, ErrInvalidEvent)
-	}
-	stream, err := js.Stream(ctx, StreamEvents)
-	if err != nil {
-		return CloudEvent{}, 0, false, fmt.Errorf("last event of %s: stream %s: %w", key, StreamEvents, err)
-	}
-	raw, err := stream.GetLastMsgForSubject(ctx, CampaignEvents(tenant, campaign))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return CloudEvent{}, 0, false, nil
-	}
-	if err != nil {
-		return CloudEvent{}, 0, false, fmt.Errorf("last event of %s: %w", key, err)
-	}
-	if ev, err = ParseEvent(raw.Data); err != nil {
-		return CloudEvent{}, 0, false, fmt.Errorf("last event of %s at stream sequence %d: %w", key, raw.Sequence, err)
-	}
-	return ev, raw.Sequence, true, nil
-}
-
 // NextCommand returns the first message still in CAMPAIGN_COMMANDS for the
 // campaign (subject CampaignCommands(tenant, campaign)) with stream sequence
 // ≥ from (ok=false when there is none). stream must be CAMPAIGN_COMMANDS;

@@ -23,7 +23,7 @@ func setAllowDirect(t *testing.T, js jetstream.JetStream, name string, on bool) 
 	}
 }
 
-func TestHistoryAndLastEvent(t *testing.T) {
+func TestHistoryAndLast(t *testing.T) {
 	js := mustJetStream(t)
 	ctx := testCtx(t)
 	for _, direct := range []bool{true, false} {
@@ -33,8 +33,8 @@ func TestHistoryAndLastEvent(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			setAllowDirect(t, js, events.StreamEvents, direct)
-			if _, _, ok, err := events.LastEvent(ctx, js, "acme", "nobody"); ok || err != nil {
-				t.Errorf("LastEvent of an unknown campaign: ok %v, err %v", ok, err)
+			if _, ok, err := events.NewPublisher(js).Last(ctx, "acme", "nobody"); ok || err != nil {
+				t.Errorf("Last of an unknown campaign: ok %v, err %v", ok, err)
 			}
 			if hist, err := events.History(ctx, js, "acme", "nobody"); len(hist) != 0 || err != nil {
 				t.Errorf("History of an unknown campaign: %v, %v", hist, err)
@@ -66,24 +66,22 @@ func TestHistoryAndLastEvent(t *testing.T) {
 				t.Errorf("history = %+v", hist)
 			}
 
-			ev, seq, ok, err := events.LastEvent(ctx, js, "acme", "c")
-			if err != nil || !ok {
-				t.Fatalf("LastEvent: ok %v, err %v", ok, err)
+			p := events.NewPublisher(js)
+			seq, ok, err := p.Last(ctx, "acme", "c")
+			if err != nil || !ok || seq != 3 {
+				t.Errorf("Last(c) = %d, %v, %v; want 3", seq, ok, err)
 			}
-			if ev.Seq() != 3 || ev.CampaignID != "c" || seq != 9 {
-				t.Errorf("LastEvent = seq %d of %s at stream sequence %d, want 3 of c at 9", ev.Seq(), ev.CampaignID, seq)
-			}
-			ev, _, ok, err = events.LastEvent(ctx, js, "acme", "c2")
-			if err != nil || !ok || ev.Seq() != 4 {
-				t.Errorf("LastEvent(c2) = %d, %v, %v", ev.Seq(), ok, err)
+			seq, ok, err = p.Last(ctx, "acme", "c2")
+			if err != nil || !ok || seq != 4 {
+				t.Errorf("Last(c2) = %d, %v, %v; want 4", seq, ok, err)
 			}
 		})
 	}
 	if _, err := events.History(ctx, js, "acme", "c.>"); !errors.Is(err, events.ErrInvalidEvent) {
 		t.Errorf("History with a wildcard token: err = %v", err)
 	}
-	if _, _, _, err := events.LastEvent(ctx, js, "*", "c"); !errors.Is(err, events.ErrInvalidEvent) {
-		t.Errorf("LastEvent with a wildcard token: err = %v", err)
+	if _, _, err := events.NewPublisher(js).Last(ctx, "*", "c"); !errors.Is(err, events.ErrInvalidEvent) {
+		t.Errorf("Last with a wildcard token: err = %v", err)
 	}
 }
 
