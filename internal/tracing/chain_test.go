@@ -346,9 +346,10 @@ func TestOneTraceAcrossTheChain(t *testing.T) {
 				t.Fatalf("server span has parent %s without an incoming traceparent", server.Parent().SpanID())
 			}
 			// One message, the create: the advances are the lock holder's
-			// own, parked in the inbox. The create and one advance per step
-			// (5) are each applied in their own span; the advance that
-			// completes is applied in the last step's result write.
+			// own, parked in the inbox. The create, one advance per step (5)
+			// and the advance that completes are each applied in their own
+			// span (a step's result is written before the next advance is
+			// applied).
 			if n := len(byName["handle"]); n < 1 {
 				t.Errorf("%d handle spans, want 1 or more: %v", n, names(spans))
 			}
@@ -356,8 +357,8 @@ func TestOneTraceAcrossTheChain(t *testing.T) {
 			for _, sp := range byName["apply"] {
 				applied[attr(sp, string(tracing.AttrCommand))] = true
 			}
-			if len(applied) != 6 || !applied[cmdID] {
-				t.Errorf("commands applied %v, want %s and 5 advances", applied, cmdID)
+			if len(applied) != 7 || !applied[cmdID] {
+				t.Errorf("commands applied %v, want %s and 6 advances", applied, cmdID)
 			}
 			if n := len(byName["step"]); n != 5 {
 				t.Errorf("%d step spans, want 5: %v", n, names(spans))
