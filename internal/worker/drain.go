@@ -170,7 +170,7 @@ func (d *drainer) readAhead(ctx context.Context, before uint64) (bool, error) {
 		d.scanFrom = raw.Sequence + 1
 		// The header is the publisher's: keep it only if it is a valid traceparent.
 		tp := tracing.Traceparent(tracing.WithTraceparent(context.Background(), raw.Header.Get(events.HdrTraceparent)))
-		it := item{Subject: raw.Subject, Body: raw.Data, Traceparent: tp}
+		it := events.InboxItem{Subject: raw.Subject, Body: raw.Data, Traceparent: tp}
 		cmd, err := events.DecodeCommand(raw.Subject, raw.Header, raw.Data, d.w.d.Workflows)
 		var inv *events.InvalidCommand
 		switch {
@@ -189,7 +189,7 @@ func (d *drainer) readAhead(ctx context.Context, before uint64) (bool, error) {
 		if queued(d.inbox, it.ID) {
 			continue
 		}
-		data, err := json.Marshal(it)
+		data, err := events.EncodeInbox(it)
 		if err != nil {
 			return pulled, err
 		}
@@ -217,8 +217,8 @@ func queued(items []store.Item, id string) bool {
 // process applies one inbox item, in its own span (startApply).
 func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 	w := d.w
-	var it item
-	if err := json.Unmarshal(si.Data, &it); err != nil {
+	it, err := events.DecodeInbox(si.Data)
+	if err != nil {
 		w.campaignLog(ctx, d.k, si.ID).Error("undecodable inbox item dropped", "err", err)
 		return d.settle(ctx, si.ID)
 	}
@@ -259,7 +259,7 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 	if it.Invalid != "" {
 		return reject(it.Invalid)
 	}
-	cmd, err := events.DecodeCommand(it.Subject, it.header(), it.Body, w.d.Workflows)
+	cmd, err := events.DecodeCommand(it.Subject, it.Header(), it.Body, w.d.Workflows)
 	var inv *events.InvalidCommand
 	if errors.As(err, &inv) {
 		// Valid when received, no longer (a workflow removed since, say).
@@ -349,11 +349,11 @@ func invalid(cmd fsm.Command, reason string) *events.InvalidCommand {
 // The copy is published before the fenced write that settles the item: the
 // lock is extended first, so that a drainer that outlived its lock (a
 // freeze) finds out before acting on what it knew of the campaign.
-func (d *drainer) deadLetter(ctx context.Context, it item, seq uint64, inv *events.InvalidCommand, class string) error {
+func (d *drainer) deadLetter(ctx context.Context, it events.InboxItem, seq uint64, inv *events.InvalidCommand, class string) error {
 	if err := d.w.retry(ctx, "extend lock", func() error { return d.w.fenced(d.w.d.Store.Extend(ctx, d.l, d.w.cfg.LockTTL)) }); err != nil {
 		return err
 	}
-	if err := d.w.retry(ctx, "dead letter", func() error { return events.DeadLetter(ctx, d.w.d.JS, it.natsMsg(), inv, seq) }); err != nil {
+	if err := d.w.retry(ctx, "dead letter", func() error { return events.DeadLetter(ctx, d.w.d.JS, it.Msg(), inv, seq) }); err != nil {
 		return err
 	}
 	d.w.d.Metrics.CommandDeadLettered(inv.Verb, class)
@@ -361,7 +361,7 @@ func (d *drainer) deadLetter(ctx context.Context, it item, seq uint64, inv *even
 }
 
 // runStep calls the campaign's current step and writes its result.
-func (d *drainer) runStep(ctx context.Context, c fsm.Campaign, it item, si store.Item) error {
+func (d *drainer) runStep(ctx context.Context, c fsm.Campaign, it events.InboxItem, si store.Item) error {
 	itemID := si.ID
 	w := d.w
 	step, _ := c.CurrentStep()
@@ -448,7 +448,7 @@ func (d *drainer) runStep(ctx context.Context, c fsm.Campaign, it item, si store
 // producer span "send campaign.evt…", the advance that of "send
 // campaign.cmd…", both children of ctx's span (the item's apply span) and
 // ended once the write and its publish are done.
-func (d *drainer) commit(ctx context.Context, it item, r fsm.Result, applied bool, dequeue string, park ...store.Item) (err error) {
+func (d *drainer) commit(ctx context.Context, it events.InboxItem, r fsm.Result, applied bool, dequeue string, park ...store.Item) (err error) {
 	var spans []trace.Span
 	defer func() {
 		for _, sp := range spans {
@@ -517,7 +517,7 @@ func (d *drainer) eventMsgs(ctx context.Context, evs ...[]fsm.Event) ([]store.Me
 // sweep brings one).
 func advance(c fsm.Campaign, tp string) (store.Item, error) {
 	cmd, m := events.Advance(c, tp)
-	data, err := json.Marshal(item{Subject: m.Subject, ID: cmd.ID, Body: m.Data, Traceparent: tp})
+	data, err := events.EncodeInbox(events.InboxItem{Subject: m.Subject, ID: cmd.ID, Body: m.Data, Traceparent: tp})
 	if err != nil {
 		return store.Item{}, err
 	}

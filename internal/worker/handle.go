@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -19,31 +18,6 @@ import (
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
 	"github.com/campaign-orchestrator/orchestrator/internal/tracing"
 )
-
-// item is what the inbox keeps of a command: enough to decode it again.
-type item struct {
-	Subject     string `json:"subject"`
-	ID          string `json:"id"`
-	Body        []byte `json:"body"`
-	Traceparent string `json:"traceparent,omitempty"`
-	// Invalid holds the reason when the command cannot be processed; it
-	// is parked only to emit campaign.command.rejected on an existing campaign.
-	Invalid string `json:"invalid,omitempty"`
-	Verb    string `json:"verb,omitempty"`
-}
-
-func (it item) header() nats.Header {
-	h := nats.Header{}
-	h.Set(nats.MsgIdHdr, it.ID)
-	if it.Traceparent != "" {
-		h.Set(events.HdrTraceparent, it.Traceparent)
-	}
-	return h
-}
-
-func (it item) natsMsg() *nats.Msg {
-	return &nats.Msg{Subject: it.Subject, Header: it.header(), Data: it.Body}
-}
 
 // subjectVerb is the last token of a command subject and whether it is
 // one of fsm.Verbs.
@@ -149,7 +123,7 @@ func (w *Worker) handle(work, run context.Context, msg jetstream.Msg) {
 
 	w.d.Metrics.CommandReceived(verbLabel(msg.Subject()))
 	cmd, derr := events.DecodeCommand(msg.Subject(), msg.Headers(), msg.Data(), w.d.Workflows)
-	it := item{Subject: msg.Subject(), Body: msg.Data(), Traceparent: tracing.Traceparent(work)}
+	it := events.InboxItem{Subject: msg.Subject(), Body: msg.Data(), Traceparent: tracing.Traceparent(work)}
 	k := store.Key{Tenant: cmd.Tenant, Campaign: cmd.Campaign}
 	var inv *events.InvalidCommand
 	switch {
@@ -176,7 +150,7 @@ func (w *Worker) handle(work, run context.Context, msg jetstream.Msg) {
 	default:
 		it.ID = cmd.ID
 	}
-	data, err := json.Marshal(it)
+	data, err := events.EncodeInbox(it)
 	if err != nil {
 		w.log.Error("encode inbox item", "err", err)
 		return

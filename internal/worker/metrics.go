@@ -1,10 +1,10 @@
 package worker
 
 import (
-	"encoding/json"
 	"errors"
 	"time"
 
+	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 	"github.com/campaign-orchestrator/orchestrator/internal/metrics"
 	"github.com/campaign-orchestrator/orchestrator/internal/stepclient"
@@ -37,8 +37,7 @@ func (w *Worker) noteEnqueued(res store.Enqueued, si store.Item) {
 		m.LockContended()
 	}
 	if res.Duplicate {
-		var it item
-		_ = json.Unmarshal(si.Data, &it) // only for the label; rare
+		it, _ := events.DecodeInbox(si.Data) // only for the label; rare
 		m.CommandDuplicated(verbLabel(it.Subject))
 	}
 }

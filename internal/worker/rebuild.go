@@ -80,7 +80,7 @@ func install(ctx context.Context, s Installer, rb rebuild.Campaign, lease *store
 // drainer's to return (store.ErrNotHead: start again from the inbox's head,
 // now with the rebuilt campaign). Not done, the campaign is new (a create)
 // or unknown, as before.
-func (d *drainer) meetMissing(ctx context.Context, it item, si store.Item, cmd fsm.Command) (done bool, err error) {
+func (d *drainer) meetMissing(ctx context.Context, it events.InboxItem, si store.Item, cmd fsm.Command) (done bool, err error) {
 	w := d.w
 	log := w.campaignLog(ctx, d.k, it.ID)
 	var used bool

@@ -57,7 +57,7 @@ func (w *Worker) startHandle(ctx context.Context, msg jetstream.Msg, meta *jetst
 // startApply starts the span of applying inbox item it of campaign k: a
 // child of the item's own traceparent, not of the span of the handler that
 // drains it, which becomes a link.
-func (w *Worker) startApply(ctx context.Context, k store.Key, it item) (context.Context, trace.Span) {
+func (w *Worker) startApply(ctx context.Context, k store.Key, it events.InboxItem) (context.Context, trace.Span) {
 	drainer := trace.SpanContextFromContext(ctx)
 	ctx, span := w.tracer.Start(tracing.WithTraceparent(ctx, it.Traceparent), "apply "+verbOf(it.Subject))
 	if span.IsRecording() {
