@@ -46,7 +46,11 @@ func (r *Redis) Load(ctx context.Context, k Key) (fsm.Campaign, error) {
 // outbox are never given a TTL (they delete themselves when empty). A write
 // that changes the state, or writes a terminal one (which moves the expiry),
 // records the state index entry (ix) the campaign must now have.
-var commitSrc = ixDirtyLua + snapshotLua + lua("commit")
+// parkLua defines park(inbox, inboxdata, i), which commit and install use
+// to park the items listed from ARGV[i].
+var parkLua = lua("park")
+
+var commitSrc = ixDirtyLua + snapshotLua + parkLua + lua("commit")
 
 // Commit implements Store.
 func (r *Redis) Commit(ctx context.Context, w Write) error {
@@ -230,7 +234,7 @@ func (r *Redis) Applied(ctx context.Context, k Key, id string) (bool, error) {
 // empty string}. Like commit, it records the state index entry (ix) and
 // gives the state, ledger and fence keys the expiry of a terminal campaign
 // (the retention after its end) or none.
-var installSrc = ixDirtyLua + lua("install")
+var installSrc = ixDirtyLua + parkLua + lua("install")
 
 // Install implements Store. The tenant's index entry (List) is added just
 // before the script, as Commit does for a campaign's first write.

@@ -41,13 +41,7 @@ for j = 1, n do
   redis.call('HDEL', KEYS[4], ARGV[i+j])
 end
 i = i + n + 1
-n = tonumber(ARGV[i])
-for j = 0, n - 1 do
-  local id = ARGV[i+1+3*j]
-  if redis.call('ZADD', KEYS[3], 'NX', ARGV[i+2+3*j], id) == 1 then
-    redis.call('HSET', KEYS[4], id, ARGV[i+3+3*j])
-  end
-end
+park(KEYS[3], KEYS[4], i)
 local kept = {KEYS[1], KEYS[2], KEYS[7]}
 if version > 0 then
   for _, key in ipairs(kept) do

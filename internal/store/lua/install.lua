@@ -26,13 +26,7 @@ for j = 1, n do
   if redis.call('ZREM', KEYS[3], id) == 1 then redis.call('HDEL', KEYS[4], id) end
 end
 i = i + n + 1
-n = tonumber(ARGV[i])
-for j = 0, n - 1 do
-  local id = ARGV[i+1+3*j]
-  if redis.call('ZADD', KEYS[3], 'NX', ARGV[i+2+3*j], id) == 1 then
-    redis.call('HSET', KEYS[4], id, ARGV[i+3+3*j])
-  end
-end
+park(KEYS[3], KEYS[4], i)
 local floor = tonumber(ARGV[3])
 local f = tonumber(redis.call('GET', KEYS[6]) or '0')
 if f < floor then f = floor end
