@@ -149,7 +149,7 @@ func TestRoundTripsPerCommand(t *testing.T) {
 }
 
 // The budgets of TestRoundTripsPerCommand, per command of the standard
-// workflow (measured 2.74 and 1.14; before the redesign 13.14 and 4.71,
+// workflow (measured 2.74–2.89 and 1.14; before the redesign 13.14 and 4.71,
 // then 4.77 and 1.43 with the advance going through the stream, then 1.86
 // and 1.14 with a step's result and the next step.started in one write,
 // which let a pause accepted between its read ahead and that write wait
@@ -167,10 +167,11 @@ func TestRoundTripsPerCommand(t *testing.T) {
 // campaign (its own command, found by that read; a reused campaign id);
 // streams are looked up once.
 //
-// The design's figure is 2.74 (idle machine); timing adds a little under
-// load (a release that finds its inbox refilled, a sweep's scan): the
-// budget leaves that room.
+// Runs read 2.72 to 2.89 on this machine, depending on timing (a release
+// that finds its inbox refilled, a sweep's scan, a write refused because
+// a command was parked meanwhile): the budget leaves that room, and still
+// fails the designs before (4.77 and up).
 const (
-	redisBudget = 2.9
+	redisBudget = 3.1
 	apiBudget   = 1.2
 )
