@@ -39,7 +39,7 @@ func TestConstantsAreTheService(t *testing.T) {
 		client.HeaderTraceparent: events.HdrTraceparent, client.HeaderCommandID: events.HdrCommandID,
 		client.HeaderTenantID: events.HdrTenantID, client.HeaderCampaignID: events.HdrCampaignID,
 		client.HeaderReason: events.HdrReason, client.HeaderOriginalSubject: events.HdrOriginalSubject,
-		client.HeaderOriginalSequence: events.HdrOriginalSequence, client.DefaultWorkflow: events.DefaultWorkflow,
+		client.HeaderOriginalSequence: events.HdrOriginalSequence, client.DefaultWorkflow: fsm.DefaultWorkflow,
 	} {
 		if got != want {
 			t.Errorf("%q, the service's %q", got, want)

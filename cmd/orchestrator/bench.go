@@ -28,6 +28,7 @@ import (
 	"github.com/campaign-orchestrator/orchestrator/internal/bench"
 	"github.com/campaign-orchestrator/orchestrator/internal/config"
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
+	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 	"github.com/campaign-orchestrator/orchestrator/streams"
 )
 
@@ -168,7 +169,7 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer fake.Close()
 
-	setup := bench.Setup{Campaigns: *campaigns, Concurrency: *concurrency, Rate: *rate, Via: *via, Workflow: events.DefaultWorkflow,
+	setup := bench.Setup{Campaigns: *campaigns, Concurrency: *concurrency, Rate: *rate, Via: *via, Workflow: fsm.DefaultWorkflow,
 		StepLatency: stepLatency.String(), Workers: *workers, Store: *storeKind, GOMAXPROCS: runtime.GOMAXPROCS(0), CPUs: runtime.NumCPU()}
 	if *duration > 0 {
 		setup.Duration = duration.String()

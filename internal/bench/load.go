@@ -104,7 +104,7 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("tenant %q: not a valid token (%s)", c.Tenant, events.TokenRE)
 	}
 	if c.Workflow == "" {
-		c.Workflow = events.DefaultWorkflow
+		c.Workflow = fsm.DefaultWorkflow
 	}
 	if c.Senders <= 0 {
 		c.Senders = 32

@@ -18,9 +18,6 @@ import (
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 )
 
-// DefaultWorkflow is the workflow of a create command that names none.
-const DefaultWorkflow = "standard"
-
 // MaxNameLength bounds a campaign's name, in characters, over NATS as over
 // HTTP: the name is repeated in campaign.created and in the stored state.
 const MaxNameLength = 256
@@ -154,31 +151,9 @@ func DecodeCommand(subject string, header nats.Header, data []byte, wf Workflows
 		if err := decodeStrict(payload, &p); err != nil {
 			return fail("create: %s", describeJSONError(err, " in payload"))
 		}
-		if strings.TrimSpace(p.Name) == "" {
-			return fail("create: payload name is required")
-		}
-		if n := utf8.RuneCountInString(p.Name); n > MaxNameLength {
-			return fail("create: payload name is %d characters, at most %d", n, MaxNameLength)
-		}
-		if p.Workflow == "" {
-			p.Workflow = DefaultWorkflow
-		}
-		if len(p.Params) > 0 && !isNull(p.Params) && firstByte(p.Params) != '{' {
-			return fail("create: payload params must be a JSON object")
-		}
-		if isNull(p.Params) {
-			p.Params = nil
-		}
-		var w fsm.Workflow
-		ok := false
-		if wf != nil {
-			w, ok = wf.Get(p.Workflow)
-		}
-		if !ok {
-			return fail("unknown workflow %s", QuoteBounded(p.Workflow))
-		}
-		if w.Name == "" {
-			w.Name = p.Workflow
+		w, prob := CheckCreate(&p, wf)
+		if prob != nil {
+			return fail("%s", prob.Reason())
 		}
 		cmd.Create, cmd.Workflow = &p, &w
 	case fsm.Advance:
@@ -202,6 +177,57 @@ func DecodeCommand(subject string, header nats.Header, data []byte, wf Workflows
 		}
 	}
 	return cmd, nil
+}
+
+// CreateProblem is what makes a create invalid: the field of its payload
+// (name, workflow or params) and what is wrong with it.
+type CreateProblem struct {
+	Field  string
+	Detail string // e.g. "is required"; for the workflow, "unknown workflow \"x\""
+}
+
+// Reason is the problem as a dead letter's reason says it.
+func (p *CreateProblem) Reason() string {
+	if p.Field == "workflow" {
+		return p.Detail
+	}
+	return "create: payload " + p.Field + " " + p.Detail
+}
+
+// CheckCreate is the validation of a create, the same over NATS
+// (DecodeCommand) and HTTP (the ingress): a name that is not blank and has
+// at most MaxNameLength characters, params that are a JSON object (or none:
+// absent or null), a workflow that wf knows (fsm.DefaultWorkflow when p
+// names none). It sets p's defaults (the workflow's name, nil params for
+// null) and returns the workflow, or the first problem found.
+func CheckCreate(p *fsm.CreatePayload, wf Workflows) (fsm.Workflow, *CreateProblem) {
+	if strings.TrimSpace(p.Name) == "" {
+		return fsm.Workflow{}, &CreateProblem{"name", "is required"}
+	}
+	if n := utf8.RuneCountInString(p.Name); n > MaxNameLength {
+		return fsm.Workflow{}, &CreateProblem{"name", fmt.Sprintf("is %d characters, at most %d", n, MaxNameLength)}
+	}
+	if isNull(p.Params) {
+		p.Params = nil
+	}
+	if len(p.Params) > 0 && firstByte(p.Params) != '{' {
+		return fsm.Workflow{}, &CreateProblem{"params", "must be a JSON object"}
+	}
+	if p.Workflow == "" {
+		p.Workflow = fsm.DefaultWorkflow
+	}
+	var w fsm.Workflow
+	ok := false
+	if wf != nil {
+		w, ok = wf.Get(p.Workflow)
+	}
+	if !ok {
+		return fsm.Workflow{}, &CreateProblem{"workflow", "unknown workflow " + QuoteBounded(p.Workflow)}
+	}
+	if w.Name == "" {
+		w.Name = p.Workflow
+	}
+	return w, nil
 }
 
 // printableASCII reports whether s holds only printable ASCII (0x20-0x7e).

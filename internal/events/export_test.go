@@ -4,3 +4,6 @@ package events
 // one server, every stream has a single replica and the exported function
 // takes the direct get).
 var LeaderMsgGet = leaderMsgGet
+
+// DecodeOutboxForTest decodes an outbox entry.
+var DecodeOutboxForTest = decodeOutbox

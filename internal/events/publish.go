@@ -278,6 +278,12 @@ func DeadLetter(ctx context.Context, js jetstream.JetStream, original *nats.Msg,
 	return nil
 }
 
+// DeadLetterReceived is DeadLetter of a command message as the consumer
+// received it.
+func DeadLetterReceived(ctx context.Context, js jetstream.JetStream, msg jetstream.Msg, inv *InvalidCommand, streamSeq uint64) error {
+	return DeadLetter(ctx, js, &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}, inv, streamSeq)
+}
+
 // DLQIDPrefix starts the Nats-Msg-Id of the dead letter of a command with an
 // id: "dlq.id.<tenant>.<campaign>.<command id>". Its own prefix keeps a
 // command whose id is, say, "seq.7" from colliding with the dead letter of

@@ -102,6 +102,10 @@ type Step struct {
 	Retry   *RetryPolicy  `json:"retry,omitempty"`
 }
 
+// DefaultWorkflow is the name of the built-in workflow (internal/workflow),
+// the one a create that names none runs.
+const DefaultWorkflow = "standard"
+
 // Workflow is an ordered list of steps. A campaign keeps a copy of the
 // workflow it was created with.
 type Workflow struct {

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/labstack/echo/v5"
 	"github.com/nats-io/nats.go"
@@ -22,12 +21,6 @@ import (
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
 	"github.com/campaign-orchestrator/orchestrator/internal/tracing"
 )
-
-// DefaultWorkflow is the workflow of a create request that names none.
-const DefaultWorkflow = events.DefaultWorkflow
-
-// MaxNameLength bounds a campaign's name, in characters (the same over NATS).
-const MaxNameLength = events.MaxNameLength
 
 // createRequest is the body of POST /api/v1/campaigns.
 type createRequest struct {
@@ -76,24 +69,9 @@ func (s *Server) createCampaign(c *echo.Context) error {
 			}
 		}
 		c.Set(ctxCampaign, id)
-		switch n := utf8.RuneCountInString(req.Name); {
-		case strings.TrimSpace(req.Name) == "":
-			return nil, errorf(CodeInvalid, "name", "required")
-		case n > MaxNameLength:
-			return nil, errorf(CodeInvalid, "name", "longer than %d characters", MaxNameLength)
-		}
-		if req.Workflow == "" {
-			req.Workflow = DefaultWorkflow
-		}
-		if _, ok := s.deps.Workflows.Get(req.Workflow); !ok {
-			return nil, errorf(CodeInvalid, "workflow", "unknown workflow %s", events.QuoteBounded(req.Workflow))
-		}
-		params := bytes.TrimSpace(req.Params)
-		if bytes.Equal(params, []byte("null")) {
-			params = nil
-		}
-		if len(params) > 0 && params[0] != '{' {
-			return nil, errorf(CodeInvalid, "params", "must be a JSON object")
+		create := fsm.CreatePayload{Name: req.Name, Workflow: req.Workflow, Params: bytes.TrimSpace(req.Params), Start: req.Start}
+		if _, prob := events.CheckCreate(&create, s.deps.Workflows); prob != nil {
+			return nil, errorf(CodeInvalid, prob.Field, "%s", prob.Detail)
 		}
 		k := store.Key{Tenant: tenant, Campaign: id}
 		switch _, err := s.deps.Store.Load(ctx, k); {
@@ -111,7 +89,7 @@ func (s *Server) createCampaign(c *echo.Context) error {
 		case !errors.Is(err, store.ErrNotFound):
 			return nil, unavailable("the store", err)
 		}
-		payload, err := json.Marshal(fsm.CreatePayload{Name: req.Name, Workflow: req.Workflow, Params: json.RawMessage(params), Start: req.Start})
+		payload, err := json.Marshal(create)
 		if err != nil {
 			return nil, err
 		}

@@ -238,7 +238,7 @@ func FuzzCreateCampaignBody(f *testing.F) {
 		tenant := fuzzTenant(body, flags)
 		cmd := fuzzStored(t, e, events.CommandSubject(tenant, id, fsm.Create), cmdID)
 		if req.Workflow == "" {
-			req.Workflow = httpapi.DefaultWorkflow
+			req.Workflow = fsm.DefaultWorkflow
 		}
 		if cmd.Tenant != tenant || cmd.Campaign != id || cmd.Create == nil ||
 			cmd.Create.Name != req.Name || cmd.Create.Workflow != req.Workflow || cmd.Create.Start != req.Start {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
 )
@@ -82,10 +83,11 @@ type Config struct {
 	IdempotencySecret []byte
 }
 
-// Workflows resolves a workflow name and lists the names (the workflow
-// registry).
+// Workflows is the workflow registry as the ingress uses it: the look-up
+// of a create's workflow (shared with the decoding of commands) and the
+// list of names.
 type Workflows interface {
-	Get(name string) (fsm.Workflow, bool)
+	events.Workflows
 	Names() []string
 }
 

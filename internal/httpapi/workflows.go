@@ -54,7 +54,7 @@ func (s *Server) listWorkflows(c *echo.Context) error {
 	if _, err := requestTenant(c); err != nil {
 		return err
 	}
-	out := workflowsBody{Workflows: []workflowView{}, Default: DefaultWorkflow}
+	out := workflowsBody{Workflows: []workflowView{}, Default: fsm.DefaultWorkflow}
 	for _, name := range s.deps.Workflows.Names() {
 		if wf, ok := s.deps.Workflows.Get(name); ok {
 			out.Workflows = append(out.Workflows, workflowViewOf(wf))

@@ -242,7 +242,7 @@ func cloneMessages(msgs []Message) []Message {
 	}
 	out := make([]Message, len(msgs))
 	for i, msg := range msgs {
-		out[i] = Message{Subject: msg.Subject, Header: maps.Clone(msg.Header), Data: slices.Clone(msg.Data)}
+		out[i] = slices.Clone(msg)
 	}
 	return out
 }
@@ -250,7 +250,7 @@ func cloneMessages(msgs []Message) []Message {
 // trim removes published from the head of the outbox if they are there
 // (see TrimOutbox). The caller holds m.mu.
 func (c *memCampaign) trim(published []Message) {
-	if n := len(published); n > 0 && n <= len(c.outbox) && sameMessage(c.outbox[n-1], published[n-1]) {
+	if n := len(published); n > 0 && n <= len(c.outbox) && bytes.Equal(c.outbox[n-1], published[n-1]) {
 		clear(c.outbox[:n])
 		c.outbox = c.outbox[n:]
 		if len(c.outbox) == 0 {
@@ -427,10 +427,7 @@ func (m *Memory) commit(w Write, read bool) (items []Item, err error) {
 			return nil, fmt.Errorf("commit %s: encode: %w", k, err)
 		}
 	}
-	outbox := make([]Message, len(w.Outbox))
-	for i, msg := range w.Outbox {
-		outbox[i] = Message{Subject: msg.Subject, Header: maps.Clone(msg.Header), Data: slices.Clone(msg.Data)}
-	}
+	outbox := cloneMessages(w.Outbox)
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -502,11 +499,7 @@ func (m *Memory) Outbox(ctx context.Context, k Key) ([]Message, error) {
 	if c == nil || len(c.outbox) == 0 {
 		return nil, nil
 	}
-	out := make([]Message, len(c.outbox))
-	for i, msg := range c.outbox {
-		out[i] = Message{Subject: msg.Subject, Header: maps.Clone(msg.Header), Data: slices.Clone(msg.Data)}
-	}
-	return out, nil
+	return cloneMessages(c.outbox), nil
 }
 
 // TrimOutbox implements Store.
@@ -519,10 +512,6 @@ func (m *Memory) TrimOutbox(ctx context.Context, l Lease, published []Message) e
 	}
 	c.trim(published)
 	return nil
-}
-
-func sameMessage(a, b Message) bool {
-	return a.Subject == b.Subject && bytes.Equal(a.Data, b.Data) && maps.Equal(a.Header, b.Header)
 }
 
 // Applied implements Store.

@@ -150,6 +150,11 @@ func checkWrite(w Write) error {
 	if w.Campaign == nil && len(w.Outbox) > 0 {
 		return fmt.Errorf("outbox without a campaign under key %s: %w", w.Lease.Key, ErrInvalid)
 	}
+	for i, m := range w.Outbox {
+		if len(m) == 0 {
+			return fmt.Errorf("empty outbox message %d under key %s: %w", i, w.Lease.Key, ErrInvalid)
+		}
+	}
 	for _, it := range w.Park {
 		if it.ID == "" || it.Seq > SeqInternal {
 			return fmt.Errorf("parked item %q (seq %d) under key %s: %w", it.ID, it.Seq, w.Lease.Key, ErrInvalid)

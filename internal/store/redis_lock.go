@@ -230,13 +230,9 @@ func readSnapshot(data, items, outbox any) (*Snapshot, error) {
 		return nil, err
 	}
 	list, _ := outbox.([]any)
-	for i, x := range list {
+	for _, x := range list {
 		str, _ := x.(string)
-		var m Message
-		if err := json.Unmarshal([]byte(str), &m); err != nil {
-			return nil, fmt.Errorf("decode outbox message %d: %w", i, err)
-		}
-		s.Outbox = append(s.Outbox, m)
+		s.Outbox = append(s.Outbox, Message(str))
 	}
 	return s, nil
 }
@@ -353,14 +349,12 @@ func (r *Redis) ExtendAll(ctx context.Context, leases []Lease, ttl time.Duration
 // expiry).
 var releaseSrc = lua("release")
 
-// lastJSON returns the JSON of the last of msgs as Commit stored it
-// (encoding/json writes the same bytes for a Message decoded from them), or
-// nil.
-func lastJSON(msgs []Message) ([]byte, error) {
+// last returns the last of msgs, or nil.
+func last(msgs []Message) Message {
 	if len(msgs) == 0 {
-		return nil, nil
+		return nil
 	}
-	return json.Marshal(msgs[len(msgs)-1])
+	return msgs[len(msgs)-1]
 }
 
 // Release implements Store.
@@ -368,12 +362,8 @@ func (r *Redis) Release(ctx context.Context, l Lease, published []Message) (bool
 	if err := l.Key.check(); err != nil {
 		return false, fmt.Errorf("release %s: %w", l.Key, err)
 	}
-	last, err := lastJSON(published)
-	if err != nil {
-		return false, fmt.Errorf("release %s: encode: %w", l.Key, err)
-	}
 	ks := r.keys(l.Key)
-	n, err := r.scripts.release.Run(ctx, r.client, []string{ks.lock, ks.inbox, ks.outbox}, lockValue(l.Token, l.Seq), len(published), last).Int64()
+	n, err := r.scripts.release.Run(ctx, r.client, []string{ks.lock, ks.inbox, ks.outbox}, lockValue(l.Token, l.Seq), len(published), last(published)).Int64()
 	if err != nil {
 		return false, fmt.Errorf("release %s: %w", l.Key, err)
 	}

@@ -122,7 +122,7 @@ func TestRedisKeys(t *testing.T) {
 	}
 	c := fsm.Campaign{Tenant: k.Tenant, ID: k.Campaign, State: fsm.Running, Version: 1}
 	if err := s.Commit(ctx, store.Write{Lease: l, Campaign: &c, Applied: []string{"a"}, Dequeue: []string{"a"},
-		Outbox: []store.Message{{Subject: "x"}}}); err != nil {
+		Outbox: []store.Message{[]byte("x")}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, key := range []string{state, ledger, fence, outbox} {

@@ -71,10 +71,7 @@ func (r *Redis) commit(ctx context.Context, w Write, read bool) ([]Item, error) 
 	if err := checkWrite(w); err != nil {
 		return nil, fmt.Errorf("commit %s: %w", k, err)
 	}
-	trimLast, err := lastJSON(w.Trim)
-	if err != nil {
-		return nil, fmt.Errorf("commit %s: encode: %w", k, err)
-	}
+	trimLast := last(w.Trim)
 	readArg := "0"
 	if read {
 		readArg = "1"
@@ -98,11 +95,7 @@ func (r *Redis) commit(ctx context.Context, w Write, read bool) ([]Item, error) 
 	}
 	args = append(args, ttlMillis(r.retention), time.Now().UnixMilli(), w.Head, len(w.Trim), trimLast, readArg, len(w.Outbox))
 	for _, msg := range w.Outbox {
-		b, err := json.Marshal(msg)
-		if err != nil {
-			return nil, fmt.Errorf("commit %s: encode outbox message: %w", k, err)
-		}
-		args = append(args, b)
+		args = append(args, msg)
 	}
 	args = append(args, len(w.Applied))
 	for _, id := range w.Applied {
@@ -174,9 +167,7 @@ func (r *Redis) Outbox(ctx context.Context, k Key) ([]Message, error) {
 	}
 	out := make([]Message, len(raw))
 	for i, s := range raw {
-		if err := json.Unmarshal([]byte(s), &out[i]); err != nil {
-			return nil, fmt.Errorf("outbox %s: decode message %d: %w", k, i, err)
-		}
+		out[i] = Message(s)
 	}
 	return out, nil
 }
@@ -190,17 +181,8 @@ func (r *Redis) TrimOutbox(ctx context.Context, l Lease, published []Message) er
 	if err := l.Key.check(); err != nil {
 		return fmt.Errorf("trim outbox %s: %w", l.Key, err)
 	}
-	// The message's JSON is what Commit stored: encoding/json writes the
-	// same bytes for a Message decoded from them.
-	var last []byte
-	if n := len(published); n > 0 {
-		var err error
-		if last, err = json.Marshal(published[n-1]); err != nil {
-			return fmt.Errorf("trim outbox %s: encode: %w", l.Key, err)
-		}
-	}
 	ks := r.keys(l.Key)
-	held, err := r.scripts.trim.Run(ctx, r.client, []string{ks.lock, ks.outbox}, lockValue(l.Token, l.Seq), len(published), last).Int64()
+	held, err := r.scripts.trim.Run(ctx, r.client, []string{ks.lock, ks.outbox}, lockValue(l.Token, l.Seq), len(published), last(published)).Int64()
 	if err != nil {
 		return fmt.Errorf("trim outbox %s: %w", l.Key, err)
 	}

@@ -79,13 +79,12 @@ type Item struct {
 	Data []byte // opaque to the store
 }
 
-// Message is one entry of a campaign's outbox: a NATS message to publish
-// after the state write that produced it.
-type Message struct {
-	Subject string            `json:"subject"`
-	Header  map[string]string `json:"header,omitempty"`
-	Data    []byte            `json:"data"`
-}
+// Message is one entry of a campaign's outbox: a message to publish after
+// the state write that produced it, as its writer encoded it (the worker
+// stores what internal/events gives it). Opaque to the store, which keeps
+// its bytes as they are and compares them whole (TrimOutbox); it must not
+// be empty.
+type Message = []byte
 
 // Enqueued is the answer of Enqueue.
 type Enqueued struct {

@@ -1,13 +1,13 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
@@ -45,14 +45,52 @@ type drainer struct {
 	outbox []store.Message // in the store's outbox, oldest first
 	sent   int             // outbox[:sent] are published (trimmed by the next write or the release)
 	head   string          // the item the next write acts on first (Write.Head), then ""
+
+	known map[string]decoded // items decoded already, by ID (see recall)
+}
+
+// decoded is an inbox item as this holder knows it already, decoded: the
+// handler's own command, one it read ahead, an advance it scheduled.
+type decoded struct {
+	data []byte // the item's Data
+	it   events.InboxItem
+	cmd  fsm.Command
+}
+
+// maxKnown bounds what a drainer remembers of decoded items.
+const maxKnown = 64
+
+// remember keeps a valid command's decoded form for process, which would
+// otherwise decode si.Data again: a command is decoded once on its way.
+func (d *drainer) remember(si store.Item, it events.InboxItem, cmd fsm.Command) {
+	if d.known == nil {
+		d.known = make(map[string]decoded, 4)
+	}
+	if len(d.known) >= maxKnown {
+		clear(d.known)
+	}
+	d.known[si.ID] = decoded{data: si.Data, it: it, cmd: cmd}
+}
+
+// recall returns si decoded, if remembered with the same data (the inbox
+// keeps the first item of an ID: another one's data is decoded).
+func (d *drainer) recall(si store.Item) (decoded, bool) {
+	k, ok := d.known[si.ID]
+	if !ok || !bytes.Equal(k.data, si.Data) {
+		return decoded{}, false
+	}
+	return k, true
 }
 
 // drain empties the campaign's inbox in stream order, then releases the lock.
 // snap is what the lock came with (nil: read it). It returns nil once
 // released; errStopping when run ended between items (the lock is then
 // abandoned); a store.ErrLockLost or errCrash error otherwise.
-func (w *Worker) drain(ctx, run context.Context, l store.Lease, snap *store.Snapshot) error {
+func (w *Worker) drain(ctx, run context.Context, l store.Lease, snap *store.Snapshot, first *decoded) error {
 	d := &drainer{w: w, l: l, k: l.Key, scanFrom: 1}
+	if first != nil {
+		d.remember(store.Item{ID: first.it.ID, Data: first.data}, first.it, first.cmd)
+	}
 	if snap == nil {
 		var err error
 		if snap, err = d.read(ctx); err != nil {
@@ -195,10 +233,14 @@ func (d *drainer) readAhead(ctx context.Context, before uint64) (bool, error) {
 		}
 		// Park only: the message is delivered to another handler, which
 		// takes the lock itself should ours have expired.
-		res, err := d.w.d.Store.Enqueue(ctx, d.k, store.Item{ID: it.ID, Seq: raw.Sequence, Data: data}, store.Claim{})
+		si := store.Item{ID: it.ID, Seq: raw.Sequence, Data: data}
+		res, err := d.w.d.Store.Enqueue(ctx, d.k, si, store.Claim{})
 		if err != nil {
 			d.scanFrom = raw.Sequence
 			return pulled, err
+		}
+		if it.Invalid == "" && !res.Duplicate {
+			d.remember(si, it, cmd)
 		}
 		pulled = pulled || !res.Duplicate
 	}
@@ -217,10 +259,13 @@ func queued(items []store.Item, id string) bool {
 // process applies one inbox item, in its own span (startApply).
 func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 	w := d.w
-	it, err := events.DecodeInbox(si.Data)
-	if err != nil {
-		w.campaignLog(ctx, d.k, si.ID).Error("undecodable inbox item dropped", "err", err)
-		return d.settle(ctx, si.ID)
+	known, isKnown := d.recall(si)
+	it := known.it
+	if !isKnown {
+		if it, err = events.DecodeInbox(si.Data); err != nil {
+			w.campaignLog(ctx, d.k, si.ID).Error("undecodable inbox item dropped", "err", err)
+			return d.settle(ctx, si.ID)
+		}
 	}
 	ctx, span := w.startApply(ctx, d.k, it)
 	started := time.Now()
@@ -259,7 +304,10 @@ func (d *drainer) process(ctx context.Context, si store.Item) (err error) {
 	if it.Invalid != "" {
 		return reject(it.Invalid)
 	}
-	cmd, err := events.DecodeCommand(it.Subject, it.Header(), it.Body, w.d.Workflows)
+	cmd := known.cmd
+	if !isKnown {
+		cmd, err = events.DecodeCommand(it.Subject, it.Header(), it.Body, w.d.Workflows)
+	}
 	var inv *events.InvalidCommand
 	if errors.As(err, &inv) {
 		// Valid when received, no longer (a workflow removed since, say).
@@ -466,10 +514,11 @@ func (d *drainer) commit(ctx context.Context, it events.InboxItem, r fsm.Result,
 	wr := store.Write{Campaign: &r.Campaign, Outbox: out}
 	wr.Park = park
 	if r.ScheduleAdvance {
-		adv, err := advance(r.Campaign, tracing.Traceparent(ctx))
+		adv, dec, err := advanceItem(r.Campaign, tracing.Traceparent(ctx))
 		if err != nil {
 			return err
 		}
+		d.remember(adv, dec.it, dec.cmd) // applied by this holder, most likely: not decoded again
 		wr.Park = append(wr.Park, adv)
 	}
 	if applied {
@@ -499,11 +548,11 @@ func (d *drainer) eventMsgs(ctx context.Context, evs ...[]fsm.Event) ([]store.Me
 	for _, e := range evs {
 		for _, ev := range e {
 			ev.Fence = d.l.Fence // the writer's: a rebuild's fence floor
-			m, err := events.NewEventMsg(d.k.Tenant, d.k.Campaign, ev, tp)
+			m, err := events.EventEntry(d.k.Tenant, d.k.Campaign, ev, tp)
 			if err != nil {
 				return nil, span, err
 			}
-			out = append(out, toStore(m))
+			out = append(out, m)
 		}
 	}
 	return out, span, nil
@@ -516,12 +565,19 @@ func (d *drainer) eventMsgs(ctx context.Context, evs ...[]fsm.Event) ([]store.Me
 // this one die (the backing message's redelivery, a new command, or the
 // sweep brings one).
 func advance(c fsm.Campaign, tp string) (store.Item, error) {
+	si, _, err := advanceItem(c, tp)
+	return si, err
+}
+
+// advanceItem is advance that also returns the advance decoded.
+func advanceItem(c fsm.Campaign, tp string) (store.Item, decoded, error) {
 	cmd, m := events.Advance(c, tp)
-	data, err := events.EncodeInbox(events.InboxItem{Subject: m.Subject, ID: cmd.ID, Body: m.Data, Traceparent: tp})
+	it := events.InboxItem{Subject: m.Subject, ID: cmd.ID, Body: m.Data, Traceparent: tp}
+	data, err := events.EncodeInbox(it)
 	if err != nil {
-		return store.Item{}, err
+		return store.Item{}, decoded{}, err
 	}
-	return store.Item{ID: cmd.ID, Seq: store.SeqInternal, Data: data}, nil
+	return store.Item{ID: cmd.ID, Seq: store.SeqInternal, Data: data}, decoded{data: data, it: it, cmd: cmd}, nil
 }
 
 // dequeue drops an inbox item that changes nothing (a stale advance).
@@ -574,10 +630,8 @@ func (d *drainer) write(ctx context.Context, wr store.Write) error {
 
 // flush publishes the outbox messages not published yet; the next write
 // (or the release) trims them. Events are published so that no sequence is
-// stored twice, even long after the stream's duplicate window. Only events
-// are written to the outbox now; an advance command is still published, for
-// an outbox written by a version that published its advances (deduplicated
-// by its id and, when stale, dropped by the state machine).
+// stored twice, even long after the stream's duplicate window
+// (events.Publisher.PublishOutbox).
 func (d *drainer) flush(ctx context.Context) error {
 	w := d.w
 	msgs := d.outbox[d.sent:]
@@ -587,44 +641,12 @@ func (d *drainer) flush(ctx context.Context) error {
 	if err := w.fault(BeforePublish, d.k); err != nil {
 		return err
 	}
-	var evs, cmds []*nats.Msg
-	for _, m := range msgs {
-		nm := fromStore(m)
-		if events.IsEventSubject(m.Subject) {
-			evs = append(evs, nm)
-		} else {
-			cmds = append(cmds, nm)
-		}
-	}
-	if len(evs) > 0 {
-		if err := w.retry(ctx, "publish events", func() error { _, err := w.events.PublishEvents(ctx, d.k.Tenant, d.k.Campaign, evs); return err }); err != nil {
-			return fmt.Errorf("publish events of %s: %w", d.k, err)
-		}
-	}
-	for _, m := range cmds {
-		if err := w.retry(ctx, "publish command", func() error { _, err := w.d.JS.PublishMsg(ctx, m); return err }); err != nil {
-			return fmt.Errorf("publish %s: %w", m.Subject, err)
-		}
+	if err := w.retry(ctx, "publish events", func() error { _, err := w.events.PublishOutbox(ctx, d.k.Tenant, d.k.Campaign, msgs); return err }); err != nil {
+		return fmt.Errorf("publish events of %s: %w", d.k, err)
 	}
 	if err := w.fault(AfterPublish, d.k); err != nil {
 		return err
 	}
 	d.sent = len(d.outbox)
 	return nil
-}
-
-func toStore(m *nats.Msg) store.Message {
-	h := make(map[string]string, len(m.Header))
-	for k := range m.Header {
-		h[k] = m.Header.Get(k)
-	}
-	return store.Message{Subject: m.Subject, Header: h, Data: m.Data}
-}
-
-func fromStore(m store.Message) *nats.Msg {
-	nm := &nats.Msg{Subject: m.Subject, Header: nats.Header{}, Data: m.Data}
-	for k, v := range m.Header {
-		nm.Header.Set(k, v)
-	}
-	return nm
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
@@ -130,8 +129,7 @@ func (w *Worker) handle(work, run context.Context, msg jetstream.Msg) {
 	case errors.As(derr, &inv):
 		w.log.With(tracing.LogAttrs(work)...).Warn("invalid command: dead-lettered", "tenant_id", inv.Tenant, "campaign_id", inv.Campaign,
 			"command_id", inv.ID, "subject", msg.Subject(), "reason", inv.Reason)
-		orig := &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
-		if err := w.retry(work, "dead letter", func() error { return events.DeadLetter(work, w.d.JS, orig, inv, meta.Sequence.Stream) }); err != nil {
+		if err := w.retry(work, "dead letter", func() error { return events.DeadLetterReceived(work, w.d.JS, msg, inv, meta.Sequence.Stream) }); err != nil {
 			w.log.Error("dead letter failed: left for redelivery", "subject", msg.Subject(), "err", err)
 			return
 		}
@@ -160,8 +158,12 @@ func (w *Worker) handle(work, run context.Context, msg jetstream.Msg) {
 		span.SetAttributes(tracing.Campaign(k.Tenant, k.Campaign, it.ID)...)
 	}
 	si := store.Item{ID: it.ID, Seq: meta.Sequence.Stream, Data: data}
+	var first *decoded // the command as decoded: not decoded again by the drain
+	if derr == nil {
+		first = &decoded{data: data, it: it, cmd: cmd}
+	}
 	for {
-		err := w.park(work, run, hb, k, si, derr == nil && cmd.Verb == fsm.Advance)
+		err := w.park(work, run, hb, k, si, first)
 		if errors.Is(err, store.ErrLockLost) && work.Err() == nil {
 			log.Warn("campaign lock lost while draining: taking it again")
 			w.d.Metrics.LockLost()
@@ -220,7 +222,8 @@ func (w *Worker) term(msg jetstream.Msg, reason string) {
 // park puts the item in the campaign's inbox and, if that made this handler
 // the lock holder, drains the inbox. It returns errBacksHolder when the
 // lock's holder is backed by this very message.
-func (w *Worker) park(work, run context.Context, hb *heartbeat, k store.Key, si store.Item, advance bool) error {
+func (w *Worker) park(work, run context.Context, hb *heartbeat, k store.Key, si store.Item, first *decoded) error {
+	advance := first != nil && first.cmd.Verb == fsm.Advance
 	var res store.Enqueued
 	// One token for every retry: a retry after a lost reply finds its own lock.
 	claim := store.Claim{Token: store.NewToken(), TTL: w.cfg.LockTTL}
@@ -246,17 +249,17 @@ func (w *Worker) park(work, run context.Context, hb *heartbeat, k store.Key, si 
 		}
 		return nil // duplicate, or the lock holder will find it
 	}
-	return w.hold(work, run, hb, *res.Lease, res.Snapshot)
+	return w.hold(work, run, hb, *res.Lease, res.Snapshot, first)
 }
 
 // hold drains the campaign of lease l under hb's lock extension, from snap
 // (nil: read it).
-func (w *Worker) hold(work, run context.Context, hb *heartbeat, l store.Lease, snap *store.Snapshot) error {
+func (w *Worker) hold(work, run context.Context, hb *heartbeat, l store.Lease, snap *store.Snapshot, first *decoded) error {
 	ctx, lost := context.WithCancelCause(work)
 	defer lost(nil)
 	hb.hold(&l, lost)
 	defer hb.hold(nil, nil)
-	err := w.drain(ctx, run, l, snap)
+	err := w.drain(ctx, run, l, snap, first)
 	if err == nil {
 		return nil // released: a heartbeat that raced the release changes nothing
 	}

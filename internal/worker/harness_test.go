@@ -54,6 +54,8 @@ type harnessOpts struct {
 	stepTimeout time.Duration
 	// wrap, when set, is the store the workers see, around h.store.
 	wrap func(store.Store) worker.Store
+	// workflows, when set, is the registry the workers see, around h.wf.
+	workflows func(events.Workflows) events.Workflows
 }
 
 type harness struct {
@@ -134,7 +136,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 			sweep = time.Hour // the tests of redelivery must see it alone
 		}
 		w, err := worker.New(ctx, worker.Config{Workers: max(o.perWorker, 4), LockTTL: lockTTL, Grace: 2 * time.Second, HealthEvery: 100 * time.Millisecond, FetchWait: 200 * time.Millisecond, SweepEvery: sweep},
-			worker.Deps{JS: js, Store: wrapStore(o.wrap, h.store), Steps: steps, Workflows: h.wf, Logger: log, Fault: fault, Metrics: o.metrics})
+			worker.Deps{JS: js, Store: wrapStore(o.wrap, h.store), Steps: steps, Workflows: wrapWorkflows(o.workflows, h.wf), Logger: log, Fault: fault, Metrics: o.metrics})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -477,4 +479,11 @@ func wrapStore(wrap func(store.Store) worker.Store, s store.Store) worker.Store 
 		return s
 	}
 	return wrap(s)
+}
+
+func wrapWorkflows(wrap func(events.Workflows) events.Workflows, wf events.Workflows) events.Workflows {
+	if wrap == nil {
+		return wf
+	}
+	return wrap(wf)
 }

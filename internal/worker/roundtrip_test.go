@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/campaign-orchestrator/orchestrator/internal/events"
+	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
 	"github.com/campaign-orchestrator/orchestrator/internal/store/redistest"
 	"github.com/campaign-orchestrator/orchestrator/internal/worker"
@@ -90,7 +92,10 @@ func TestRoundTripsPerCommand(t *testing.T) {
 	// The keeper's lock renewals are per tick, not per command (one
 	// pipelined round trip for every held lock): counted apart.
 	renewals := &extendCounter{}
-	h := newHarness(t, harnessOpts{workers: 1, perWorker: 8, proxy: true, wrap: func(s store.Store) worker.Store { renewals.Store = s; return renewals }})
+	// A create's workflow is resolved each time the command is decoded.
+	lookups := &lookupCounter{}
+	h := newHarness(t, harnessOpts{workers: 1, perWorker: 8, proxy: true, wrap: func(s store.Store) worker.Store { renewals.Store = s; return renewals },
+		workflows: func(wf events.Workflows) events.Workflows { lookups.Workflows = wf; return lookups }})
 	// The test watches without a round trip of its own through what it
 	// counts: events on a core subscription, Redis keys on a direct client.
 	var completed atomic.Int32
@@ -140,6 +145,12 @@ func TestRoundTripsPerCommand(t *testing.T) {
 	apiPerCmd := float64(apiTotal-pulls) / float64(commands)
 	t.Logf("%d commands: Redis %d calls, %d of them setting a connection or a script up and %d lock renewals in %d pipelines (%.2f per command besides: %s); JetStream API %d requests besides %d pulls (%.2f per command: %s)",
 		commands, total, setup, renewed, ticks, perCmd, summary(by), apiTotal-pulls, pulls, apiPerCmd, api)
+	// The command is decoded once on its way: by the handler that receives
+	// it, which holds the campaign (its first command) and applies it as
+	// decoded, not decoded again from the inbox.
+	if n := lookups.n.Load(); n != campaigns {
+		t.Errorf("creates decoded %d times, want %d (once each)", n, campaigns)
+	}
 	if perCmd > redisBudget {
 		t.Errorf("%.2f Redis round trips per command, budget %v", perCmd, redisBudget)
 	}
@@ -175,3 +186,14 @@ const (
 	redisBudget = 3.1
 	apiBudget   = 1.2
 )
+
+// lookupCounter counts workflow look-ups.
+type lookupCounter struct {
+	events.Workflows
+	n atomic.Int64
+}
+
+func (l *lookupCounter) Get(name string) (fsm.Workflow, bool) {
+	l.n.Add(1)
+	return l.Workflows.Get(name)
+}

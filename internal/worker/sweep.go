@@ -81,7 +81,7 @@ func (w *Worker) rescue(work, run context.Context, k store.Key) {
 	w.d.Metrics.LockAcquired()
 	hb := w.startHeartbeat(work, nil)
 	defer hb.stop()
-	switch err := w.hold(work, run, hb, *l, nil); {
+	switch err := w.hold(work, run, hb, *l, nil, nil); {
 	case err == nil:
 	case errors.Is(err, store.ErrLockLost):
 		log.Info("stranded campaign taken over by another holder meanwhile")

@@ -69,8 +69,8 @@ func FuzzLoad(f *testing.F) {
 		// Exactly the workflows the file names (a workflow is never
 		// dropped or renamed), plus standard when the file has none.
 		if names, ok := fuzzFileWorkflowNames(data, isJSON); ok {
-			if _, has := names[workflow.StandardName]; !has {
-				names[workflow.StandardName] = struct{}{}
+			if _, has := names[fsm.DefaultWorkflow]; !has {
+				names[fsm.DefaultWorkflow] = struct{}{}
 			}
 			want := slices.Sorted(maps.Keys(names))
 			if !slices.Equal(reg.Names(), want) {

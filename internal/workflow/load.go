@@ -49,15 +49,15 @@ func Load(path, stepsBaseURL string, defaultTimeout time.Duration) (*Registry, e
 	}
 	l := &loader{base: stepsBaseURL, timeout: defaultTimeout}
 	workflows := l.file(doc)
-	if _, ok := workflows[StandardName]; !ok && len(l.errs) == 0 {
+	if _, ok := workflows[fsm.DefaultWorkflow]; !ok && len(l.errs) == 0 {
 		std := Standard(stepsBaseURL)
 		for _, s := range std.Steps {
 			if err := checkURL(s.URL); err != nil {
-				l.errorf("built-in workflow %q: step %q: url from STEPS_BASE_URL: %v", StandardName, s.Name, err)
+				l.errorf("built-in workflow %q: step %q: url from STEPS_BASE_URL: %v", fsm.DefaultWorkflow, s.Name, err)
 				break
 			}
 		}
-		workflows[StandardName] = withDefaultTimeout(std, defaultTimeout)
+		workflows[fsm.DefaultWorkflow] = withDefaultTimeout(std, defaultTimeout)
 	}
 	if len(l.errs) > 0 {
 		return nil, fmt.Errorf("workflows file %s: %w", path, errors.Join(l.errs...))

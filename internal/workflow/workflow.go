@@ -18,10 +18,6 @@ import (
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 )
 
-// StandardName is the name of the built-in workflow, the default of a create
-// command.
-const StandardName = "standard"
-
 // StandardSteps are the steps of the built-in workflow, in order.
 var StandardSteps = []string{"validate", "segment", "render", "schedule", "dispatch"}
 
@@ -33,7 +29,7 @@ var namePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 // own: the step client's defaults (STEP_TIMEOUT, STEP_MAX_RETRIES,
 // STEP_BACKOFF_BASE) apply.
 func Standard(stepsBaseURL string) fsm.Workflow {
-	w := fsm.Workflow{Name: StandardName, Steps: make([]fsm.Step, len(StandardSteps))}
+	w := fsm.Workflow{Name: fsm.DefaultWorkflow, Steps: make([]fsm.Step, len(StandardSteps))}
 	for i, name := range StandardSteps {
 		w.Steps[i] = fsm.Step{Name: name, URL: stepURL(stepsBaseURL, name)}
 	}
@@ -68,7 +64,7 @@ type Registry struct {
 
 // Default returns a Registry holding only the built-in standard workflow.
 func Default(stepsBaseURL string) *Registry {
-	return &Registry{workflows: map[string]fsm.Workflow{StandardName: Standard(stepsBaseURL)}}
+	return &Registry{workflows: map[string]fsm.Workflow{fsm.DefaultWorkflow: Standard(stepsBaseURL)}}
 }
 
 // Get returns a copy of the workflow named name (changing it does not change

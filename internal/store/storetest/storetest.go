@@ -401,7 +401,7 @@ func untouched(t *testing.T, s store.Store, k store.Key, inbox ...string) {
 func fullWrite(l store.Lease, version uint64, ids ...string) store.Write {
 	return store.Write{
 		Lease: l, Campaign: newCampaign(l.Key, version, fsm.Running),
-		Outbox:  []store.Message{{Subject: "campaign.evt.x", Data: []byte("x")}},
+		Outbox:  []store.Message{[]byte("campaign.evt.x x")},
 		Applied: ids, Dequeue: ids,
 	}
 }
@@ -547,13 +547,13 @@ func testVersionConflict(t *testing.T, s store.Store) {
 	untouched(t, s, k, "a")
 
 	c1 := newCampaign(k, 1, fsm.Pending)
-	mustCommit(t, s, store.Write{Lease: l, Campaign: c1, Outbox: []store.Message{{Subject: "v1"}}})
+	mustCommit(t, s, store.Write{Lease: l, Campaign: c1, Outbox: []store.Message{[]byte("v1")}})
 	for _, v := range []uint64{1, 3} {
 		err := s.Commit(ctx, fullWrite(l, v, "a"))
 		wantErr(t, fmt.Sprintf("Commit of version %d on version 1", v), err, store.ErrConflict)
 	}
 	sameCampaign(t, mustLoad(t, s, k), *c1, l.Fence)
-	if msgs := outbox(t, s, k); len(msgs) != 1 || msgs[0].Subject != "v1" {
+	if msgs := outbox(t, s, k); len(msgs) != 1 || string(msgs[0]) != "v1" {
 		t.Fatalf("outbox after conflicts = %+v", msgs)
 	}
 	if applied(t, s, k, "a") || !slices.Equal(inboxIDs(t, s, k, 0), []string{"a"}) {
@@ -569,9 +569,9 @@ func testOutbox(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	k := store.Key{Tenant: "acme", Campaign: "outbox"}
 	l := mustLease(t, s, k, item("a", 1), longTTL)
-	m1 := store.Message{Subject: "campaign.evt.acme.outbox.created", Header: map[string]string{"Nats-Msg-Id": "acme.outbox.1"}, Data: []byte(`{"n":1}`)}
-	m2 := store.Message{Subject: "campaign.evt.acme.outbox.started", Data: []byte{0, 1, 2, 255}}
-	m3 := store.Message{Subject: "campaign.cmd.acme.outbox.advance", Header: map[string]string{"A": "1", "B": "2"}, Data: []byte("advance")}
+	m1 := store.Message(`{"subject":"campaign.evt.acme.outbox.created","header":{"Nats-Msg-Id":"acme.outbox.1"},"data":"eyJuIjoxfQ=="}`)
+	m2 := store.Message{0, 1, 2, 255, 0, '\n', '"', '\\'} // any bytes: NUL, newline, quote, backslash, not UTF-8
+	m3 := store.Message("advance")
 	mustCommit(t, s, store.Write{Lease: l, Campaign: newCampaign(k, 1, fsm.Running), Outbox: []store.Message{m1, m2}})
 	mustCommit(t, s, store.Write{Lease: l, Campaign: newCampaign(k, 2, fsm.Running), Outbox: []store.Message{m3}})
 	if got, want := outbox(t, s, k), []store.Message{m1, m2, m3}; !reflect.DeepEqual(got, want) {
@@ -617,7 +617,7 @@ func testLeftoverOutboxTakesLock(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	k := store.Key{Tenant: "acme", Campaign: "leftover"}
 	l := mustLease(t, s, k, item("create", 1), shortTTL)
-	m := store.Message{Subject: "campaign.evt.acme.leftover.created", Data: []byte("{}")}
+	m := store.Message("campaign.evt.acme.leftover.created {}")
 	mustCommit(t, s, store.Write{Lease: l, Campaign: newCampaign(k, 1, fsm.Pending), Outbox: []store.Message{m}, Applied: []string{"create"}, Dequeue: []string{"create"}})
 	if in, err := s.Inbox(ctx, k, 0); err != nil || len(in) != 0 {
 		t.Fatalf("inbox %v %v, want empty", in, err)
@@ -647,8 +647,9 @@ func testWriteWithoutCampaign(t *testing.T, s store.Store) {
 	k := store.Key{Tenant: "acme", Campaign: "unknown"}
 	l := mustLease(t, s, k, item("a", 1), longTTL)
 	// An outbox without a campaign write could not recognise its own retry.
-	dlq := store.Message{Subject: "campaign.dlq.acme.unknown", Data: []byte("unknown campaign")}
+	dlq := store.Message("campaign.dlq.acme.unknown")
 	wantErr(t, "Commit(outbox without a campaign)", s.Commit(t.Context(), store.Write{Lease: l, Outbox: []store.Message{dlq}}), store.ErrInvalid)
+	wantErr(t, "Commit(empty outbox message)", s.Commit(t.Context(), store.Write{Lease: l, Campaign: newCampaign(k, 1, fsm.Pending), Outbox: []store.Message{{}}}), store.ErrInvalid)
 	for range 2 { // the second time is a retry: the same effect
 		mustCommit(t, s, store.Write{Lease: l, Applied: []string{"a"}, Dequeue: []string{"a"}})
 	}
@@ -691,7 +692,7 @@ func testTerminalExpires(t *testing.T, s store.Store) {
 	mustNoLease(t, s, k, item("b", 2))
 	done := newCampaign(k, 2, fsm.Completed)
 	mustCommit(t, s, store.Write{Lease: l, Campaign: done, Applied: []string{"b"}, Dequeue: []string{"b"},
-		Outbox: []store.Message{{Subject: "campaign.evt.acme.ended.completed"}}})
+		Outbox: []store.Message{[]byte("campaign.evt.acme.ended.completed")}})
 	mustNoLease(t, s, k, item("late", 3)) // a command arriving after the end waits in the inbox
 	if err := s.TrimOutbox(t.Context(), l, outbox(t, s, k)); err != nil {
 		t.Fatal(err)
@@ -997,7 +998,7 @@ func testConcurrentHolders(t *testing.T, s store.Store) {
 				}
 			}
 			w := store.Write{Lease: l, Campaign: &c, Applied: ids, Dequeue: ids,
-				Outbox: []store.Message{{Subject: "v", Data: []byte(strconv.FormatUint(c.Version, 10))}}}
+				Outbox: []store.Message{[]byte("v" + strconv.FormatUint(c.Version, 10))}}
 			if err := s.Commit(ctx, w); err != nil {
 				return err
 			}
@@ -1011,7 +1012,7 @@ func testConcurrentHolders(t *testing.T, s store.Store) {
 			if err != nil {
 				return err
 			}
-			if len(msgs) != 1 || string(msgs[0].Data) != strconv.FormatUint(c.Version, 10) {
+			if len(msgs) != 1 || string(msgs[0]) != "v"+strconv.FormatUint(c.Version, 10) {
 				t.Errorf("outbox after commit of version %d: %+v", c.Version, msgs)
 			}
 			if err := s.TrimOutbox(ctx, l, msgs); err != nil {
@@ -1193,7 +1194,7 @@ func testRetriedCalls(t *testing.T, s store.Store) {
 		t.Fatalf("inbox = %v", got)
 	}
 
-	m := store.Message{Subject: "campaign.evt.acme.retried.created", Header: map[string]string{"Nats-Msg-Id": "acme.retried.1"}, Data: []byte("1")}
+	m := store.Message(`{"subject":"campaign.evt.acme.retried.created","data":"MQ=="}`)
 	w := store.Write{ID: store.NewToken(), Lease: l, Campaign: newCampaign(k, 1, fsm.Running),
 		Outbox: []store.Message{m}, Applied: []string{"a"}, Dequeue: []string{"a"}}
 	mustCommit(t, s, w)
@@ -1384,7 +1385,7 @@ func testLostReply(t *testing.T, s store.Store) {
 
 	// Commit: the retry finds its own write, no conflict, one message.
 	m := func(k store.Key, n int) store.Message {
-		return store.Message{Subject: "campaign.evt." + k.Tenant + "." + k.Campaign + ".x", Header: map[string]string{"Nats-Msg-Id": strconv.Itoa(n)}, Data: []byte(strconv.Itoa(n))}
+		return store.Message("campaign.evt." + k.Tenant + "." + k.Campaign + ".x " + strconv.Itoa(n))
 	}
 	lose("Commit", func(k store.Key) error {
 		return s.Commit(ctx, store.Write{ID: store.NewToken(), Lease: leases[k], Campaign: newCampaign(k, 1, fsm.Running),
@@ -1472,7 +1473,7 @@ func testReleaseAfterTakeover(t *testing.T, s store.Store) {
 	expire(shortTTL)
 	l2 := mustLease(t, s, k, item("b", 2), shortTTL)
 	mustCommit(t, s, store.Write{ID: store.NewToken(), Lease: l2, Campaign: newCampaign(k, 1, fsm.Cancelled),
-		Outbox:  []store.Message{{Subject: "campaign.evt.acme.takeover.cancelled", Data: []byte("{}")}},
+		Outbox:  []store.Message{[]byte("campaign.evt.acme.takeover.cancelled {}")},
 		Applied: []string{"a", "b"}, Dequeue: []string{"a", "b"}})
 	expire(shortTTL) // l2 dies before publishing
 	_, err := s.Release(t.Context(), l1, nil)
@@ -1555,7 +1556,7 @@ func testSnapshotAndHead(t *testing.T, s store.Store) {
 		t.Fatalf("Enqueue on a new campaign = %+v; want the lease and a snapshot of b alone", res)
 	}
 	l := *res.Lease
-	m1 := store.Message{Subject: "campaign.evt.acme.snapshot.created", Header: map[string]string{"Nats-Msg-Id": "acme.snapshot.1"}, Data: []byte("1")}
+	m1 := store.Message("snapshot 1")
 	items, err := s.CommitRead(ctx, store.Write{ID: store.NewToken(), Lease: l, Head: "b", Campaign: newCampaign(k, 1, fsm.Pending),
 		Outbox: []store.Message{m1}, Applied: []string{"b"}, Dequeue: []string{"b"}})
 	if err != nil || len(items) != 0 {
@@ -1573,7 +1574,7 @@ func testSnapshotAndHead(t *testing.T, s store.Store) {
 		t.Fatalf("a refused write wrote version %d", got.Version)
 	}
 	// The write on c, with m1 published: trimmed in the same step.
-	m2 := store.Message{Subject: "campaign.evt.acme.snapshot.started", Header: map[string]string{"Nats-Msg-Id": "acme.snapshot.2"}, Data: []byte("2")}
+	m2 := store.Message("snapshot 2")
 	w := store.Write{ID: store.NewToken(), Lease: l, Head: "c", Campaign: newCampaign(k, 2, fsm.Running),
 		Outbox: []store.Message{m2}, Applied: []string{"c"}, Dequeue: []string{"c"}, Trim: []store.Message{m1}}
 	for range 2 { // the second time a retry: same effect, same answer
