@@ -138,7 +138,8 @@ type Campaign struct {
 	Version uint64 `json:"version"`
 	// AdvanceVersion is the Version whose advance is expected; 0: none.
 	AdvanceVersion uint64 `json:"advance_version,omitempty"`
-	// Fence is the highest fencing token that wrote this campaign.
+	// Fence is the highest fencing token that wrote this campaign (at
+	// most MaxFence).
 	Fence     uint64     `json:"fence,omitempty"`
 	CreatedAt time.Time  `json:"created_at"`
 	UpdatedAt time.Time  `json:"updated_at"`
@@ -532,3 +533,11 @@ func Reject(c Campaign, cmdID, verb, reason string, now time.Time) Result {
 	r.emit(EvRejected, cmdID, now, map[string]any{"command": verb, "state": string(c.State), "reason": reason})
 	return r
 }
+
+// MaxFence bounds the fencing tokens a campaign's history may show (2^48):
+// a fence above it in CAMPAIGN_EVENTS did not come from a lock (the store's
+// counter grows by one per lock taken: 2^48 is nine years of a million locks
+// a second) and must not raise the fencing counter. It keeps the counter far
+// below 2^53, where the store's Lua scripts, whose numbers are doubles,
+// stop counting exactly.
+const MaxFence = 1 << 48

@@ -718,11 +718,13 @@ func (m *Memory) Install(ctx context.Context, in Install) (Installed, error) {
 	c := m.get(k, now)
 	if c != nil && c.data != nil {
 		if in.ID != "" && c.wid == in.ID { // this install, retried
-			res := Installed{Installed: true}
-			if lock != "" && c.lockToken == lock {
-				res.Fence = c.fenceCtr
+			switch {
+			case lock == "":
+				return Installed{Installed: true}, nil
+			case c.lockToken != lock:
+				return Installed{}, fmt.Errorf("install %s (retried): %w", k, ErrLockLost)
 			}
-			return res, nil
+			return Installed{Installed: true, Fence: c.fenceCtr}, nil
 		}
 		return Installed{}, nil
 	}

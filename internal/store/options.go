@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 )
 
 // Defaults of Options and List.
@@ -131,6 +133,9 @@ func checkInstall(in Install) error {
 	}
 	if in.Campaign.Version == 0 || !in.Campaign.State.Valid() {
 		return fmt.Errorf("install of %s: version %d, state %q: %w", k, in.Campaign.Version, in.Campaign.State, ErrInvalid)
+	}
+	if in.Campaign.Fence > fsm.MaxFence {
+		return fmt.Errorf("install of %s: fence floor %d above %d: %w", k, in.Campaign.Fence, uint64(fsm.MaxFence), ErrInvalid)
 	}
 	if in.Campaign.State.Terminal() && in.Campaign.EndedAt == nil {
 		return fmt.Errorf("install of %s: %s without an end time: %w", k, in.Campaign.State, ErrInvalid)

@@ -396,3 +396,70 @@ func TestRedisStateIndexRepair(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestRedisInstallIndexOnlyWhenWritten: an Install that writes nothing (the
+// campaign expired, its lock is lost, a state exists) leaves no entry of its
+// own in the tenant's index and does not re-score an existing one; one
+// that writes adds it.
+func TestRedisInstallIndexOnlyWhenWritten(t *testing.T) {
+	url, _ := redistest.Start(t)
+	s := newRedis(t, url, time.Hour)
+	ctx := t.Context()
+	const tenant = "acme"
+	index := s.IndexKey(tenant)
+	campaign := func(id string, st fsm.State, created time.Time) fsm.Campaign {
+		c := fsm.Campaign{Tenant: tenant, ID: id, State: st, Version: 3, Seq: 3, CreatedAt: created, UpdatedAt: created}
+		if st.Terminal() {
+			ended := created.Add(time.Second)
+			c.EndedAt = &ended
+		}
+		return c
+	}
+	score := func(id string) (float64, bool) {
+		t.Helper()
+		v, err := s.Client().ZScore(ctx, index, id).Result()
+		if errors.Is(err, redis.Nil) {
+			return 0, false
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v, true
+	}
+
+	old := time.Now().Add(-3 * time.Hour)
+	if res, err := s.Install(ctx, store.Install{Campaign: campaign("expired", fsm.Completed, old)}); err != nil || !res.Expired {
+		t.Fatalf("Install of an expired campaign = %+v, %v", res, err)
+	}
+	if _, ok := score("expired"); ok {
+		t.Error("an expired install left its index entry")
+	}
+
+	held := store.Key{Tenant: tenant, Campaign: "held"}
+	res, err := s.Enqueue(ctx, held, store.Item{ID: "a", Seq: 1}, store.Claim{Token: store.NewToken(), TTL: time.Minute})
+	if err != nil || res.Lease == nil {
+		t.Fatalf("Enqueue = %+v, %v", res, err)
+	}
+	stranger := *res.Lease
+	stranger.Token = store.NewToken()
+	if _, err := s.Install(ctx, store.Install{Campaign: campaign("held", fsm.Paused, time.Now()), Lease: &stranger}); !errors.Is(err, store.ErrLockLost) {
+		t.Fatalf("Install under a lock not held: %v", err)
+	}
+	if _, ok := score("held"); ok {
+		t.Error("an install refused for its lock left its index entry")
+	}
+
+	now := time.Now().Truncate(time.Millisecond)
+	if res, err := s.Install(ctx, store.Install{Campaign: campaign("there", fsm.Paused, now)}); err != nil || !res.Installed {
+		t.Fatalf("Install = %+v, %v", res, err)
+	}
+	if v, ok := score("there"); !ok || int64(v) != now.UnixMilli() {
+		t.Fatalf("index entry of an installed campaign: %v, %v; want %d", v, ok, now.UnixMilli())
+	}
+	if res, err := s.Install(ctx, store.Install{Campaign: campaign("there", fsm.Paused, now.Add(-time.Minute))}); err != nil || res.Installed {
+		t.Fatalf("Install over a state = %+v, %v", res, err)
+	}
+	if v, ok := score("there"); !ok || int64(v) != now.UnixMilli() {
+		t.Errorf("index entry after an install over the state: %v, %v; want it kept at %d", v, ok, now.UnixMilli())
+	}
+}

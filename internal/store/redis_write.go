@@ -219,7 +219,8 @@ func (r *Redis) Applied(ctx context.Context, k Key, id string) (bool, error) {
 var installSrc = ixDirtyLua + parkLua + lua("install")
 
 // Install implements Store. The tenant's index entry (List) is added just
-// before the script, as Commit does for a campaign's first write.
+// before the script, as Commit does for a campaign's first write, but only
+// where the index has none, and taken back when nothing was written.
 func (r *Redis) Install(ctx context.Context, in Install) (Installed, error) {
 	k := Key{Tenant: in.Campaign.Tenant, Campaign: in.Campaign.ID}
 	if err := checkInstall(in); err != nil {
@@ -250,7 +251,13 @@ func (r *Redis) Install(ctx context.Context, in Install) (Installed, error) {
 	for _, it := range in.Park {
 		args = append(args, it.ID, it.Seq, it.Data)
 	}
-	if err := r.client.ZAdd(ctx, r.indexKey(k.Tenant), redis.Z{Score: float64(in.Campaign.CreatedAt.UnixMilli()), Member: k.Campaign}).Err(); err != nil {
+	// Added only where there is none (an existing campaign keeps its
+	// place), before the script so that a crash right after it cannot
+	// leave an installed campaign out of List; taken back below when
+	// nothing was written.
+	index, score := r.indexKey(k.Tenant), in.Campaign.CreatedAt.UnixMilli()
+	added, err := r.client.ZAddNX(ctx, index, redis.Z{Score: float64(score), Member: k.Campaign}).Result()
+	if err != nil {
 		return Installed{}, fmt.Errorf("install %s: index: %w", k, err)
 	}
 	ks := r.keys(k)
@@ -265,6 +272,11 @@ func (r *Redis) Install(ctx context.Context, in Install) (Installed, error) {
 	code, _ := raw[0].(int64)
 	fence, _ := raw[1].(int64)
 	r.repairIndex(ctx, k, raw[2])
+	if code != 0 && added == 1 {
+		if err := r.unindexUnwritten(ctx, k, index, score); err != nil {
+			return Installed{}, fmt.Errorf("install %s: index: %w", k, err)
+		}
+	}
 	switch code {
 	case 0:
 		return Installed{Installed: true, Fence: uint64(fence)}, nil
@@ -276,4 +288,19 @@ func (r *Redis) Install(ctx context.Context, in Install) (Installed, error) {
 		return Installed{}, fmt.Errorf("install %s: %w", k, ErrLockLost)
 	}
 	return Installed{}, fmt.Errorf("install %s: unexpected script answer %d", k, code)
+}
+
+// unindexUnwritten takes back the index entry (index, score) an Install
+// added for k when its script wrote nothing. A state found there afterwards
+// (another install, concurrent, whose own add found this entry present)
+// gets it back.
+func (r *Redis) unindexUnwritten(ctx context.Context, k Key, index string, score int64) error {
+	if err := r.scripts.unindex.Run(ctx, r.client, []string{index}, k.Campaign, score).Err(); err != nil {
+		return err
+	}
+	exists, err := r.client.HExists(ctx, r.keys(k).state, "data").Result()
+	if err != nil || !exists {
+		return err
+	}
+	return r.client.ZAddNX(ctx, index, redis.Z{Score: float64(score), Member: k.Campaign}).Err()
 }

@@ -302,9 +302,11 @@ type Store interface {
 	// every fence of the history. A terminal campaign expires with its
 	// ledger and fencing counter the retention after its EndedAt; one that
 	// ended longer ago than that is not written (Expired). A state that
-	// exists is never overwritten (Installed false). ErrLockLost when
-	// in.Lease no longer holds the lock; ErrInvalid for a key or campaign
-	// the store cannot use.
+	// exists is never overwritten (Installed false). The tenant's index
+	// (List) gets the campaign only when it is written. ErrLockLost when
+	// in.Lease no longer holds the lock, also for a retry of an install
+	// that was made (in.ID) whose lease has been lost since; ErrInvalid
+	// for a key or campaign the store cannot use.
 	Install(ctx context.Context, in Install) (Installed, error)
 
 	// List returns the tenant's campaigns in creation order (CreatedAt to

@@ -1,8 +1,9 @@
 if redis.call('HEXISTS', KEYS[1], 'data') == 1 then
   if redis.call('HGET', KEYS[1], 'wid') == ARGV[9] then
-    local f = 0
-    if ARGV[8] ~= '' and redis.call('GET', KEYS[5]) == ARGV[8] then f = tonumber(redis.call('GET', KEYS[6]) or '0') end
-    return {0, f, ixDirty(KEYS[1])}
+    -- This install, retried: its lease's fence, if the lease still holds the lock.
+    if ARGV[8] == '' then return {0, 0, ixDirty(KEYS[1])} end
+    if redis.call('GET', KEYS[5]) ~= ARGV[8] then return {3, 0, ixDirty(KEYS[1])} end
+    return {0, tonumber(redis.call('GET', KEYS[6]) or '0'), ixDirty(KEYS[1])}
   end
   return {1, 0, ixDirty(KEYS[1])}
 end

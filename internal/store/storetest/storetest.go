@@ -88,6 +88,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Install", testInstall},
 		{"InstallUnderLease", testInstallUnderLease},
 		{"InstallTerminal", testInstallTerminal},
+		{"InstallRetriedAfterLeaseLost", testInstallRetriedAfterLeaseLost},
+		{"InstallNotWrittenKeepsList", testInstallNotWrittenKeepsList},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1856,5 +1858,103 @@ func testInstallTerminal(t *testing.T, s store.Store) {
 	})
 	if applied(t, s, k, "create-1") {
 		t.Error("the ledger outlived the installed campaign")
+	}
+}
+
+// testInstallRetriedAfterLeaseLost: a retry of an install made under a
+// lease (its reply lost) answers the lease's fence while the lease holds
+// the lock, and ErrLockLost once it does not: never success with fence 0,
+// which would leave the caller writing with a fence below the floor.
+func testInstallRetriedAfterLeaseLost(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	k := store.Key{Tenant: "acme", Campaign: "rebuilt-retried"}
+	l := mustLease(t, s, k, item("pause-2", 5), longTTL)
+	in := store.Install{ID: store.NewToken(), Campaign: rebuilt(k, 4, 40, fsm.Paused), Lease: &l}
+	res, err := s.Install(ctx, in)
+	if err != nil || !res.Installed || res.Fence <= 40 {
+		t.Fatalf("Install under the lease = %+v, %v; want installed with a fence above 40", res, err)
+	}
+	if again, err := s.Install(ctx, in); err != nil || !again.Installed || again.Fence != res.Fence {
+		t.Fatalf("Install retried under the lease = %+v, %v; want installed, fence %d", again, err, res.Fence)
+	}
+	if err := s.Abandon(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	again, err := s.Install(ctx, in)
+	wantErr(t, fmt.Sprintf("Install retried after its lease was lost (answered %+v)", again), err, store.ErrLockLost)
+	l2 := mustLease(t, s, k, item("resume-3", 6), longTTL)
+	if l2.Fence <= res.Fence {
+		t.Fatalf("fence %d after the install's %d", l2.Fence, res.Fence)
+	}
+	again, err = s.Install(ctx, in)
+	wantErr(t, fmt.Sprintf("Install retried while another holds the lock (answered %+v)", again), err, store.ErrLockLost)
+	// Without a lease, a retry is its own install, fence 0.
+	k2 := store.Key{Tenant: "acme", Campaign: "rebuilt-retried-nolease"}
+	in2 := store.Install{ID: store.NewToken(), Campaign: rebuilt(k2, 4, 40, fsm.Paused)}
+	for i := range 2 {
+		if res, err := s.Install(ctx, in2); err != nil || !res.Installed || res.Fence != 0 {
+			t.Fatalf("Install without a lease, attempt %d = %+v, %v; want installed, fence 0", i+1, res, err)
+		}
+	}
+}
+
+// testInstallNotWrittenKeepsList: an install that writes nothing (a state
+// exists, the campaign expired, the lock is lost) leaves the tenant's list
+// as it was: an existing campaign keeps its place (the refused install's
+// creation time is not its), no campaign appears.
+func testInstallNotWrittenKeepsList(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const tenant = "acme-install-list"
+	create := func(id string, sec int) fsm.Campaign {
+		k := store.Key{Tenant: tenant, Campaign: id}
+		l := mustLease(t, s, k, item("create", 1), longTTL)
+		c := newCampaign(k, 1, fsm.Pending)
+		c.CreatedAt = created().Add(time.Duration(sec) * time.Second)
+		mustCommit(t, s, store.Write{Lease: l, Campaign: c, Applied: []string{"create"}, Dequeue: []string{"create"}})
+		mustRelease(t, s, l, true)
+		return *c
+	}
+	create("a", 1)
+	b := create("b", 2)
+	list := func() []string {
+		t.Helper()
+		page, err := s.List(ctx, tenant, "", "", 0)
+		if err != nil {
+			t.Fatalf("List: %v", err)
+		}
+		var ids []string
+		for _, c := range page.Campaigns {
+			ids = append(ids, c.ID)
+		}
+		return ids
+	}
+	want := []string{"a", "b"}
+
+	// A state exists: a history whose creation time is another (the
+	// refused install's) must not move b.
+	over := b
+	over.Version, over.CreatedAt = 5, created()
+	if res, err := s.Install(ctx, store.Install{ID: store.NewToken(), Campaign: over}); err != nil || res.Installed {
+		t.Fatalf("Install over b = %+v, %v; want not installed", res, err)
+	}
+	if got := list(); !slices.Equal(got, want) {
+		t.Errorf("List after an install over b = %v, want %v", got, want)
+	}
+	// Expired.
+	gone := rebuilt(store.Key{Tenant: tenant, Campaign: "gone"}, 5, 3, fsm.Completed)
+	ended := time.Now().Add(-2 * Retention)
+	gone.CreatedAt, gone.EndedAt = ended.Add(-time.Second), &ended
+	if res, err := s.Install(ctx, store.Install{Campaign: gone}); err != nil || !res.Expired {
+		t.Fatalf("Install of an expired campaign = %+v, %v; want expired", res, err)
+	}
+	// Lock lost.
+	held := store.Key{Tenant: tenant, Campaign: "held"}
+	l := mustLease(t, s, held, item("x", 1), longTTL)
+	stranger := l
+	stranger.Token = store.NewToken()
+	_, err := s.Install(ctx, store.Install{ID: store.NewToken(), Campaign: rebuilt(held, 2, 1, fsm.Pending), Lease: &stranger})
+	wantErr(t, "Install under a lock not held", err, store.ErrLockLost)
+	if got := list(); !slices.Equal(got, want) {
+		t.Errorf("List after installs that wrote nothing = %v, want %v", got, want)
 	}
 }
