@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,11 +21,27 @@ import (
 )
 
 // ErrHistory is returned for a history that no run of the state machine can
-// have produced: empty, not starting with campaign.created at sequence 1, a
-// gap, another campaign's event, data that does not decode, or a
-// campaign.created without step_definitions (written before events carried
-// them: the workflow then is not known).
+// have produced: empty, not starting with campaign.created at sequence 1
+// (ErrTruncated when its start is gone), a gap, another campaign's event,
+// an event the service did not write (ErrForged), data that does not
+// decode, or a campaign.created without step_definitions (written before
+// events carried them: the workflow then is not known).
 var ErrHistory = errors.New("rebuild: unusable history")
+
+// ErrTruncated (always with ErrHistory) is returned for a history whose
+// first events, campaign.created among them, are no longer in
+// CAMPAIGN_EVENTS (older than the stream's max_age, or purged): what the
+// campaign was cannot be known.
+var ErrTruncated = errors.New("history truncated")
+
+// ErrForged (always with ErrHistory) is returned for a message on the
+// campaign's event subjects that the service did not write: a source other
+// than events.Source, an id that is not the event's events.EventID, a
+// subject that is not the campaign's, or a fence that is not a decimal at
+// most fsm.MaxFence. Only the service may publish there (deploy/nats);
+// such a history is refused whole rather than trusted, so that no forged
+// fence can raise the campaign's fencing counter.
+var ErrForged = errors.New("event not written by the service")
 
 // Campaign is a campaign rebuilt from its history.
 type Campaign struct {
@@ -75,15 +92,25 @@ func Rebuild(evs []events.CloudEvent) (Campaign, error) {
 		c    = &out.Campaign
 		seen = map[string]bool{}
 	)
+	if !events.ValidToken(tenant) || !events.ValidToken(id) {
+		return Campaign{}, fmt.Errorf("%w: %w: tenant %s, campaign %s", ErrHistory, ErrForged, events.QuoteBounded(tenant), events.QuoteBounded(id))
+	}
+	if n := first.Seq(); n > 1 && first.Source == events.Source {
+		return Campaign{}, fmt.Errorf("%w: %w: %s/%s's history starts at event %d (%s): its first %d events, %s among them, are no longer in %s (older than the stream's max_age, or purged), so the campaign cannot be rebuilt",
+			ErrHistory, ErrTruncated, tenant, id, n, events.QuoteBounded(first.Type), n-1, fsm.EvCreated, events.StreamEvents)
+	}
 	for i, ev := range evs {
-		where := fmt.Sprintf("%s/%s event %d (%s)", tenant, id, i+1, ev.Type)
+		where := fmt.Sprintf("%s/%s event %d (%s)", tenant, id, i+1, events.QuoteBounded(ev.Type))
+		if err := written(tenant, id, uint64(i+1), ev); err != nil {
+			return Campaign{}, fmt.Errorf("%w: %w: %s: %w", ErrHistory, ErrForged, where, err)
+		}
 		switch {
 		case ev.TenantID != tenant || ev.CampaignID != id:
-			return Campaign{}, fmt.Errorf("%w: %s belongs to %s/%s", ErrHistory, where, ev.TenantID, ev.CampaignID)
+			return Campaign{}, fmt.Errorf("%w: %s belongs to %s/%s", ErrHistory, where, events.QuoteBounded(ev.TenantID), events.QuoteBounded(ev.CampaignID))
 		case ev.Seq() != uint64(i+1):
-			return Campaign{}, fmt.Errorf("%w: %s has sequence %q", ErrHistory, where, ev.Sequence)
+			return Campaign{}, fmt.Errorf("%w: %s has sequence %s", ErrHistory, where, events.QuoteBounded(ev.Sequence))
 		case i == 0 && ev.Type != fsm.EvCreated:
-			return Campaign{}, fmt.Errorf("%w: the first event is %s, not %s", ErrHistory, ev.Type, fsm.EvCreated)
+			return Campaign{}, fmt.Errorf("%w: the first event is %s, not %s", ErrHistory, events.QuoteBounded(ev.Type), fsm.EvCreated)
 		case i > 0 && ev.Type == fsm.EvCreated:
 			return Campaign{}, fmt.Errorf("%w: %s: a second %s", ErrHistory, where, fsm.EvCreated)
 		}
@@ -106,6 +133,28 @@ func Rebuild(evs []events.CloudEvent) (Campaign, error) {
 		out.Pending = true
 	}
 	return out, nil
+}
+
+// written checks that ev, the campaign's event number seq, is what the
+// service writes (events.NewEventMsg): its source, its id, its subject and
+// a fence that is "" or a decimal without leading zeros, at most
+// fsm.MaxFence.
+func written(tenant, campaign string, seq uint64, ev events.CloudEvent) error {
+	switch want := events.EventID(tenant, campaign, seq); {
+	case ev.Source != events.Source:
+		return fmt.Errorf("source %s, not %q", events.QuoteBounded(ev.Source), events.Source)
+	case ev.ID != want:
+		return fmt.Errorf("id %s, not %q", events.QuoteBounded(ev.ID), want)
+	case ev.Subject != tenant+"/"+campaign:
+		return fmt.Errorf("subject %s, not %q", events.QuoteBounded(ev.Subject), tenant+"/"+campaign)
+	case ev.Fence == "":
+		return nil
+	}
+	n, err := strconv.ParseUint(ev.Fence, 10, 64)
+	if err != nil || n == 0 || strconv.FormatUint(n, 10) != ev.Fence || n > fsm.MaxFence {
+		return fmt.Errorf("fence %s is not a fencing token (a decimal from 1 to %d)", events.QuoteBounded(ev.Fence), uint64(fsm.MaxFence))
+	}
+	return nil
 }
 
 // The data of each event type, as fsm emits it.

@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -259,17 +261,36 @@ func TestRebuildGoesOn(t *testing.T) {
 
 func TestRebuildRefusesBadHistory(t *testing.T) {
 	mk := func(seq uint64, typ, data string) events.CloudEvent {
-		return events.CloudEvent{SpecVersion: "1.0", Type: typ, TenantID: "acme", CampaignID: "c1",
-			Sequence: events.FormatSequence(seq), Data: json.RawMessage(data), Time: time.Now()}
+		return events.CloudEvent{SpecVersion: "1.0", ID: events.EventID("acme", "c1", seq), Source: events.Source, Subject: "acme/c1",
+			Type: typ, TenantID: "acme", CampaignID: "c1", Sequence: events.FormatSequence(seq), Data: json.RawMessage(data), Time: time.Now()}
 	}
 	created := mk(1, fsm.EvCreated, `{"name":"n","workflow":"w","steps":["a"],"step_definitions":[{"name":"a","url":"http://x/a"}]}`)
+	if _, err := rebuild.Rebuild([]events.CloudEvent{created, mk(2, fsm.EvStarted, `{}`)}); err != nil {
+		t.Fatalf("the valid history: %v", err)
+	}
 	other := created
 	other.CampaignID = "c2"
 	other.Sequence = events.FormatSequence(2)
+	other.ID = events.EventID("acme", "c1", 2)
+	forged := func(f func(*events.CloudEvent)) []events.CloudEvent {
+		ev := mk(2, fsm.EvStarted, `{}`)
+		ev.Fence = "7"
+		f(&ev)
+		return []events.CloudEvent{created, ev}
+	}
 	tests := []struct {
 		name string
 		evs  []events.CloudEvent
 	}{
+		{"forged source", forged(func(e *events.CloudEvent) { e.Source = "someone" })},
+		{"forged id", forged(func(e *events.CloudEvent) { e.ID = "x" })},
+		{"another campaign's id", forged(func(e *events.CloudEvent) { e.ID = events.EventID("acme", "c2", 2) })},
+		{"forged subject", forged(func(e *events.CloudEvent) { e.Subject = "acme/c2" })},
+		{"fence above MaxFence", forged(func(e *events.CloudEvent) { e.Fence = strconv.FormatUint(fsm.MaxFence+1, 10) })},
+		{"fence near 2^64", forged(func(e *events.CloudEvent) { e.Fence = "18446744073709551615" })},
+		{"fence not a number", forged(func(e *events.CloudEvent) { e.Fence = "x" })},
+		{"fence with a leading zero", forged(func(e *events.CloudEvent) { e.Fence = "07" })},
+		{"fence 0", forged(func(e *events.CloudEvent) { e.Fence = "0" })},
 		{"empty", nil},
 		{"not created first", []events.CloudEvent{mk(1, fsm.EvStarted, `{"from":"pending"}`)}},
 		{"gap", []events.CloudEvent{created, mk(3, fsm.EvStarted, `{"from":"pending"}`)}},
@@ -283,9 +304,40 @@ func TestRebuildRefusesBadHistory(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := rebuild.Rebuild(tt.evs); !errors.Is(err, rebuild.ErrHistory) {
+			_, err := rebuild.Rebuild(tt.evs)
+			if !errors.Is(err, rebuild.ErrHistory) {
 				t.Errorf("Rebuild = %v, want ErrHistory", err)
 			}
+			if strings.HasPrefix(tt.name, "forged") || strings.HasPrefix(tt.name, "fence") || strings.HasPrefix(tt.name, "another campaign's id") {
+				if !errors.Is(err, rebuild.ErrForged) {
+					t.Errorf("Rebuild = %v, want ErrForged", err)
+				}
+			}
 		})
+	}
+	// A forged fence at the bound is the most a history can raise the
+	// counter to.
+	ok := forged(func(e *events.CloudEvent) { e.Fence = strconv.FormatUint(fsm.MaxFence, 10) })
+	if rb, err := rebuild.Rebuild(ok); err != nil || rb.FenceFloor != fsm.MaxFence {
+		t.Errorf("fence at MaxFence: %+v, %v", rb, err)
+	}
+}
+
+// TestRebuildTruncatedHistory: a campaign whose first events (its
+// campaign.created among them) aged out of CAMPAIGN_EVENTS cannot be
+// rebuilt, and the error says so.
+func TestRebuildTruncatedHistory(t *testing.T) {
+	w := &walk{t: t, rng: rand.New(rand.NewPCG(3, 3)), now: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC), fence: 1}
+	for len(w.history) < 6 {
+		w.step()
+	}
+	_, err := rebuild.Rebuild(w.history[3:])
+	if !errors.Is(err, rebuild.ErrHistory) || !errors.Is(err, rebuild.ErrTruncated) {
+		t.Fatalf("Rebuild of a history without its first 3 events = %v, want ErrTruncated", err)
+	}
+	for _, want := range []string{"starts at event 4", "first 3 events", fsm.EvCreated, "no longer in " + events.StreamEvents} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
 	}
 }
