@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +24,12 @@ var (
 	// ErrPublishConflict: the campaign's last stored event kept changing
 	// under PublishEvents without it being able to make progress.
 	ErrPublishConflict = errors.New("event publish conflict")
+	// ErrEventConflict: a sequence of the campaign is stored with another
+	// event than the caller's (a holder that outlived the loss of the
+	// campaign's state published the event of a write the store lost, say):
+	// the caller's state is not the one the history shows, and it must not
+	// go on from it. Nothing after the stored events was published.
+	ErrEventConflict = errors.New("event sequence stored with another event")
 )
 
 // maxStaleConflicts bounds the "wrong last sequence" answers PublishEvents
@@ -38,7 +45,10 @@ const maxReasonLen = 1024
 // stream's duplicate window.
 //
 // It reads the campaign's last stored event (its sequence and stream
-// sequence), skips the messages whose sequence is not above it, and publishes
+// sequence), skips the messages whose sequence is not above it once it has
+// checked that each is the very event stored under its sequence (same
+// subject, same body: a re-publish; any other is ErrEventConflict, never
+// skipped), and publishes
 // the rest with jetstream.WithExpectLastSequenceForSubject(last stream
 // sequence, CampaignEvents(tenant, campaign)), chained from each PubAck. When
 // another publisher got there first ("wrong last sequence"), it reads the
@@ -48,7 +58,8 @@ const maxReasonLen = 1024
 //
 // It returns how many messages it stored itself (skipped ones and duplicates
 // not counted). Errors: ErrSequenceGap when the messages would not follow the
-// stored events, ErrPublishConflict when it cannot make progress, ErrInvalidEvent
+// stored events, ErrEventConflict when a sequence is stored with another
+// event, ErrPublishConflict when it cannot make progress, ErrInvalidEvent
 // for a message not of this campaign, and wrapped JetStream errors.
 func PublishEvents(ctx context.Context, js jetstream.JetStream, tenant, campaign string, msgs []*nats.Msg) (int, error) {
 	return NewPublisher(js).PublishEvents(ctx, tenant, campaign, msgs)
@@ -120,7 +131,7 @@ func (p *Publisher) Last(ctx context.Context, tenant, campaign string) (seq uint
 	if err != nil {
 		return 0, false, fmt.Errorf("last event of %s: stream %s: %w", key, StreamEvents, err)
 	}
-	seq, streamSeq, err := lastStored(ctx, stream, tenant, campaign)
+	seq, streamSeq, _, err := lastStored(ctx, stream, tenant, campaign)
 	if err != nil {
 		return 0, false, fmt.Errorf("last event of %s: %w", key, err)
 	}
@@ -160,10 +171,11 @@ func (p *Publisher) PublishEvents(ctx context.Context, tenant, campaign string, 
 	}
 	filter := CampaignEvents(tenant, campaign)
 	stored, last, known := p.remembered(key)
+	var lastMsg *jetstream.RawStreamMsg // the stored event at stored, when read
 	if !known || stored+1 != seqs[0] {
 		// Nothing remembered, or not what these messages follow (a
 		// re-publish, another process's events): read the stream.
-		if stored, last, err = lastStored(ctx, stream, tenant, campaign); err != nil {
+		if stored, last, lastMsg, err = lastStored(ctx, stream, tenant, campaign); err != nil {
 			return 0, fmt.Errorf("publish events of %s: %w", key, err)
 		}
 	}
@@ -171,6 +183,10 @@ func (p *Publisher) PublishEvents(ctx context.Context, tenant, campaign string, 
 	published, stale := 0, 0
 	for i := 0; ; {
 		for i < len(msgs) && seqs[i] <= stored {
+			// Stored already: only the very same event may be skipped.
+			if err := p.checkStored(ctx, tenant, campaign, msgs[i], seqs[i], stored, last, lastMsg); err != nil {
+				return published, fmt.Errorf("publish events of %s: %w", key, err)
+			}
 			i++
 		}
 		if i == len(msgs) {
@@ -179,12 +195,15 @@ func (p *Publisher) PublishEvents(ctx context.Context, tenant, campaign string, 
 		if stored != 0 && seqs[i] != stored+1 {
 			return published, fmt.Errorf("publish events of %s: stored up to %d, next is %d: %w", key, stored, seqs[i], ErrSequenceGap)
 		}
+		if err := publishAllowed(ctx); err != nil {
+			return published, fmt.Errorf("publish event %s: %w", EventID(tenant, campaign, seqs[i]), err)
+		}
 		ack, err := js.PublishMsg(ctx, copyMsg(msgs[i]),
 			jetstream.WithExpectStream(StreamEvents),
 			jetstream.WithExpectLastSequenceForSubject(last, filter))
 		if err == nil && !ack.Duplicate {
 			published++
-			stored, last = seqs[i], ack.Sequence
+			stored, last, lastMsg = seqs[i], ack.Sequence, nil
 			i++
 			continue
 		}
@@ -194,7 +213,7 @@ func (p *Publisher) PublishEvents(ctx context.Context, tenant, campaign string, 
 		// Someone else stored events of this campaign (or this very one,
 		// reported as a duplicate): start again from what is stored now.
 		before := stored
-		if stored, last, err = lastStored(ctx, stream, tenant, campaign); err != nil {
+		if stored, last, lastMsg, err = lastStored(ctx, stream, tenant, campaign); err != nil {
 			return published, fmt.Errorf("publish events of %s: %w", key, err)
 		}
 		if stored <= before {
@@ -212,24 +231,113 @@ func (p *Publisher) PublishEvents(ctx context.Context, tenant, campaign string, 
 	}
 }
 
+// publishGuardKey is the context key of WithPublishGuard.
+type publishGuardKey struct{}
+
+// WithPublishGuard returns ctx with a check that PublishEvents makes before
+// each publish of an event: when it returns an error, nothing more is
+// published and PublishEvents returns it. The worker's lock holder checks
+// there that its lock cannot have expired, so that a holder that outlived
+// its lock (frozen, cut off from the store) stops publishing by the time
+// the lock's TTL has passed: what a rebuild waits for (CONTRACT guarantee
+// 8).
+func WithPublishGuard(ctx context.Context, check func() error) context.Context {
+	return context.WithValue(ctx, publishGuardKey{}, check)
+}
+
+func publishAllowed(ctx context.Context) error {
+	if check, ok := ctx.Value(publishGuardKey{}).(func() error); ok {
+		return check()
+	}
+	return nil
+}
+
 // lastStored returns the sequence and the stream sequence of the campaign's
-// last stored event (0, 0 when there is none).
-func lastStored(ctx context.Context, stream jetstream.Stream, tenant, campaign string) (seq, streamSeq uint64, err error) {
-	raw, err := stream.GetLastMsgForSubject(ctx, CampaignEvents(tenant, campaign))
+// last stored event, and the event (0, 0, nil when there is none).
+func lastStored(ctx context.Context, stream jetstream.Stream, tenant, campaign string) (seq, streamSeq uint64, raw *jetstream.RawStreamMsg, err error) {
+	raw, err = stream.GetLastMsgForSubject(ctx, CampaignEvents(tenant, campaign))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return 0, 0, nil
+		return 0, 0, nil, nil
 	}
 	if err != nil {
-		return 0, 0, fmt.Errorf("read last event: %w", err)
+		return 0, 0, nil, fmt.Errorf("read last event: %w", err)
 	}
+	if seq, err = storedSeq(tenant, campaign, raw); err != nil {
+		return 0, 0, nil, err
+	}
+	return seq, raw.Sequence, raw, nil
+}
+
+// storedSeq is the sequence of raw, a stored event of the campaign.
+func storedSeq(tenant, campaign string, raw *jetstream.RawStreamMsg) (uint64, error) {
 	if n, ok := parseEventID(tenant, campaign, raw.Header.Get(jetstream.MsgIDHeader)); ok {
-		return n, raw.Sequence, nil
+		return n, nil
 	}
 	ev, err := ParseEvent(raw.Data)
 	if err != nil {
-		return 0, 0, fmt.Errorf("last event (stream sequence %d) has no usable sequence: %w", raw.Sequence, err)
+		return 0, fmt.Errorf("event at stream sequence %d has no usable sequence: %w", raw.Sequence, err)
 	}
-	return ev.Seq(), raw.Sequence, nil
+	return ev.Seq(), nil
+}
+
+// checkStored checks that m, the campaign's event number seq, is the event
+// stored under that sequence: same subject, same body (a re-publish of the
+// same outbox message). stored is the campaign's last stored sequence, at
+// stream sequence last; lastMsg that event, when read. Only a re-publish
+// takes this path, never the publish of a campaign's next event.
+func (p *Publisher) checkStored(ctx context.Context, tenant, campaign string, m *nats.Msg, seq, stored, last uint64, lastMsg *jetstream.RawStreamMsg) error {
+	raw := lastMsg
+	if seq != stored || raw == nil {
+		var err error
+		if raw, err = storedEvent(ctx, p.js, tenant, campaign, seq, last); err != nil {
+			return err
+		}
+	}
+	if raw.Subject != m.Subject || !bytes.Equal(raw.Data, m.Data) {
+		return fmt.Errorf("event %s is stored (stream sequence %d, %s) with other content than this one (%s): %w",
+			EventID(tenant, campaign, seq), raw.Sequence, raw.Subject, m.Subject, ErrEventConflict)
+	}
+	return nil
+}
+
+// storedEvent returns the campaign's stored event number seq, at stream
+// sequence at most hi, from the stream's leader: a binary search on stream
+// sequences (the campaign's events are in sequence order), about log2(hi)
+// gets. An event no longer stored (aged out) is ErrEventConflict: what the
+// caller would skip cannot be checked.
+func storedEvent(ctx context.Context, js jetstream.JetStream, tenant, campaign string, seq, hi uint64) (*jetstream.RawStreamMsg, error) {
+	filter := CampaignEvents(tenant, campaign)
+	lo := uint64(1)
+	var found *jetstream.RawStreamMsg
+	for lo <= hi {
+		mid := lo + (hi-lo)/2
+		raw, err := leaderMsgGet(ctx, js, StreamEvents, msgGet{Seq: mid, NextFor: filter})
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			hi = mid - 1
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read event %s: %w", EventID(tenant, campaign, seq), err)
+		}
+		n, err := storedSeq(tenant, campaign, raw)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case n == seq:
+			return raw, nil
+		case n < seq:
+			lo = raw.Sequence + 1
+		default:
+			found = raw
+			hi = mid - 1
+		}
+	}
+	at := "none after it"
+	if found != nil {
+		at = fmt.Sprintf("the first after it is at stream sequence %d", found.Sequence)
+	}
+	return nil, fmt.Errorf("event %s is no longer stored (%s): cannot check it: %w", EventID(tenant, campaign, seq), at, ErrEventConflict)
 }
 
 // isWrongLastSeq reports whether err is JetStream's "wrong last sequence"

@@ -16,6 +16,8 @@ import (
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 )
 
+var outboxTime = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+
 // outbox builds the event messages from..to of a campaign, as a worker's
 // outbox would hold them.
 func outbox(t testing.TB, tenant, campaign string, from, to uint64) []*nats.Msg {
@@ -26,8 +28,9 @@ func outbox(t testing.TB, tenant, campaign string, from, to uint64) []*nats.Msg 
 		if n == 1 {
 			typ = fsm.EvCreated
 		}
+		// The same message for the same n, as an outbox holds it.
 		m, err := events.NewEventMsg(tenant, campaign, fsm.Event{Seq: n, Type: typ, CommandID: fmt.Sprintf("cmd-%d", n),
-			Time: time.Now(), Data: map[string]any{"n": n}}, "")
+			Time: outboxTime.Add(time.Duration(n) * time.Millisecond), Data: map[string]any{"n": n}}, "")
 		if err != nil {
 			t.Fatalf("NewEventMsg: %v", err)
 		}
@@ -97,6 +100,88 @@ func TestPublishEventsSkipsStored(t *testing.T) {
 	mustPublish(t, js, "acme", "c1", msgs, 1)
 	if after := fmt.Sprint(msgs[0].Header); after != before {
 		t.Errorf("PublishEvents changed the caller's message headers: %s -> %s", before, after)
+	}
+}
+
+// other is the campaign's event number n as another writer made it (a
+// holder that outlived the loss of the campaign's state, whose write the
+// store lost): same sequence, same id, other content.
+func other(t testing.TB, tenant, campaign string, n uint64) *nats.Msg {
+	t.Helper()
+	m, err := events.NewEventMsg(tenant, campaign, fsm.Event{Seq: n, Type: fsm.EvPaused, CommandID: "other",
+		Time: outboxTime, Data: map[string]any{"other": true}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestPublishEventsConflict: a message whose sequence is stored already is
+// skipped only when it is the very event stored (a re-publish); another
+// event under that sequence is ErrEventConflict, whether it is the last one
+// stored or an earlier one, and nothing after it is published.
+func TestPublishEventsConflict(t *testing.T) {
+	js := mustJetStream(t)
+	ctx := testCtx(t)
+	mustPublish(t, js, "acme", "c1", outbox(t, "acme", "c1", 1, 4), 4)
+	for _, tt := range []struct {
+		name string
+		msgs []*nats.Msg
+	}{
+		{"the last stored", []*nats.Msg{other(t, "acme", "c1", 4), outbox(t, "acme", "c1", 5, 5)[0]}},
+		{"an earlier one", append([]*nats.Msg{other(t, "acme", "c1", 2)}, outbox(t, "acme", "c1", 3, 5)...)},
+		{"the first", append([]*nats.Msg{other(t, "acme", "c1", 1)}, outbox(t, "acme", "c1", 2, 5)...)},
+		{"after same ones", append(append(outbox(t, "acme", "c1", 2, 2), other(t, "acme", "c1", 3)), outbox(t, "acme", "c1", 4, 5)...)},
+	} {
+		for _, p := range []*events.Publisher{events.NewPublisher(js), nil} {
+			var (
+				n   int
+				err error
+			)
+			if p != nil {
+				n, err = p.PublishEvents(ctx, "acme", "c1", tt.msgs)
+			} else {
+				n, err = events.PublishEvents(ctx, js, "acme", "c1", tt.msgs)
+			}
+			if !errors.Is(err, events.ErrEventConflict) || n != 0 {
+				t.Errorf("%s: PublishEvents = %d, %v; want ErrEventConflict", tt.name, n, err)
+			}
+		}
+	}
+	wantSequences(t, js, "acme", "c1", 4)
+	// A re-publish of the same events (the last one and earlier ones) is
+	// skipped as before.
+	mustPublish(t, js, "acme", "c1", outbox(t, "acme", "c1", 1, 2), 0)
+	mustPublish(t, js, "acme", "c1", outbox(t, "acme", "c1", 2, 5), 1)
+	wantSequences(t, js, "acme", "c1", 5)
+}
+
+// TestPublishEventsStoredByAnother: the finding of RELIABILITY.md's rebuild
+// path. A publisher that knows the campaign's last event (4) publishes its
+// event 5 while another writer stored another event 5 first (within the
+// duplicate window: its id is reported a duplicate; after it: the
+// expected last sequence is refused). It must not take the stored one for
+// its own.
+func TestPublishEventsStoredByAnother(t *testing.T) {
+	js := mustJetStream(t)
+	ctx := testCtx(t)
+	for _, campaign := range []string{"dup", "seq"} {
+		mustPublish(t, js, "acme", campaign, outbox(t, "acme", campaign, 1, 4), 4)
+		p := events.NewPublisher(js)
+		if seq, _, err := p.Last(ctx, "acme", campaign); err != nil || seq != 4 {
+			t.Fatalf("Last = %d, %v", seq, err)
+		}
+		stale := other(t, "acme", campaign, 5)
+		if campaign == "seq" {
+			stale.Header.Del(jetstream.MsgIDHeader) // no dedup: only the expected sequence catches it
+		}
+		if _, err := js.PublishMsg(ctx, stale); err != nil {
+			t.Fatal(err)
+		}
+		n, err := p.PublishEvents(ctx, "acme", campaign, outbox(t, "acme", campaign, 5, 6))
+		if !errors.Is(err, events.ErrEventConflict) || n != 0 {
+			t.Errorf("%s: PublishEvents over another event 5 = %d, %v; want ErrEventConflict", campaign, n, err)
+		}
 	}
 }
 

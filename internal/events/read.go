@@ -14,41 +14,32 @@ import (
 
 // History returns a campaign's events from CAMPAIGN_EVENTS in stream order
 // (which is sequence order), and only that campaign's: it walks the stream
-// with direct gets filtered on CampaignEvents(tenant, campaign)
-// (next_by_subj), one request per event, until none is left or ctx ends.
+// with gets filtered on CampaignEvents(tenant, campaign) (next_by_subj), one
+// request per event, until none is left or ctx ends. The gets are answered
+// by the stream's leader (STREAM.MSG.GET), never by a replica that may not
+// have stored yet what the leader acknowledged: a history read short would
+// rebuild a campaign that misses its last events. A message that does not
+// decode fails the read (ErrInvalidEvent).
 func History(ctx context.Context, js jetstream.JetStream, tenant, campaign string) ([]CloudEvent, error) {
 	key := tenant + "/" + campaign
 	if !ValidToken(tenant) || !ValidToken(campaign) {
 		return nil, fmt.Errorf("history of %s: bad tenant or campaign token: %w", key, ErrInvalidEvent)
 	}
-	stream, err := js.Stream(ctx, StreamEvents)
-	if err != nil {
-		return nil, fmt.Errorf("history of %s: stream %s: %w", key, StreamEvents, err)
-	}
-	return history(ctx, stream, tenant, campaign)
+	return history(ctx, js, tenant, campaign)
 }
 
-// History is the package's History through p's stream handle (no
-// STREAM.INFO request).
+// History is the package's History through p's connection.
 func (p *Publisher) History(ctx context.Context, tenant, campaign string) ([]CloudEvent, error) {
-	key := tenant + "/" + campaign
-	if !ValidToken(tenant) || !ValidToken(campaign) {
-		return nil, fmt.Errorf("history of %s: bad tenant or campaign token: %w", key, ErrInvalidEvent)
-	}
-	stream, err := p.streamHandle(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("history of %s: stream %s: %w", key, StreamEvents, err)
-	}
-	return history(ctx, stream, tenant, campaign)
+	return History(ctx, p.js, tenant, campaign)
 }
 
-// history walks stream (CAMPAIGN_EVENTS) for the campaign's events.
-func history(ctx context.Context, stream jetstream.Stream, tenant, campaign string) ([]CloudEvent, error) {
+// history walks CAMPAIGN_EVENTS for the campaign's events, on its leader.
+func history(ctx context.Context, js jetstream.JetStream, tenant, campaign string) ([]CloudEvent, error) {
 	key := tenant + "/" + campaign
 	filter := CampaignEvents(tenant, campaign)
 	var out []CloudEvent
 	for seq := uint64(1); ; {
-		raw, err := stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		raw, err := leaderMsgGet(ctx, js, StreamEvents, msgGet{Seq: seq, NextFor: filter})
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return out, nil
 		}
@@ -62,6 +53,34 @@ func history(ctx context.Context, stream jetstream.Stream, tenant, campaign stri
 		out = append(out, ev)
 		seq = raw.Sequence + 1
 	}
+}
+
+// LastEvent returns the campaign's last stored event as the stream's
+// leader has it (ok=false when there is none): the check a rebuild makes
+// just before it installs what it read (a holder that outlived the loss of
+// the campaign's state may have published since). A message that does not
+// decode fails it (ErrInvalidEvent).
+func LastEvent(ctx context.Context, js jetstream.JetStream, tenant, campaign string) (ev CloudEvent, ok bool, err error) {
+	key := tenant + "/" + campaign
+	if !ValidToken(tenant) || !ValidToken(campaign) {
+		return CloudEvent{}, false, fmt.Errorf("last event of %s: bad tenant or campaign token: %w", key, ErrInvalidEvent)
+	}
+	raw, err := leaderMsgGet(ctx, js, StreamEvents, msgGet{LastFor: CampaignEvents(tenant, campaign)})
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return CloudEvent{}, false, nil
+	}
+	if err != nil {
+		return CloudEvent{}, false, fmt.Errorf("last event of %s: %w", key, err)
+	}
+	if ev, err = ParseEvent(raw.Data); err != nil {
+		return CloudEvent{}, false, fmt.Errorf("last event of %s at stream sequence %d: %w", key, raw.Sequence, err)
+	}
+	return ev, true, nil
+}
+
+// LastEvent is the package's LastEvent through p's connection.
+func (p *Publisher) LastEvent(ctx context.Context, tenant, campaign string) (CloudEvent, bool, error) {
+	return LastEvent(ctx, p.js, tenant, campaign)
 }
 
 // NextCommand returns the first message still in CAMPAIGN_COMMANDS for the
@@ -98,7 +117,7 @@ func NextCommandLinearizable(ctx context.Context, js jetstream.JetStream, stream
 	if from == 0 {
 		from = 1
 	}
-	msg, err := leaderMsgGet(ctx, js, info.Config.Name, from, CampaignCommands(tenant, campaign))
+	msg, err := leaderMsgGet(ctx, js, info.Config.Name, msgGet{Seq: from, NextFor: CampaignCommands(tenant, campaign)})
 	return nextResult(msg, err, tenant, campaign, from)
 }
 
@@ -112,14 +131,19 @@ func nextResult(msg *jetstream.RawStreamMsg, err error, tenant, campaign string,
 	return msg, true, nil
 }
 
-// leaderMsgGet asks the stream's leader for the first message on subject
-// with sequence ≥ seq (the JetStream API's STREAM.MSG.GET, which only the
-// leader answers, unlike DIRECT.GET).
-func leaderMsgGet(ctx context.Context, js jetstream.JetStream, stream string, seq uint64, subject string) (*jetstream.RawStreamMsg, error) {
-	req, err := json.Marshal(struct {
-		Seq     uint64 `json:"seq"`
-		NextFor string `json:"next_by_subj"`
-	}{seq, subject})
+// msgGet is a STREAM.MSG.GET request: the first message on NextFor with
+// sequence ≥ Seq, or the last message on LastFor.
+type msgGet struct {
+	Seq     uint64 `json:"seq,omitempty"`
+	NextFor string `json:"next_by_subj,omitempty"`
+	LastFor string `json:"last_by_subj,omitempty"`
+}
+
+// leaderMsgGet asks the stream's leader for the message r names (the
+// JetStream API's STREAM.MSG.GET, which only the leader answers, unlike
+// DIRECT.GET).
+func leaderMsgGet(ctx context.Context, js jetstream.JetStream, stream string, r msgGet) (*jetstream.RawStreamMsg, error) {
+	req, err := json.Marshal(r)
 	if err != nil {
 		return nil, err
 	}

@@ -2,13 +2,17 @@ package events_test
 
 import (
 	"errors"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
+	"github.com/campaign-orchestrator/orchestrator/internal/events/natstest"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+	"github.com/campaign-orchestrator/orchestrator/streams"
 )
 
 // setAllowDirect switches a stream's allow_direct, so that the jetstream
@@ -82,6 +86,63 @@ func TestHistoryAndLast(t *testing.T) {
 	}
 	if _, _, err := events.NewPublisher(js).Last(ctx, "*", "c"); !errors.Is(err, events.ErrInvalidEvent) {
 		t.Errorf("Last with a wildcard token: err = %v", err)
+	}
+}
+
+// TestHistoryFromLeader: History and LastEvent read CAMPAIGN_EVENTS
+// through its leader (STREAM.MSG.GET), never a direct get that a replica
+// behind the leader may answer short, even where the stream allows direct
+// gets. The requests are watched on the JetStream API subjects.
+func TestHistoryFromLeader(t *testing.T) {
+	srv := natstest.Start(t)
+	nc, js := natstest.Connect(t, srv)
+	specs, err := events.LoadSpecs(streams.FS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+	if err := specs.Apply(ctx, js, events.Overrides{}); err != nil {
+		t.Fatal(err)
+	}
+	setAllowDirect(t, js, events.StreamEvents, true)
+	mustPublish(t, js, "acme", "c", outbox(t, "acme", "c", 1, 3), 3)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	for _, subj := range []string{"$JS.API.DIRECT.GET.>", "$JS.API.STREAM.MSG.GET.>"} {
+		sub, err := nc.Subscribe(subj, func(m *nats.Msg) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen[strings.Join(strings.Split(m.Subject, ".")[:4], ".")]++
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	hist, err := events.History(ctx, js, "acme", "c")
+	if err != nil || len(hist) != 3 {
+		t.Fatalf("History = %d events, %v", len(hist), err)
+	}
+	if hist, err = events.NewPublisher(js).History(ctx, "acme", "c"); err != nil || len(hist) != 3 {
+		t.Fatalf("Publisher.History = %d events, %v", len(hist), err)
+	}
+	last, ok, err := events.LastEvent(ctx, js, "acme", "c")
+	if err != nil || !ok || last.Seq() != 3 || last.ID != "acme.c.3" {
+		t.Fatalf("LastEvent = %+v, %v, %v", last, ok, err)
+	}
+	if _, ok, err := events.LastEvent(ctx, js, "acme", "nobody"); ok || err != nil {
+		t.Fatalf("LastEvent of an unknown campaign = %v, %v", ok, err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if seen["$JS.API.DIRECT.GET"] != 0 || seen["$JS.API.STREAM.MSG"] < 10 {
+		t.Errorf("requests seen %v: want every read through STREAM.MSG.GET, none through DIRECT.GET", seen)
 	}
 }
 
