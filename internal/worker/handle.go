@@ -36,12 +36,42 @@ type heartbeat struct {
 	mu    sync.Mutex
 	lease *store.Lease
 	lost  context.CancelCauseFunc
+	// valid is when the lock may expire, by this process's clock: the
+	// TTL after the request that took it or last extended it was sent
+	// (the store started its TTL no earlier). Past it the holder no longer
+	// publishes events (check), and keepAlive ends its drain.
+	valid time.Time
 }
 
-func (h *heartbeat) hold(l *store.Lease, lost context.CancelCauseFunc) {
+// hold records l (nil: none) and when its lock may expire.
+func (h *heartbeat) hold(l *store.Lease, lost context.CancelCauseFunc, valid time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.lease, h.lost = l, lost
+	h.lease, h.lost, h.valid = l, lost, valid
+}
+
+// extended records that the lock of l was extended by a request sent at
+// sent, if h still holds l.
+func (h *heartbeat) extended(l store.Lease, sent time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.lease != nil && *h.lease == l {
+		h.valid = sent.Add(h.w.cfg.LockTTL)
+	}
+}
+
+// check fails with store.ErrLockLost once the lock may have expired: a
+// holder that outlived its lock (a freeze, a store it cannot reach to
+// extend it) publishes nothing after its TTL, which is what a rebuild of
+// the campaign waits out (meetMissing).
+func (h *heartbeat) check() error {
+	h.mu.Lock()
+	valid := h.valid
+	h.mu.Unlock()
+	if !time.Now().Before(valid) {
+		return fmt.Errorf("lock may have expired (valid until %s): %w", valid.Format(time.RFC3339Nano), store.ErrLockLost)
+	}
+	return nil
 }
 
 func (w *Worker) startHeartbeat(_ context.Context, msg jetstream.Msg) *heartbeat {
@@ -68,6 +98,7 @@ func (w *Worker) keepAlive(ctx context.Context) {
 	var (
 		leases []store.Lease
 		lost   []context.CancelCauseFunc
+		beats  []*heartbeat
 	)
 	for {
 		select {
@@ -78,7 +109,8 @@ func (w *Worker) keepAlive(ctx context.Context) {
 		if w.stalled.Load() > 0 {
 			continue
 		}
-		leases, lost = leases[:0], lost[:0]
+		leases, lost, beats = leases[:0], lost[:0], beats[:0]
+		now := time.Now()
 		w.beatsMu.Lock()
 		for h := range w.beats {
 			if h.msg != nil {
@@ -86,7 +118,13 @@ func (w *Worker) keepAlive(ctx context.Context) {
 			}
 			h.mu.Lock()
 			if h.lease != nil {
-				leases, lost = append(leases, *h.lease), append(lost, h.lost)
+				if !now.Before(h.valid) {
+					// Not extended for a TTL (the store unreachable): the
+					// lock may be someone else's by now.
+					h.lost(store.ErrLockLost)
+				} else {
+					leases, lost, beats = append(leases, *h.lease), append(lost, h.lost), append(beats, h)
+				}
 			}
 			h.mu.Unlock()
 		}
@@ -98,7 +136,10 @@ func (w *Worker) keepAlive(ctx context.Context) {
 		errs := w.d.Store.ExtendAll(ectx, leases, w.cfg.LockTTL)
 		cancel()
 		for i, err := range errs {
-			if errors.Is(err, store.ErrLockLost) {
+			switch {
+			case err == nil:
+				beats[i].extended(leases[i], now)
+			case errors.Is(err, store.ErrLockLost):
 				lost[i](store.ErrLockLost)
 			}
 		}
@@ -227,6 +268,7 @@ func (w *Worker) park(work, run context.Context, hb *heartbeat, k store.Key, si 
 	var res store.Enqueued
 	// One token for every retry: a retry after a lost reply finds its own lock.
 	claim := store.Claim{Token: store.NewToken(), TTL: w.cfg.LockTTL}
+	sent := time.Now() // no later than the lock's TTL starts
 	if err := w.retry(work, "enqueue", func() (err error) {
 		res, err = w.d.Store.Enqueue(work, k, si, claim)
 		return err
@@ -249,16 +291,18 @@ func (w *Worker) park(work, run context.Context, hb *heartbeat, k store.Key, si 
 		}
 		return nil // duplicate, or the lock holder will find it
 	}
-	return w.hold(work, run, hb, *res.Lease, res.Snapshot, first)
+	return w.hold(work, run, hb, *res.Lease, sent, res.Snapshot, first)
 }
 
-// hold drains the campaign of lease l under hb's lock extension, from snap
-// (nil: read it).
-func (w *Worker) hold(work, run context.Context, hb *heartbeat, l store.Lease, snap *store.Snapshot, first *decoded) error {
+// hold drains the campaign of lease l, taken by a request sent at sent,
+// under hb's lock extension, from snap (nil: read it). first, when not nil,
+// is the command the lease came with, as decoded.
+func (w *Worker) hold(work, run context.Context, hb *heartbeat, l store.Lease, sent time.Time, snap *store.Snapshot, first *decoded) error {
 	ctx, lost := context.WithCancelCause(work)
 	defer lost(nil)
-	hb.hold(&l, lost)
-	defer hb.hold(nil, nil)
+	hb.hold(&l, lost, sent.Add(w.cfg.LockTTL))
+	defer hb.hold(nil, nil, time.Time{})
+	ctx = events.WithPublishGuard(ctx, hb.check)
 	err := w.drain(ctx, run, l, snap, first)
 	if err == nil {
 		return nil // released: a heartbeat that raced the release changes nothing
@@ -326,6 +370,6 @@ func (w *Worker) retry(ctx context.Context, what string, op func() error) error 
 func permanent(err error) bool {
 	var inv *events.InvalidCommand
 	return errors.Is(err, store.ErrLockLost) || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotHead) || errors.Is(err, errCrash) ||
-		errors.Is(err, events.ErrSequenceGap) || errors.Is(err, events.ErrInvalidEvent) ||
+		errors.Is(err, events.ErrSequenceGap) || errors.Is(err, events.ErrInvalidEvent) || errors.Is(err, events.ErrEventConflict) ||
 		errors.Is(err, store.ErrNotFound) || errors.As(err, &inv)
 }

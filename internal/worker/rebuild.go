@@ -2,7 +2,9 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
@@ -83,6 +85,7 @@ func install(ctx context.Context, s Installer, rb rebuild.Campaign, lease *store
 func (d *drainer) meetMissing(ctx context.Context, it events.InboxItem, si store.Item, cmd fsm.Command) (done bool, err error) {
 	w := d.w
 	log := w.campaignLog(ctx, d.k, it.ID)
+	missingAt := time.Now()
 	var used bool
 	if err := w.retry(ctx, "read last event", func() (err error) {
 		_, used, err = w.events.Last(ctx, d.k.Tenant, d.k.Campaign)
@@ -93,21 +96,28 @@ func (d *drainer) meetMissing(ctx context.Context, it events.InboxItem, si store
 	if !used {
 		return false, nil
 	}
-	var evs []events.CloudEvent
-	if err := w.retry(ctx, "read history", func() (err error) {
-		evs, err = w.events.History(ctx, d.k.Tenant, d.k.Campaign)
-		return err
-	}); err != nil {
-		return true, err
+	// A holder that outlived the loss may still publish the event of a
+	// write the store lost: wait until it cannot (it publishes nothing once
+	// its lock may have expired), so that the history read below has it.
+	// Only here, for a campaign whose state is gone and whose history is
+	// not: never on the path of a campaign the store holds.
+	wait := time.Until(missingAt.Add(w.cfg.RebuildWait))
+	log.Warn("campaign state missing but its history is kept: rebuilding it once any holder from before the loss has stopped", "verb", cmd.Verb, "wait", wait.Round(time.Millisecond))
+	sleep(ctx, wait)
+	if ctx.Err() != nil {
+		return true, fmt.Errorf("rebuild %s: %w", d.k, context.Cause(ctx))
 	}
-	rb, err := rebuild.Rebuild(evs)
-	if err != nil {
+	rb, evs, err := d.readHistory(ctx)
+	if errors.Is(err, rebuild.ErrHistory) || errors.Is(err, events.ErrInvalidEvent) {
 		// Never applied as new, never left to block the campaign's inbox.
 		log.Error("campaign state missing and its history cannot be rebuilt: command dead-lettered", "verb", cmd.Verb, "err", err)
 		if err := d.deadLetter(ctx, it, si.Seq, invalid(cmd, "campaign state lost and its history cannot be rebuilt: "+err.Error()), metrics.DLQInvalid); err != nil {
 			return true, err
 		}
 		return true, d.settle(ctx, si.ID)
+	}
+	if err != nil {
+		return true, err
 	}
 	// One install id for every retry: a retry after a lost reply finds its install.
 	var res Rebuilt
@@ -150,4 +160,42 @@ func (d *drainer) meetMissing(ctx context.Context, it events.InboxItem, si store
 		return true, err
 	}
 	return true, store.ErrNotHead
+}
+
+// maxHistoryReads bounds how often readHistory reads a history that keeps
+// growing under it.
+const maxHistoryReads = 5
+
+// readHistory reads the campaign's history from the stream's leader and
+// rebuilds it, then reads the last event again: should the history have
+// grown meanwhile (a publish of a holder from before the loss landing
+// late), it reads it again. Errors wrap rebuild.ErrHistory or
+// events.ErrInvalidEvent for a history that cannot be rebuilt.
+func (d *drainer) readHistory(ctx context.Context) (rebuild.Campaign, []events.CloudEvent, error) {
+	w := d.w
+	for range maxHistoryReads {
+		var evs []events.CloudEvent
+		if err := w.retry(ctx, "read history", func() (err error) {
+			evs, err = w.events.History(ctx, d.k.Tenant, d.k.Campaign)
+			return err
+		}); err != nil {
+			return rebuild.Campaign{}, nil, err
+		}
+		rb, err := rebuild.Rebuild(evs)
+		if err != nil {
+			return rebuild.Campaign{}, nil, err
+		}
+		var last events.CloudEvent
+		if err := w.retry(ctx, "read last event", func() (err error) {
+			last, _, err = w.events.LastEvent(ctx, d.k.Tenant, d.k.Campaign)
+			return err
+		}); err != nil {
+			return rebuild.Campaign{}, nil, err
+		}
+		if last.Seq() == rb.Campaign.Seq && last.ID == evs[len(evs)-1].ID {
+			return rb, evs, nil
+		}
+		w.campaignLog(ctx, d.k, "").Warn("campaign history grew while it was read: reading it again", "read", rb.Campaign.Seq, "last", last.Seq())
+	}
+	return rebuild.Campaign{}, nil, fmt.Errorf("rebuild %s: its history kept growing over %d reads", d.k, maxHistoryReads)
 }

@@ -4,14 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
+	"github.com/campaign-orchestrator/orchestrator/internal/worker"
 )
 
 // CONTRACT guarantee 8: Redis loses everything (FLUSHALL, as a restart
@@ -120,4 +126,173 @@ func fence(t *testing.T, c call) uint64 {
 		t.Fatalf("call of %s: Campaign-Fence %q: %v", c.Step, c.Fence, err)
 	}
 	return f
+}
+
+// flushAll empties the harness's Redis, as a restart without persistence
+// would.
+func (h *harness) flushAll() {
+	h.t.Helper()
+	rc := redis.NewClient(&redis.Options{Addr: h.redis.Addr()})
+	defer rc.Close()
+	if err := rc.FlushAll(context.Background()).Err(); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// TestHolderFromBeforeTheLossPublishesNothing (RELIABILITY, rebuild path):
+// a holder writes a cancel, then freezes before publishing its event, past
+// its lock's TTL, while Redis loses everything. Woken, it must not publish
+// the event of a write the store lost (the rebuild that follows could have
+// read the history before it lands): its lock may have expired, so it
+// publishes nothing. The cancel comes back (its message was never
+// acknowledged), the campaign is rebuilt (after waiting out any such
+// holder) and the cancel is applied again: every event of the history after
+// the loss was written after it.
+func TestHolderFromBeforeTheLossPublishesNothing(t *testing.T) {
+	const campaign = "outlived"
+	var (
+		armed  atomic.Bool
+		frozen = make(chan struct{})
+		thaw   = make(chan struct{})
+		once   sync.Once
+	)
+	h := newHarness(t, harnessOpts{fault: func(int) func(worker.FaultPoint, store.Key) error {
+		return func(p worker.FaultPoint, k store.Key) error {
+			if k.Campaign != campaign || p != worker.BeforePublish || !armed.Load() {
+				return nil
+			}
+			first := false
+			once.Do(func() { first = true })
+			if first {
+				close(frozen)
+				<-thaw // a freeze far past the lock's TTL
+			}
+			return nil
+		}
+	}})
+	h.create("acme", campaign, false)
+	h.waitIdle("acme", campaign)
+	armed.Store(true)
+	h.publish("acme", campaign, fsm.Cancel, newID(), nil)
+	select {
+	case <-frozen:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the cancel's publish never came")
+	}
+	lossAt := time.Now().Truncate(time.Millisecond)
+	h.flushAll()
+	time.Sleep(3 * lockTTL) // the freeze: its length is the point
+	close(thaw)
+
+	h.waitEvent("acme", campaign, fsm.EvCancelled, 0, 20*time.Second)
+	c := h.waitIdle("acme", campaign)
+	evs := h.history("acme", campaign)
+	checkSequence(t, evs)
+	for _, e := range evs[1:] {
+		if e.Time.Before(lossAt) {
+			t.Errorf("event %s (%s) written at %s, before the loss at %s, published after it", e.ID, e.Type, e.Time, lossAt)
+		}
+	}
+	if c.State != fsm.Cancelled || c.Seq != uint64(len(evs)) || count(evs, fsm.EvCancelled) != 1 {
+		t.Errorf("store %s at %d, history %s", c.State, c.Seq, types(evs))
+	}
+	h.noDeadLetters()
+}
+
+// TestRebuiltHolderStopsOnAnotherEvent (RELIABILITY, rebuild path): should
+// an event of a holder from before the loss land after all once the
+// campaign was rebuilt without it (here: published by the test, as a
+// holder past every precaution would), the rebuilt holder's own event under
+// that sequence is not skipped as "already stored": its publish fails, its
+// outbox keeps the event, and the campaign stops rather than go on with a
+// state the history does not show.
+func TestRebuiltHolderStopsOnAnotherEvent(t *testing.T) {
+	const campaign = "conflict"
+	var (
+		armed atomic.Bool
+		once  sync.Once
+		left  atomic.Int32
+		js    jetstream.JetStream
+	)
+	foreign := func(t *testing.T) {
+		m, err := events.NewEventMsg("acme", campaign, fsm.Event{Seq: 2, Type: fsm.EvStarted, CommandID: "lost-start", Time: time.Now(), Fence: 1}, "")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if _, err := events.PublishEvents(context.Background(), js, "acme", campaign, []*nats.Msg{m}); err != nil {
+			t.Error(err)
+		}
+	}
+	h := newHarness(t, harnessOpts{
+		fault: func(int) func(worker.FaultPoint, store.Key) error {
+			return func(p worker.FaultPoint, k store.Key) error {
+				if k.Campaign == campaign && p == worker.BeforePublish && armed.Load() {
+					once.Do(func() { foreign(t) })
+				}
+				return nil
+			}
+		},
+		logged: func(_ int, msg string) {
+			if msg == "left for redelivery" {
+				left.Add(1)
+			}
+		},
+	})
+	js = h.js
+	h.create("acme", campaign, false)
+	h.waitIdle("acme", campaign)
+	h.flushAll()
+	armed.Store(true)
+	h.publish("acme", campaign, fsm.Cancel, newID(), nil)
+
+	k := store.Key{Tenant: "acme", Campaign: campaign}
+	waitFor(t, 20*time.Second, "the rebuilt holder to stop on the other event 2", func() bool {
+		out, err := h.store.Outbox(context.Background(), k)
+		return left.Load() > 0 && err == nil && len(out) == 1
+	})
+	evs := h.history("acme", campaign)
+	if types(evs) != types([]events.CloudEvent{{Type: fsm.EvCreated}, {Type: fsm.EvStarted}}) {
+		t.Errorf("history %s: want created and the other holder's started only", types(evs))
+	}
+}
+
+// TestRebuildOfTruncatedHistory: a campaign whose campaign.created is no
+// longer in CAMPAIGN_EVENTS (aged out; deleted here) cannot be rebuilt once
+// its state is lost: its commands are dead-lettered once, with a reason
+// that says so, and nothing is applied.
+func TestRebuildOfTruncatedHistory(t *testing.T) {
+	const campaign = "truncated"
+	h := newHarness(t, harnessOpts{})
+	h.create("acme", campaign, false)
+	h.publish("acme", campaign, fsm.Pause, newID(), nil) // rejected: a second event
+	h.waitEvent("acme", campaign, fsm.EvRejected, 0, 10*time.Second)
+	h.waitIdle("acme", campaign)
+	ctx := context.Background()
+	stream, err := h.js.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(events.CampaignEvents("acme", campaign)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.DeleteMsg(ctx, first.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	h.flushAll()
+	h.publish("acme", campaign, fsm.Cancel, newID(), nil)
+	var dl []string
+	waitFor(t, 20*time.Second, "the cancel dead-lettered", func() bool {
+		dl = h.deadLetters(campaign)
+		return len(dl) > 0
+	})
+	if len(dl) != 1 || !strings.Contains(dl[0], "cannot be rebuilt") || !strings.Contains(dl[0], "no longer in "+events.StreamEvents) ||
+		!strings.Contains(dl[0], fsm.EvCreated) {
+		t.Errorf("dead letters %q: want one saying the history lost its campaign.created", dl)
+	}
+	h.waitCommandsEmpty()
+	if evs := h.history("acme", campaign); len(evs) != 1 {
+		t.Errorf("history after the dead letter: %s", types(evs))
+	}
 }

@@ -72,6 +72,7 @@ func (w *Worker) sweepOnce(work, run context.Context) {
 // rescue takes the lock of a stranded campaign and drains it.
 func (w *Worker) rescue(work, run context.Context, k store.Key) {
 	claim := store.Claim{Token: store.NewToken(), TTL: w.cfg.LockTTL}
+	sent := time.Now() // no later than the lock's TTL starts
 	var l *store.Lease
 	if err := w.retry(run, "take", func() (err error) { l, err = w.d.Store.Take(run, k, claim); return err }); err != nil || l == nil {
 		return // taken by someone else meanwhile, or the store is down: the next sweep looks again
@@ -81,7 +82,7 @@ func (w *Worker) rescue(work, run context.Context, k store.Key) {
 	w.d.Metrics.LockAcquired()
 	hb := w.startHeartbeat(work, nil)
 	defer hb.stop()
-	switch err := w.hold(work, run, hb, *l, nil, nil); {
+	switch err := w.hold(work, run, hb, *l, sent, nil, nil); {
 	case err == nil:
 	case errors.Is(err, store.ErrLockLost):
 		log.Info("stranded campaign taken over by another holder meanwhile")

@@ -68,6 +68,13 @@ type Config struct {
 	// commands: Workers bounds the commands being parked and applied,
 	// StepsInFlight the steps waiting on their services.
 	StepsInFlight int
+	// RebuildWait is how long a worker that meets a campaign whose state
+	// the store lost waits, from then, before it reads the campaign's
+	// history to rebuild it (default LockTTL + max(2s, LockTTL/4)): by
+	// then any holder that outlived the loss has stopped publishing (a
+	// holder publishes nothing once its lock may have expired), and the
+	// margin lets a publish sent just before land. Shorter is unsafe.
+	RebuildWait time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -91,6 +98,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StepsInFlight <= 0 {
 		c.StepsInFlight = 4096
+	}
+	if c.RebuildWait <= 0 {
+		c.RebuildWait = c.LockTTL + max(2*time.Second, c.LockTTL/4)
 	}
 	return c
 }
