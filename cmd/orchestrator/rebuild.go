@@ -32,7 +32,16 @@ in memory until it is rebuilt. Workers also rebuild a campaign themselves
 when one of its commands arrives; run this after a loss so that campaigns
 with no command coming (idle, or running with their trigger lost) are
 right too. --dry-run says what it would rebuild and writes nothing. It
-exits 1 if any campaign could not be rebuilt.`
+exits 1 if any campaign could not be rebuilt, naming why (a history whose
+campaign.created aged out of the stream, an event the service did not
+write).
+
+Before it installs anything it waits --wait (LOCK_TTL plus a margin) from
+when it found the states missing: a worker that held a campaign's lock when
+Redis lost it may still publish the event of a write Redis lost, until its
+lock's TTL has passed. Right before installing each campaign it reads the
+campaign's last event again from the stream's leader, and reads its history
+again should it have grown.`
 
 // rebuildCmd is `orchestrator rebuild`.
 func rebuildCmd(ctx context.Context, args []string, e *cmdEnv) error {
@@ -41,6 +50,8 @@ func rebuildCmd(ctx context.Context, args []string, e *cmdEnv) error {
 	natsCfg := config.NATSFlags(set, defaultNATSURL)
 	redisCfg := config.RedisFlags(set)
 	retention := config.RetentionFlags(set)
+	lockTTL := config.LockTTLFlags(set)
+	wait := c.fs.Duration("wait", 0, "how long to wait, from finding the states missing, before installing them (0: LOCK_TTL + max(2s, LOCK_TTL/4))")
 	tenant := c.fs.String("tenant", "", "only this tenant's campaigns")
 	campaign := c.fs.String("campaign", "", "only campaigns with this id")
 	dryRun := c.fs.Bool("dry-run", false, "print what would be rebuilt; write nothing")
@@ -73,7 +84,10 @@ func rebuildCmd(ctx context.Context, args []string, e *cmdEnv) error {
 		return connect.ExplainRedis(*redisCfg, err)
 	}
 	defer st.Close()
-	sum, err := rebuildAll(ctx, js, st, campaignFilter(*tenant, *campaign), *dryRun, e.stdout)
+	if *wait <= 0 {
+		*wait = *lockTTL + max(2*time.Second, *lockTTL/4)
+	}
+	sum, err := rebuildAll(ctx, js, st, campaignFilter(*tenant, *campaign), rebuildOpts{dryRun: *dryRun, wait: *wait}, e.stdout)
 	verb := "rebuilt"
 	if *dryRun {
 		verb = "would rebuild"
@@ -107,11 +121,28 @@ type rebuildSummary struct {
 	highest                           uint64 // the highest of those fences
 }
 
+// rebuildOpts tunes rebuildAll.
+type rebuildOpts struct {
+	dryRun bool
+	// wait is how long to wait, from finding the states missing, before
+	// installing: any holder from before the loss has stopped publishing
+	// by then (worker.Config.RebuildWait).
+	wait time.Duration
+}
+
+// beforeInstall, when set (by tests), runs right before the last check of a
+// campaign's history.
+var beforeInstall func(store.Key)
+
+// maxHistoryReads bounds how often a campaign's history is read again
+// because it grew under the rebuild.
+const maxHistoryReads = 5
+
 // rebuildAll reads the events matching filter and rebuilds each campaign
 // the store has no state for, printing a line per campaign it rebuilds or
 // cannot. It returns an error only when it cannot go on (NATS or Redis
 // unreachable); a campaign that cannot be rebuilt counts as failed.
-func rebuildAll(ctx context.Context, js jetstream.JetStream, st store.Store, filter string, dryRun bool, out io.Writer) (rebuildSummary, error) {
+func rebuildAll(ctx context.Context, js jetstream.JetStream, st store.Store, filter string, o rebuildOpts, out io.Writer) (rebuildSummary, error) {
 	var sum rebuildSummary
 	byKey, order, bad, err := readCampaigns(ctx, js, filter)
 	if err != nil {
@@ -121,6 +152,7 @@ func rebuildAll(ctx context.Context, js jetstream.JetStream, st store.Store, fil
 		fmt.Fprintf(out, "failed %s: %v\n", k, why)
 		sum.failed++
 	}
+	var missing []store.Key
 	for _, k := range order {
 		if bad[k] != nil {
 			continue
@@ -133,8 +165,11 @@ func rebuildAll(ctx context.Context, js jetstream.JetStream, st store.Store, fil
 		case !errors.Is(err, store.ErrNotFound):
 			return sum, fmt.Errorf("rebuild %s: %w", k, err)
 		}
-		evs := byKey[k]
-		if dryRun {
+		missing = append(missing, k)
+	}
+	if o.dryRun {
+		for _, k := range missing {
+			evs := byKey[k]
 			rb, err := rebuild.Rebuild(evs)
 			if err != nil {
 				fmt.Fprintf(out, "failed %s: %v\n", k, err)
@@ -143,7 +178,26 @@ func rebuildAll(ctx context.Context, js jetstream.JetStream, st store.Store, fil
 			}
 			fmt.Fprintf(out, "would rebuild %s: %s, %d events, fence floor %d\n", k, rb.Campaign.State, len(evs), rb.FenceFloor)
 			sum.count(rb.FenceFloor)
-			continue
+		}
+		return sum, nil
+	}
+	if len(missing) > 0 && o.wait > 0 {
+		fmt.Fprintf(out, "%d campaign(s) without state: waiting %s for any lock holder from before the loss to stop\n", len(missing), o.wait)
+		select {
+		case <-ctx.Done():
+			return sum, ctx.Err()
+		case <-time.After(o.wait):
+		}
+	}
+	for _, k := range missing {
+		evs, err := recheck(ctx, js, k, byKey[k])
+		if err != nil {
+			if errors.Is(err, rebuild.ErrHistory) || errors.Is(err, events.ErrInvalidEvent) {
+				fmt.Fprintf(out, "failed %s: %v\n", k, err)
+				sum.failed++
+				continue
+			}
+			return sum, err
 		}
 		res, err := worker.InstallHistory(ctx, st, evs, nil)
 		switch {
@@ -170,6 +224,33 @@ func rebuildAll(ctx context.Context, js jetstream.JetStream, st store.Store, fil
 		sum.count(res.Campaign.FenceFloor)
 	}
 	return sum, nil
+}
+
+// recheck returns the campaign's history to install: evs, read at the
+// start, if the campaign's last event (read now from the stream's leader)
+// is still evs' last; else the history read again from the leader, until
+// it stops growing. Errors wrap rebuild.ErrHistory or events.ErrInvalidEvent
+// for a history that cannot be used.
+func recheck(ctx context.Context, js jetstream.JetStream, k store.Key, evs []events.CloudEvent) ([]events.CloudEvent, error) {
+	for range maxHistoryReads {
+		if len(evs) == 0 {
+			return nil, fmt.Errorf("%w: no events", rebuild.ErrHistory)
+		}
+		if beforeInstall != nil {
+			beforeInstall(k)
+		}
+		last, ok, err := events.LastEvent(ctx, js, k.Tenant, k.Campaign)
+		if err != nil {
+			return nil, fmt.Errorf("rebuild %s: %w", k, err)
+		}
+		if ok && last.ID == evs[len(evs)-1].ID && last.Sequence == evs[len(evs)-1].Sequence {
+			return evs, nil
+		}
+		if evs, err = events.History(ctx, js, k.Tenant, k.Campaign); err != nil {
+			return nil, fmt.Errorf("rebuild %s: %w", k, err)
+		}
+	}
+	return nil, fmt.Errorf("%w: %s: its history kept growing over %d reads", rebuild.ErrHistory, k, maxHistoryReads)
 }
 
 func (s *rebuildSummary) count(floor uint64) {

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
 	"github.com/campaign-orchestrator/orchestrator/internal/store/redistest"
+	"github.com/campaign-orchestrator/orchestrator/streams"
 )
 
 // fencedSteps answers every step with 200, records each call's
@@ -84,7 +86,8 @@ func TestRebuildCommand(t *testing.T) {
 	down := httptest.NewServer(steps)
 	t.Cleanup(down.Close)
 	const window = 500 * time.Millisecond
-	env := map[string]string{"NATS_URL": natsURL, "REDIS_URL": rds.URL(), "STEPS_BASE_URL": down.URL, "DUPLICATE_WINDOW": window.String()}
+	env := map[string]string{"NATS_URL": natsURL, "REDIS_URL": rds.URL(), "STEPS_BASE_URL": down.URL, "DUPLICATE_WINDOW": window.String(),
+		"LOCK_TTL": "1s"} // the rebuild waits it out (the app's own is shorter)
 	cfg := testConfig(t, env)
 	cfg.Role = config.RoleWorker
 	cfg.LockTTL = 500 * time.Millisecond
@@ -274,4 +277,123 @@ func summary(t *testing.T, out, verb string) map[string]int {
 		n[name] = v
 	}
 	return n
+}
+
+// TestRebuildRechecksAndFails: `orchestrator rebuild` reads each
+// campaign's last event again right before installing it, and goes on from
+// the longer history should it have grown since its first read (a holder
+// from before the loss publishing late); a campaign whose campaign.created
+// aged out of CAMPAIGN_EVENTS, or whose history holds an event the service
+// did not write, is reported failed, naming why, and not installed.
+func TestRebuildRechecksAndFails(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := natstest.Connect(t, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	specs, err := events.LoadSpecs(streams.FS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := specs.Apply(ctx, js, events.Overrides{}); err != nil {
+		t.Fatal(err)
+	}
+	rds := redistest.New(t)
+	st, err := store.NewRedis(ctx, rds.URL(), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+
+	wf := fsm.Workflow{Name: "w", Steps: []fsm.Step{{Name: "a", URL: "http://steps/a", Timeout: time.Second}}}
+	now := time.Now().UTC()
+	camps := map[string]*fsm.Campaign{}
+	// apply applies cmd to the campaign and publishes its events, as a
+	// worker would.
+	apply := func(id string, cmd fsm.Command, tweak func(*nats.Msg)) {
+		t.Helper()
+		cmd.Tenant, cmd.Campaign = "acme", id
+		now = now.Add(time.Millisecond)
+		r, err := fsm.Apply(camps[id], cmd, now)
+		if rej := (*fsm.RejectedError)(nil); errors.As(err, &rej) {
+			err = nil
+		}
+		if err != nil {
+			t.Fatalf("%s %s: %v", cmd.Verb, id, err)
+		}
+		var msgs []*nats.Msg
+		for _, ev := range r.Events {
+			ev.Fence = 3
+			m, err := events.NewEventMsg("acme", id, ev, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tweak != nil {
+				tweak(m)
+			}
+			msgs = append(msgs, m)
+		}
+		if _, err := events.PublishEvents(ctx, js, "acme", id, msgs); err != nil {
+			t.Fatal(err)
+		}
+		c := r.Campaign
+		camps[id] = &c
+	}
+	create := func(id string) {
+		apply(id, fsm.Command{ID: id + "-create", Verb: fsm.Create, Workflow: &wf, Create: &fsm.CreatePayload{Name: id, Workflow: wf.Name}}, nil)
+	}
+	for _, id := range []string{"grows", "aged", "forged"} {
+		create(id)
+	}
+	apply("aged", fsm.Command{ID: "aged-pause", Verb: fsm.Pause}, nil) // rejected: a second event
+	apply("forged", fsm.Command{ID: "forged-start", Verb: fsm.Start}, func(m *nats.Msg) {
+		m.Data = []byte(strings.Replace(string(m.Data), `"source":"campaign-orchestrator"`, `"source":"someone-else"`, 1))
+	})
+	stream, err := js.Stream(ctx, events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.GetMsg(ctx, 1, jetstream.WithGetMsgSubject(events.CampaignEvents("acme", "aged")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.DeleteMsg(ctx, first.Sequence); err != nil { // aged out
+		t.Fatal(err)
+	}
+
+	// Right before "grows" is installed, a holder from before the loss
+	// publishes its start.
+	var once sync.Once
+	beforeInstall = func(k store.Key) {
+		if k.Campaign == "grows" {
+			once.Do(func() { apply("grows", fsm.Command{ID: "grows-start", Verb: fsm.Start}, nil) })
+		}
+	}
+	t.Cleanup(func() { beforeInstall = nil })
+	var out bytes.Buffer
+	sum, err := rebuildAll(ctx, js, st, campaignFilter("acme", ""), rebuildOpts{}, &out)
+	if err != nil {
+		t.Fatalf("rebuildAll: %v\n%s", err, out.String())
+	}
+	t.Logf("rebuild said:\n%s", out.String())
+	if sum.rebuilt != 1 || sum.failed != 2 {
+		t.Errorf("rebuilt %d, failed %d; want 1 and 2", sum.rebuilt, sum.failed)
+	}
+	got, err := st.Load(ctx, store.Key{Tenant: "acme", Campaign: "grows"})
+	if err != nil || got.State != fsm.Running || got.Seq != 2 {
+		t.Errorf("grows installed as %s at %d (%v): want running at 2, the start published before the install", got.State, got.Seq, err)
+	}
+	for id, why := range map[string]string{"aged": "no longer in " + events.StreamEvents, "forged": "not written by the service"} {
+		line := ""
+		for _, l := range strings.Split(out.String(), "\n") {
+			if strings.HasPrefix(l, "failed acme/"+id+":") {
+				line = l
+			}
+		}
+		if !strings.Contains(line, why) {
+			t.Errorf("%s: output line %q does not say %q", id, line, why)
+		}
+		if _, err := st.Load(ctx, store.Key{Tenant: "acme", Campaign: id}); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s installed: %v", id, err)
+		}
+	}
 }

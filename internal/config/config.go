@@ -256,6 +256,15 @@ func RetentionFlags(s *Set) *time.Duration {
 	return &d
 }
 
+// LockTTLFlags registers LOCK_TTL on s (for the commands that must wait
+// out a lock, as `orchestrator rebuild` does); the returned duration is
+// filled by s.Resolve.
+func LockTTLFlags(s *Set) *time.Duration {
+	var d time.Duration
+	s.group(func(p *parser) { d = p.duration("LOCK_TTL") }, "LOCK_TTL")
+	return &d
+}
+
 // ServeFlags registers every setting of `orchestrator serve` (and --role)
 // on s; the returned Config is filled by s.Resolve.
 func ServeFlags(s *Set) *Config {
