@@ -101,7 +101,11 @@ func (d *drainer) meetMissing(ctx context.Context, it events.InboxItem, si store
 	// its lock may have expired), so that the history read below has it.
 	// Only here, for a campaign whose state is gone and whose history is
 	// not: never on the path of a campaign the store holds.
-	wait := time.Until(missingAt.Add(w.cfg.RebuildWait))
+	until, err := w.rebuildDeadline(ctx, missingAt)
+	if err != nil {
+		return true, err
+	}
+	wait := max(time.Until(until), 0)
 	log.Warn("campaign state missing but its history is kept: rebuilding it once any holder from before the loss has stopped", "verb", cmd.Verb, "wait", wait.Round(time.Millisecond))
 	sleep(ctx, wait)
 	if ctx.Err() != nil {
@@ -198,4 +202,38 @@ func (d *drainer) readHistory(ctx context.Context) (rebuild.Campaign, []events.C
 		w.campaignLog(ctx, d.k, "").Warn("campaign history grew while it was read: reading it again", "read", rb.Campaign.Seq, "last", last.Seq())
 	}
 	return rebuild.Campaign{}, nil, fmt.Errorf("rebuild %s: its history kept growing over %d reads", d.k, maxHistoryReads)
+}
+
+// lossEpochName names the store Secret that marks one life of the store's
+// data: a store that lost its data lost it too, and the first worker that
+// meets a lost campaign afterwards stores a new one.
+const lossEpochName = "loss-epoch"
+
+// rebuildDeadline returns when a campaign whose state was found missing at
+// missingAt may be rebuilt: RebuildWait after this worker first met the
+// loss, by when every holder from before it has stopped publishing (each
+// stops once its lock may have expired, at most LockTTL after the loss,
+// which came before any campaign was found missing). One loss is waited
+// out once, not once per campaign: the store's loss epoch says whether a
+// missing state belongs to the loss this worker met before (same epoch)
+// or to a newer one (another epoch, or none yet: a new wait from
+// missingAt). A store that lost only part of its data (an evicted key)
+// may keep its epoch: the rebuild then goes on at once, and a late event
+// of a holder from before is refused by the publisher's comparison
+// (events.ErrEventConflict), not stored twice.
+func (w *Worker) rebuildDeadline(ctx context.Context, missingAt time.Time) (time.Time, error) {
+	candidate := []byte(store.NewToken())
+	var epoch []byte
+	if err := w.retry(ctx, "read the store's loss epoch", func() (err error) {
+		epoch, err = w.d.Store.Secret(ctx, lossEpochName, candidate)
+		return err
+	}); err != nil {
+		return time.Time{}, err
+	}
+	w.lossMu.Lock()
+	defer w.lossMu.Unlock()
+	if string(epoch) != w.lossEpoch {
+		w.lossEpoch, w.lossSeen = string(epoch), missingAt
+	}
+	return w.lossSeen.Add(w.cfg.RebuildWait), nil
 }

@@ -296,3 +296,42 @@ func TestRebuildOfTruncatedHistory(t *testing.T) {
 		t.Errorf("history after the dead letter: %s", types(evs))
 	}
 }
+
+// One loss of the store is waited out once, not once per campaign found
+// lost (after a loss of thousands, a wait each would hold every handler
+// for hours): the store's loss epoch, lost with the rest, tells a worker
+// whether a missing state belongs to the loss it waited for already. A
+// newer loss, and a worker that never met this one, wait again.
+func TestRebuildWaitOncePerLoss(t *testing.T) {
+	h := newHarness(t, harnessOpts{workers: 2})
+	ctx := t.Context()
+	a, b := h.ws[0], h.ws[1]
+	wait := a.RebuildWait()
+	t0 := time.Now()
+	deadline := func(w *worker.Worker, at time.Time) time.Time {
+		t.Helper()
+		d, err := w.RebuildDeadline(ctx, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if got := deadline(a, t0); !got.Equal(t0.Add(wait)) {
+		t.Fatalf("first meeting: deadline %v after it, want %v", got.Sub(t0), wait)
+	}
+	if got := deadline(a, t0.Add(time.Hour)); !got.Equal(t0.Add(wait)) {
+		t.Errorf("another campaign of the same loss, met later: deadline %v after the first meeting, want %v (no new wait)", got.Sub(t0), wait)
+	}
+	t1 := t0.Add(2 * time.Second)
+	if got := deadline(b, t1); !got.Equal(t1.Add(wait)) {
+		t.Errorf("a worker that never met the loss: deadline %v after its meeting, want %v", got.Sub(t1), wait)
+	}
+	h.flushAll() // a second loss
+	t2 := t0.Add(2 * time.Hour)
+	if got := deadline(a, t2); !got.Equal(t2.Add(wait)) {
+		t.Errorf("after a second loss: deadline %v after the meeting, want %v (a new wait)", got.Sub(t2), wait)
+	}
+	if got := deadline(b, t2.Add(time.Minute)); !got.Equal(t2.Add(time.Minute + wait)) {
+		t.Errorf("the other worker after the second loss: deadline %v, want a new wait from its meeting", got.Sub(t2))
+	}
+}

@@ -121,8 +121,10 @@ type Store interface {
 	Load(ctx context.Context, k store.Key) (fsm.Campaign, error)
 	Outbox(ctx context.Context, k store.Key) ([]store.Message, error)
 	CommitRead(ctx context.Context, w store.Write) ([]store.Item, error)
-	// A campaign whose state was lost, rebuilt from its history (rebuild.go).
+	// A campaign whose state was lost, rebuilt from its history (rebuild.go),
+	// once the loss's holders stopped (the store's loss epoch, a Secret).
 	Installer
+	Secret(ctx context.Context, name string, candidate []byte) ([]byte, error)
 	Ping(ctx context.Context) error
 }
 
@@ -184,6 +186,10 @@ type Worker struct {
 	stalled  atomic.Int32            // fault hooks running: heartbeats pause
 	up       atomic.Bool             // Run is pulling
 	tracer   trace.Tracer
+
+	lossMu    sync.Mutex
+	lossEpoch string    // the store's loss epoch as this worker last saw it (rebuildDeadline)
+	lossSeen  time.Time // when it first saw that one
 }
 
 // New checks the configuration against the consumer: the ack wait must be
