@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/dashboard"
@@ -45,9 +46,26 @@ func dashboardCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("--addr: %w", err)
 	}
 	log := newLogger(stderr, slog.LevelInfo).With("component", "dashboard")
-	log.Info("dashboard listening", "url", "http://"+ln.Addr().String(), "api", *apiURL,
-		"cors", "the API's CORS_ALLOWED_ORIGINS must list this page's origin")
+	log.Info("dashboard listening", "url", dashboardURL(ln.Addr()), "api", *apiURL,
+		"cors", "the API's CORS_ALLOWED_ORIGINS must list the origin the browser shows")
 	return serveDashboard(ctx, ln, h)
+}
+
+// dashboardURL is the address to open the dashboard at, as the log prints
+// it. A loopback or wildcard listener is named localhost, not 127.0.0.1 or
+// [::]: the page's origin is what the browser's address bar shows, and the
+// API's default CORS_ALLOWED_ORIGINS lists http://localhost:3000, not
+// http://127.0.0.1:3000 (opened there, the page would be refused).
+func dashboardURL(addr net.Addr) string {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return "http://" + addr.String()
+	}
+	host := tcp.IP.String()
+	if tcp.IP.IsLoopback() || tcp.IP.IsUnspecified() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, strconv.Itoa(tcp.Port))
 }
 
 // serveDashboard serves h on ln until ctx ends, then shuts down gracefully.

@@ -51,8 +51,9 @@ func TestDashboardCommand(t *testing.T) {
 	ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	var logged syncBuffer
 	go func() {
-		done <- run(ctx, []string{"dashboard", "--addr", addr, "--api", "http://127.0.0.1:1"}, os.Getenv, io.Discard, io.Discard)
+		done <- run(ctx, []string{"dashboard", "--addr", addr, "--api", "http://127.0.0.1:1"}, os.Getenv, io.Discard, &logged)
 	}()
 	deadline := time.Now().Add(10 * time.Second)
 	var body []byte
@@ -71,6 +72,13 @@ func TestDashboardCommand(t *testing.T) {
 	if !strings.Contains(string(body), `"api":"http://127.0.0.1:1"`) {
 		t.Fatalf("config %s", body)
 	}
+	// The log names the page at localhost, the origin the API's default
+	// CORS_ALLOWED_ORIGINS lists, not at 127.0.0.1 (refused there).
+	_, port, _ := net.SplitHostPort(addr)
+	waitUntil(t, 10*time.Second, "the dashboard's start-up line", func() bool { return strings.Contains(logged.String(), "dashboard listening") })
+	if want := `"url":"http://localhost:` + port + `"`; !strings.Contains(logged.String(), want) {
+		t.Fatalf("start-up log lacks %s:\n%s", want, logged.String())
+	}
 	cancel()
 	select {
 	case err := <-done:
@@ -88,6 +96,24 @@ func TestDashboardCommand(t *testing.T) {
 	defer busy.Close()
 	if err := run(context.Background(), []string{"dashboard", "--addr", busy.Addr().String()}, os.Getenv, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "--addr") {
 		t.Fatalf("port in use: %v", err)
+	}
+}
+
+func TestDashboardURL(t *testing.T) {
+	for _, c := range []struct {
+		ip   string
+		want string
+	}{
+		{"127.0.0.1", "http://localhost:3000"},
+		{"::1", "http://localhost:3000"},
+		{"0.0.0.0", "http://localhost:3000"},
+		{"::", "http://localhost:3000"},
+		{"192.0.2.7", "http://192.0.2.7:3000"},
+		{"2001:db8::1", "http://[2001:db8::1]:3000"},
+	} {
+		if got := dashboardURL(&net.TCPAddr{IP: net.ParseIP(c.ip), Port: 3000}); got != c.want {
+			t.Errorf("listening on %s: %s, want %s", c.ip, got, c.want)
+		}
 	}
 }
 
