@@ -441,7 +441,9 @@ func TestDashboardBrowser(t *testing.T) {
 	t.Logf("screenshots in %s", artifacts)
 
 	// What the browser did is what the service holds.
-	for id, want := range map[string]fsm.State{"spring": fsm.Completed, "autumn": fsm.Completed, "winter": fsm.Completed} {
+	for id, want := range map[string]fsm.State{
+		"spring": fsm.Completed, "autumn": fsm.Completed, "winter": fsm.Completed, "summer": fsm.Completed, "bulk-03": fsm.Cancelled,
+	} {
 		c, err := app.Store().Load(ctx, store.Key{Tenant: "acme", Campaign: id})
 		if err != nil || c.State != want {
 			t.Fatalf("campaign %s: %v %v, want %s", id, c.State, err, want)

@@ -32,12 +32,14 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
 });
 const pageErrors = [];
+const posts = []; // every POST a page sent: {url, key (its Idempotency-Key header)}
 let page;
 
 async function newPage(ctxOpts = {}) {
   const ctx = await browser.newContext({ viewport: { width: 1200, height: 860 }, reducedMotion: "reduce", ...ctxOpts });
   const p = await ctx.newPage();
   p.on("pageerror", (e) => pageErrors.push(`${p.url()}: ${e.message}`));
+  p.on("request", (r) => { if (r.method() === "POST") posts.push({ url: r.url(), key: r.headers()["idempotency-key"] }); });
   p.on("console", (m) => { if (m.type() === "error") console.log(`  [console] ${m.text()}`); });
   return p;
 }
@@ -79,6 +81,27 @@ let axeChecked = 0;
 const control = async (what) => { const r = await fetch(CONTROL + what); assert.equal(r.status, 200, `control ${what}`); return r.text(); };
 const stateIs = (s) => page.locator(`#campaign-state [data-state="${s}"]`).waitFor(WAIT);
 const stepIs = (name, outcome) => page.locator(`#timeline li[data-step="${name}"][data-outcome="${outcome}"]`).waitFor(WAIT);
+
+/**
+ * The timeline is drawn, not only listed: each named step has a bar of
+ * some width on its track, and each bar starts where the one before it
+ * ended or later (the steps ran one after the other). Returns the bars.
+ */
+async function assertDrawn(names) {
+  const bars = [];
+  for (const name of names) {
+    const li = page.locator(`#timeline li[data-step="${name}"]`);
+    const track = await li.locator(".track").boundingBox();
+    const bar = await li.locator(".bar").boundingBox();
+    assert.ok(track && bar && bar.width >= 3, `${name}: a bar is drawn (${JSON.stringify(bar)})`);
+    assert.ok(bar.x >= track.x - 1 && bar.x + bar.width <= track.x + track.width + 1, `${name}: the bar is on its track`);
+    bars.push({ name, start: bar.x, end: bar.x + bar.width });
+  }
+  for (let i = 1; i < bars.length; i++) {
+    assert.ok(bars[i].start >= bars[i - 1].end - 2, `${bars[i].name} is drawn after ${bars[i - 1].name}: ${JSON.stringify(bars)}`);
+  }
+  return bars;
+}
 
 async function until(what, f, ms = 30_000) {
   const deadline = Date.now() + ms;
@@ -193,6 +216,12 @@ await step("create and start a campaign; its timeline reaches completed live", a
   await page.locator("#outputs details").nth(4).waitFor(WAIT);
   assert.equal(await page.locator("#outputs summary").count(), 5);
   assert.match(await page.locator("#timeline").innerText(), /1 attempt/);
+  const steps = ["validate", "segment", "render", "schedule", "dispatch"];
+  await assertDrawn(steps);
+  for (const s of steps) {
+    // start (offset from the first step), duration, attempts, outcome
+    assert.match(await page.locator(`#timeline li[data-step="${s}"] .step-facts`).innerText(), /^succeeded started \+\d[\d.]* (ms|s) · \d[\d.]* (ms|s) · 1 attempt$/, s);
+  }
   assert.deepEqual(await buttons(), { start: false, pause: false, resume: false, cancel: false, retry: false });
   await shot("05-campaign-completed");
   await page.emulateMedia({ colorScheme: "dark" });
@@ -294,6 +323,43 @@ await step("a failed step: the campaign fails, only retry is allowed, and retry 
   assertContiguous(await sequences());
 });
 
+await step("a pending campaign of another workflow: only start and cancel allowed; started from the page, and another cancelled", async () => {
+  await page.getByRole("link", { name: "Campaigns" }).first().click();
+  await page.getByLabel("Name").fill("Summer");
+  await page.getByLabel("Campaign id (optional)").fill("summer");
+  await page.getByLabel("Workflow").selectOption("express");
+  await page.getByLabel("Params (JSON object)").fill("{}");
+  assert.equal(await page.getByLabel("Start now").isChecked(), false);
+  await page.getByRole("button", { name: "Create" }).click();
+  await stateIs("pending");
+  await until("start enabled", () => page.locator('button[data-verb="start"]').isEnabled());
+  assert.deepEqual(await buttons(), { start: true, pause: false, resume: false, cancel: true, retry: false });
+  assert.deepEqual(await page.locator("#timeline li").evaluateAll((li) => li.map((x) => `${x.dataset.step} ${x.dataset.outcome}`)), ["validate pending", "dispatch pending"]);
+  assert.match(await page.locator("dl.meta").innerText(), /express/);
+  await shot("11-campaign-pending");
+  await page.locator('button[data-verb="start"]').click();
+  await page.locator("#action-messages .ok").filter({ hasText: "start: applied" }).waitFor(WAIT);
+  await stateIs("completed");
+  await assertDrawn(["validate", "dispatch"]);
+  // The start this page sent is the one the service applied: its command id
+  // is derived from the page's Idempotency-Key (idem-…).
+  assert.match(await page.locator('#events tbody tr[data-type="campaign.started"]').innerText(), /command idem-[0-9a-f]{32}/);
+
+  await page.getByRole("link", { name: "Campaigns" }).first().click();
+  await page.locator('tr[data-campaign="bulk-03"] a').click();
+  await page.getByRole("heading", { name: "Bulk 3", level: 1 }).waitFor(WAIT);
+  await stateIs("pending");
+  await until("cancel enabled", () => page.locator('button[data-verb="cancel"]').isEnabled());
+  assert.deepEqual(await buttons(), { start: true, pause: false, resume: false, cancel: true, retry: false });
+  await page.locator('button[data-verb="cancel"]').click();
+  await page.locator("#action-messages .ok").filter({ hasText: "cancel: applied" }).waitFor(WAIT);
+  await stateIs("cancelled");
+  assert.deepEqual(await buttons(), { start: false, pause: false, resume: false, cancel: false, retry: false });
+  assert.equal(await page.locator('#timeline li[data-outcome="pending"]').count(), 5, "no step ran");
+  await page.getByRole("link", { name: "Campaigns" }).first().click();
+  await page.locator('tr[data-campaign="bulk-03"] [data-state="cancelled"]').waitFor(WAIT);
+});
+
 await step("dead letters: the tenant's, with reason, time and command", async () => {
   await page.getByRole("link", { name: "Dead letters" }).click();
   const row = page.locator("#dlq tbody tr[data-seq]");
@@ -305,6 +371,7 @@ await step("dead letters: the tenant's, with reason, time and command", async ()
   assert.match(text, /acme-ghost-1/);
   assert.match(text, /unknown campaign/);
   assert.doesNotMatch(text, /globex/);
+  assert.match(await row.first().locator("td").nth(1).innerText(), /\b\d{4}\b.*\d{2}:\d{2}:\d{2}/, "the time it was dead-lettered");
   await row.first().locator("summary").click();
   assert.match(await row.first().locator("pre").innerText(), /"campaign_id": "ghost"/);
   await shot("08-dead-letters");
@@ -361,5 +428,11 @@ await step("the same dashboard from an origin not on the whitelist gets nothing"
 
 await browser.close();
 assert.deepEqual(pageErrors, [], "uncaught errors in the page");
-assert.ok(axeChecked >= 11, `axe checked ${axeChecked} screens`);
+// create and every verb: each POST with an Idempotency-Key, a new one each time
+const verbs = new Set(posts.map((p) => new URL(p.url).pathname.replace(/^\/api\/v1\/campaigns(\/[^/]+\/)?/, "") || "create"));
+for (const v of ["create", "start", "pause", "resume", "cancel", "retry"]) assert.ok(verbs.has(v), `the pages sent ${v}: ${[...verbs]}`);
+for (const p of posts) assert.match(p.key || "", /^dash-[0-9a-f]{32}$/, `Idempotency-Key of POST ${p.url}`);
+assert.equal(new Set(posts.map((p) => p.key)).size, posts.length, "a new Idempotency-Key for each command");
+console.log(`${posts.length} POSTs (${[...verbs].sort().join(", ")}), each with its own Idempotency-Key`);
+assert.ok(axeChecked >= 12, `axe checked ${axeChecked} screens`);
 console.log(`${n} passed, 0 failed`);
