@@ -15,7 +15,15 @@ import (
 	"github.com/campaign-orchestrator/orchestrator/internal/dashboard"
 )
 
-const dashboardUsage = "orchestrator dashboard [--addr 127.0.0.1:3000] [--api http://localhost:8000]"
+// The dashboard's defaults, those of make run: the page at
+// http://localhost:3000, which the API's default CORS_ALLOWED_ORIGINS lists,
+// and the API at its default HTTP_ADDR (:8000) on the same machine.
+const (
+	dashboardDefaultAddr = "127.0.0.1:3000"
+	dashboardDefaultAPI  = "http://localhost:8000"
+)
+
+const dashboardUsage = "orchestrator dashboard [--addr " + dashboardDefaultAddr + "] [--api " + dashboardDefaultAPI + "]"
 
 // dashboardCmd serves the web dashboard until ctx ends. The page calls the
 // API at --api from the browser: the API's CORS_ALLOWED_ORIGINS must list
@@ -24,8 +32,8 @@ const dashboardUsage = "orchestrator dashboard [--addr 127.0.0.1:3000] [--api ht
 func dashboardCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("dashboard", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", "127.0.0.1:3000", "address to serve the dashboard on")
-	apiURL := fs.String("api", "http://localhost:8000", "the orchestrator API's base URL, as the browser reaches it")
+	addr := fs.String("addr", dashboardDefaultAddr, "address to serve the dashboard on")
+	apiURL := fs.String("api", dashboardDefaultAPI, "the orchestrator API's base URL, as the browser reaches it")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: %s\n\nServes the operator web UI; the browser calls the API directly (add the dashboard's origin to the API's CORS_ALLOWED_ORIGINS).\n\n", dashboardUsage)
 		fs.PrintDefaults()

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/campaign-orchestrator/orchestrator/internal/config"
 	"github.com/campaign-orchestrator/orchestrator/internal/dashboard"
 	"github.com/campaign-orchestrator/orchestrator/internal/deadletter"
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
@@ -114,6 +116,41 @@ func TestDashboardURL(t *testing.T) {
 		if got := dashboardURL(&net.TCPAddr{IP: net.ParseIP(c.ip), Port: 3000}); got != c.want {
 			t.Errorf("listening on %s: %s, want %s", c.ip, got, c.want)
 		}
+	}
+}
+
+// The dashboard's defaults and the service's agree, as make run relies on:
+// the page's origin (as the start-up log names it) is in the default
+// CORS_ALLOWED_ORIGINS, and --api names the default HTTP_ADDR's port.
+func TestDashboardDefaultsMatchServe(t *testing.T) {
+	cfg, err := config.Load(nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, err := net.ResolveTCPAddr("tcp", dashboardDefaultAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if origin := dashboardURL(addr); !slices.Contains(cfg.CORSAllowedOrigins, origin) {
+		t.Errorf("the dashboard's default page %s is not in the default CORS_ALLOWED_ORIGINS %v", origin, cfg.CORSAllowedOrigins)
+	}
+	api, err := url.Parse(dashboardDefaultAPI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, err := net.SplitHostPort(cfg.HTTPAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if api.Hostname() != "localhost" || api.Port() != port {
+		t.Errorf("--api default %s, want http://localhost:%s (HTTP_ADDR default %s)", dashboardDefaultAPI, port, cfg.HTTPAddr)
+	}
+	mk, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "orchestrator dashboard --addr " + dashboardDefaultAddr + " --api " + dashboardDefaultAPI; !strings.Contains(string(mk), want) {
+		t.Errorf("make run does not run %q", want)
 	}
 }
 
