@@ -6,6 +6,7 @@ package natstest
 import (
 	"errors"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -63,3 +64,58 @@ func Connect(t testing.TB, srv *server.Server) (*nats.Conn, jetstream.JetStream)
 	}
 	return nc, js
 }
+
+// Restartable is an embedded NATS server with JetStream that a test stops
+// and starts again on the same port and store directory (a NATS outage).
+type Restartable struct {
+	t    testing.TB
+	opts server.Options
+	srv  *server.Server
+}
+
+// StartRestartable runs a Restartable server on a free loopback port,
+// storing in t.TempDir(), and stops it when the test ends.
+func StartRestartable(t testing.TB) *Restartable {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("natstest: %v", err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	r := &Restartable{t: t, opts: server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}}
+	r.Start()
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// Start starts the server again (a no-op while it runs).
+func (r *Restartable) Start() {
+	r.t.Helper()
+	if r.srv != nil {
+		return
+	}
+	opts := r.opts
+	srv, err := server.NewServer(&opts)
+	if err != nil {
+		r.t.Fatalf("natstest: new server: %v", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		r.t.Fatal("natstest: server not ready for connections after 10s")
+	}
+	r.srv = srv
+}
+
+// Stop shuts the server down and waits until it is down.
+func (r *Restartable) Stop() {
+	if r.srv != nil {
+		r.srv.Shutdown()
+		r.srv.WaitForShutdown()
+		r.srv = nil
+	}
+}
+
+// URL is the server's client URL, the same across restarts.
+func (r *Restartable) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", r.opts.Port) }
