@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/campaign-orchestrator/orchestrator/client"
+	"github.com/campaign-orchestrator/orchestrator/internal/deadletter"
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
 )
@@ -40,6 +41,7 @@ func TestConstantsAreTheService(t *testing.T) {
 		client.HeaderTenantID: events.HdrTenantID, client.HeaderCampaignID: events.HdrCampaignID,
 		client.HeaderReason: events.HdrReason, client.HeaderOriginalSubject: events.HdrOriginalSubject,
 		client.HeaderOriginalSequence: events.HdrOriginalSequence, client.DefaultWorkflow: fsm.DefaultWorkflow,
+		client.HeaderReplayedFrom: deadletter.HdrReplayedFrom,
 	} {
 		if got != want {
 			t.Errorf("%q, the service's %q", got, want)

@@ -77,7 +77,7 @@ const (
 
 // Event is one event of a campaign: a CloudEvents 1.0 event (the CNCF
 // sdk-go type, with the extensions tenantid, campaignid, sequence,
-// commandid and traceparent) and those extensions decoded. Its JSON is the
+// commandid, fence and traceparent) and those extensions decoded. Its JSON is the
 // CloudEvent's, structured mode, as the service publishes it.
 type Event struct {
 	event.Event

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/campaign-orchestrator/orchestrator/client"
 	"github.com/campaign-orchestrator/orchestrator/docs"
+	"github.com/campaign-orchestrator/orchestrator/internal/deadletter"
 )
 
 // schemaBase is where the schemas are loaded from: docs.Schemas, under a
@@ -206,6 +208,12 @@ func TestRealTrafficMatchesSchemas(t *testing.T) {
 	must(c.Publish(ctx, "acme", "schema-ok", client.Create{Name: "ok", Start: true, Params: map[string]any{"reset": "segment"}}, client.WithTraceparent(tp)))
 	wait("schema-ok", client.Completed)
 
+	// A workflow whose steps set a timeout and a retry policy (recorded in
+	// campaign.created's step_definitions); validate answers 503 once, a
+	// status that step retries.
+	must(c.Publish(ctx, "acme", "schema-tuned", client.Create{Name: "tuned", Workflow: "tuned", Start: true, Params: map[string]any{"unavailable": "validate"}}))
+	wait("schema-tuned", client.Completed)
+
 	// Over HTTP: a pause while pending is rejected; render fails, retry.
 	must(h.Publish(ctx, "acme", "schema-fail", client.Create{Name: "fail", Params: map[string]any{"fail": "render"}}))
 	wait("schema-fail", client.Pending)
@@ -248,24 +256,62 @@ func TestRealTrafficMatchesSchemas(t *testing.T) {
 
 	// Read what was recorded until both dead letters are in.
 	var msgs []*nats.Msg
-	dead := 0
 	deadline := time.After(30 * time.Second)
-	for dead < 2 {
-		select {
-		case m := <-rec.msgs:
-			msgs = append(msgs, m)
-			if kind(m) == "deadletter" && strings.Contains(m.Header.Get(client.HeaderOriginalSubject), ".schema-") {
-				dead++
+	readUntil := func(what string, done func(m *nats.Msg) bool) {
+		t.Helper()
+		for {
+			select {
+			case m := <-rec.msgs:
+				msgs = append(msgs, m)
+				if done(m) {
+					return
+				}
+			case <-deadline:
+				t.Fatalf("%s: not seen after 30 s", what)
 			}
-		case <-deadline:
-			t.Fatalf("only %d of 2 dead letters after 30 s", dead)
 		}
 	}
+	dead := 0
+	readUntil("2 dead letters", func(m *nats.Msg) bool {
+		if kind(m) == "deadletter" && strings.Contains(m.Header.Get(client.HeaderOriginalSubject), ".schema-") {
+			dead++
+		}
+		return dead == 2
+	})
+
+	// The operator replays the ghost's dead letter (orchestrator dlq
+	// replay): the command again, under its id, with Replayed-From.
+	entries, err := deadletter.List(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replayed := false
+	for _, e := range entries {
+		if e.OriginalSubject != "campaign.cmd.acme.schema-ghost.start" {
+			continue
+		}
+		rp, err := deadletter.NewReplayer(ctx, js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rp.ReplayEntry(ctx, e, deadletter.ReplayOptions{}); err != nil {
+			t.Fatalf("replay the ghost's dead letter: %v", err)
+		}
+		replayed = true
+		break
+	}
+	if !replayed {
+		t.Fatalf("no dead letter of campaign.cmd.acme.schema-ghost.start in %d entries", len(entries))
+	}
+	readUntil("the replayed command", func(m *nats.Msg) bool {
+		return strings.HasPrefix(kind(m), "command:") && m.Header.Get(client.HeaderReplayedFrom) != ""
+	})
 	for len(rec.msgs) > 0 {
 		msgs = append(msgs, <-rec.msgs)
 	}
 
 	seen := map[string]int{}
+	created := map[string]bool{}
 	for _, m := range msgs {
 		k := kind(m)
 		seen[k]++
@@ -278,6 +324,9 @@ func TestRealTrafficMatchesSchemas(t *testing.T) {
 		}
 		switch {
 		case strings.HasPrefix(k, "command:"):
+			if m.Header.Get(client.HeaderReplayedFrom) != "" {
+				seen["command:replayed"]++
+			}
 			check("command-headers.json", headerObject(m.Header))
 			if invalid {
 				if validate(t, "command.json", m.Data) == nil {
@@ -289,11 +338,24 @@ func TestRealTrafficMatchesSchemas(t *testing.T) {
 		case strings.HasPrefix(k, "event:"):
 			check("event-headers.json", headerObject(m.Header))
 			check("cloud-event.json", m.Data)
+			if err := clientReads(m.Data); err != nil {
+				errs = append(errs, "the client package: "+err.Error())
+			}
 			if m.Header.Get(client.HeaderCampaignID) == "schema-ok" && strings.Contains(k, "step.") && !strings.Contains(string(m.Data), tp) {
 				errs = append(errs, "the command's traceparent is not in its event")
 			}
+			if k == "event:"+client.TypeCreated {
+				if err := createdAsCreated(m); err != nil {
+					errs = append(errs, err.Error())
+				}
+				created[m.Header.Get(client.HeaderCampaignID)] = true
+			}
 		case k == "deadletter":
 			check("dead-letter.json", headerObject(m.Header))
+			if id := m.Header.Get(client.HeaderCommandID); id != "" && !strings.HasPrefix(id, invalidPrefix) {
+				// A dead letter of a valid command holds it as published.
+				check("command.json", m.Data)
+			}
 		default:
 			errs = append(errs, "a message of no known kind")
 		}
@@ -331,6 +393,15 @@ func TestRealTrafficMatchesSchemas(t *testing.T) {
 		t.Errorf("GET /api/v1/dlq lists %d of this test's dead letters, want 2", listed)
 	}
 
+	for _, camp := range []string{"schema-ok", "schema-tuned", "schema-fail", "schema-pause"} {
+		if !created[camp] {
+			t.Errorf("no campaign.created of %s recorded", camp)
+		}
+	}
+	if seen["command:replayed"] != 1 {
+		t.Errorf("%d replayed commands recorded, want 1", seen["command:replayed"])
+	}
+
 	var want []string
 	// advance is internal: the worker that holds a campaign may run its
 	// next step without publishing one, so it is validated when seen but
@@ -357,4 +428,121 @@ func TestRealTrafficMatchesSchemas(t *testing.T) {
 	}
 	sort.Strings(keys)
 	t.Logf("%d messages validated: %v", len(msgs), seen)
+}
+
+// clientReads checks that this package reads an event body as the service
+// wrote it: ParseEvent takes it, the fence (on every event the service now
+// writes) and the other extensions are decoded, the data decodes strictly
+// into its type (no field the type lacks) and encodes back to the same JSON,
+// and the sdk-go event encodes back to the same attributes.
+func clientReads(body []byte) error {
+	ev, err := client.ParseEvent(body)
+	if err != nil {
+		return err
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return err
+	}
+	fence, _ := raw["fence"].(string)
+	if fence == "" || ev.Fence == 0 || strconv.FormatUint(ev.Fence, 10) != fence {
+		return fmt.Errorf("fence %q read as %d", fence, ev.Fence)
+	}
+	for attr, got := range map[string]string{
+		"tenantid": ev.TenantID, "campaignid": ev.CampaignID, "commandid": ev.CommandID,
+		"traceparent": ev.Traceparent, "sequence": fmt.Sprintf("%020d", ev.Seq),
+	} {
+		if want, _ := raw[attr].(string); got != want {
+			return fmt.Errorf("%s %q read as %q", attr, want, got)
+		}
+	}
+	d, err := ev.Payload()
+	if err != nil {
+		return err
+	}
+	again, err := json.Marshal(d)
+	if err != nil {
+		return err
+	}
+	var want, got any
+	_ = json.Unmarshal(ev.Data(), &want)
+	_ = json.Unmarshal(again, &got)
+	if !jsonEqual(want, got) {
+		return fmt.Errorf("data %s decoded to %T, which encodes to %s", ev.Data(), d, again)
+	}
+	out, err := json.Marshal(ev.Event)
+	if err != nil {
+		return err
+	}
+	var back map[string]any
+	if err := json.Unmarshal(out, &back); err != nil {
+		return err
+	}
+	for k, v := range raw {
+		if k == "time" {
+			t1, _ := time.Parse(time.RFC3339Nano, v.(string))
+			t2, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(back[k]))
+			if !t1.Equal(t2) {
+				return fmt.Errorf("time %v encoded back as %v", v, back[k])
+			}
+			continue
+		}
+		if !jsonEqual(v, back[k]) {
+			return fmt.Errorf("%s %v encoded back by sdk-go as %v", k, v, back[k])
+		}
+	}
+	if len(back) != len(raw) {
+		return fmt.Errorf("sdk-go encodes %d attributes, the service wrote %d", len(back), len(raw))
+	}
+	return nil
+}
+
+// createdAsCreated checks a campaign.created of the test's campaigns: its
+// data holds the create's params and the workflow's step definitions as the
+// system's workflows define them.
+func createdAsCreated(m *nats.Msg) error {
+	ev, err := client.ParseEvent(m.Data)
+	if err != nil {
+		return err
+	}
+	p, err := ev.Payload()
+	if err != nil {
+		return err
+	}
+	d := p.(*client.CreatedData)
+	base := sys.steps.srv.URL + "/"
+	var want []client.StepDefinition
+	var params string
+	switch ev.CampaignID {
+	case "schema-tuned":
+		want = []client.StepDefinition{
+			{Name: "validate", URL: base + "validate", Timeout: "5s", Retry: &client.RetryDefinition{MaxRetries: 2, BackoffBase: "20ms", RetryOnStatus: []int{503}}},
+			{Name: "dispatch", URL: base + "dispatch", Timeout: "1.5s"},
+		}
+		params = `{"unavailable":"validate"}`
+	case "schema-ok", "schema-fail", "schema-pause":
+		for _, n := range []string{"validate", "segment", "render", "schedule", "dispatch"} {
+			want = append(want, client.StepDefinition{Name: n, URL: base + n})
+		}
+		params = map[string]string{
+			"schema-ok": `{"reset":"segment"}`, "schema-fail": `{"fail":"render"}`, "schema-pause": `{"hold":["validate","segment"]}`,
+		}[ev.CampaignID]
+	default:
+		return nil
+	}
+	if !jsonEqual(d.StepDefinitions, want) || len(d.Steps) != len(want) {
+		return fmt.Errorf("step_definitions %s, want %s", mustJSON(d.StepDefinitions), mustJSON(want))
+	}
+	var gotParams, wantParams any
+	_ = json.Unmarshal(d.Params, &gotParams)
+	_ = json.Unmarshal([]byte(params), &wantParams)
+	if gotParams == nil || !jsonEqual(gotParams, wantParams) {
+		return fmt.Errorf("params %s, want %s", d.Params, params)
+	}
+	return nil
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }

@@ -39,6 +39,9 @@ const (
 	HeaderReason           = "Reason"
 	HeaderOriginalSubject  = "Original-Subject"
 	HeaderOriginalSequence = "Original-Sequence"
+	// HeaderReplayedFrom is on a command sent again from a dead letter
+	// (orchestrator dlq replay): CAMPAIGN_DLQ/<the dead letter's sequence>.
+	HeaderReplayedFrom = "Replayed-From"
 )
 
 // TokenPattern is what a tenant or campaign token must match: no dots, no

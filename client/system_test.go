@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -109,7 +110,16 @@ func startSystem() (s *system, err error) {
 
 	s.steps = newFakeSteps()
 	s.stops = append(s.stops, s.steps.close)
-	wf := workflow.Default(s.steps.srv.URL)
+	// The built-in standard workflow, and "tuned", whose steps set a
+	// timeout and a retry policy.
+	wfFile := filepath.Join(dir, "workflows.yaml")
+	if err := os.WriteFile(wfFile, []byte(tunedWorkflow), 0o600); err != nil {
+		return s, err
+	}
+	wf, err := workflow.Load(wfFile, s.steps.srv.URL, 0)
+	if err != nil {
+		return s, err
+	}
 	log := slog.New(slog.DiscardHandler)
 	if os.Getenv("TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -154,11 +164,24 @@ func startSystem() (s *system, err error) {
 	return s, nil
 }
 
+// tunedWorkflow is the workflows file of the system beside the built-in
+// standard workflow.
+const tunedWorkflow = `workflows:
+  tuned:
+    steps:
+      - name: validate
+        timeout: 5s
+        retry: {max_retries: 2, backoff_base: 20ms, retry_on_status: [503]}
+      - name: dispatch
+        timeout: 1500ms
+`
+
 // fakeSteps is the downstream step service of the standard workflow. Every
 // step answers 200 {"step": <name>, "attempt": n} unless the campaign's
 // params say otherwise:
 //
 //	{"fail": "<step>"}   500 on that step's first run (a retry succeeds)
+//	{"unavailable": "<step>"} 503 on that step's first attempt
 //	{"reset": "<step>"}  the connection is closed on that step's first
 //	                     attempt (a network error: the step is retried)
 //	{"hold": ["<step>", …]} the call waits until release(campaign, step)
@@ -174,9 +197,10 @@ type stepBody struct {
 	Step     string `json:"step"`
 	Attempt  int    `json:"attempt"`
 	Params   struct {
-		Fail  string   `json:"fail"`
-		Reset string   `json:"reset"`
-		Hold  []string `json:"hold"`
+		Fail        string   `json:"fail"`
+		Unavailable string   `json:"unavailable"`
+		Reset       string   `json:"reset"`
+		Hold        []string `json:"hold"`
 	} `json:"params"`
 }
 
@@ -242,6 +266,9 @@ func (f *fakeSteps) serve(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		panic(http.ErrAbortHandler)
+	case b.Params.Unavailable == b.Step && b.Attempt == 1:
+		http.Error(w, `{"error":"the fake step is unavailable once"}`, http.StatusServiceUnavailable)
+		return
 	case b.Params.Fail == b.Step && firstRun:
 		http.Error(w, `{"error":"the fake step fails its first run"}`, http.StatusInternalServerError)
 		return
