@@ -12,9 +12,11 @@
 // Client.Watch yields a campaign's events, CloudEvents 1.0 (the CNCF
 // sdk-go event.Event, with the campaign's extensions), history first, then
 // live, from any sequence; Client.Wait returns when a campaign reaches one
-// of the given states. HTTPClient does the same commands over the ingress
-// (POST /api/v1/campaigns…), with Idempotency-Key and typed API errors
-// (*APIError), and reads campaigns back.
+// of the given states. HTTPClient does the same over the ingress, for
+// callers outside NATS: the commands (POST /api/v1/campaigns…) with
+// Idempotency-Key and typed API errors (*APIError), Watch and Wait over its
+// event stream (server-sent events, resumed with Last-Event-ID), and it
+// reads campaigns back.
 //
 // The subjects, ids and validation are the service's own (this package
 // builds and checks every message with the code the service decodes it

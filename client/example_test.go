@@ -171,6 +171,48 @@ func ExampleHTTPClient_Publish() {
 	// 404 not_found campaign_id
 }
 
+// Over HTTP, watch a campaign's events through the ingress's event stream
+// (reconnected with Last-Event-ID if it breaks), and wait for a state.
+func ExampleHTTPClient_Watch() {
+	h, err := client.NewHTTP(baseURL, "")
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	if _, err := h.Publish(ctx, "acme", "black-friday", client.Create{Name: "Black Friday", Start: true}); err != nil {
+		log.Fatal(err)
+	}
+	for ev, err := range h.Watch(ctx, "acme", "black-friday", 0) {
+		if err != nil {
+			log.Fatal(err)
+		}
+		if ev.Type() != client.TypeStepStarted {
+			fmt.Println(ev.Seq, ev.Type())
+		}
+		if state, ok := ev.State(); ok && state.Terminal() {
+			break
+		}
+	}
+	ev, err := h.Wait(ctx, "acme", "black-friday", client.Completed, client.Failed)
+	if err != nil {
+		log.Fatal(err)
+	}
+	state, _ := ev.State()
+	fmt.Println(state, "at event", ev.Seq)
+	// Output:
+	// 1 campaign.created
+	// 2 campaign.started
+	// 4 campaign.step.succeeded
+	// 6 campaign.step.succeeded
+	// 8 campaign.step.succeeded
+	// 10 campaign.step.succeeded
+	// 12 campaign.step.succeeded
+	// 13 campaign.completed
+	// completed at event 13
+}
+
 // An event's data decodes into the type of its event type.
 func ExampleEvent_Payload() {
 	ev, err := client.ParseEvent([]byte(`{"specversion":"1.0","id":"acme.spring-sale.4",
