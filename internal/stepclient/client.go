@@ -48,6 +48,9 @@ const (
 	DefaultMaxResponseBytes = 1 << 20
 	DefaultMaxRetryAfter    = 30 * time.Second
 	DefaultIdleConnsPerHost = 1024
+	// connBufferSize is the read and the write buffer of each connection
+	// of the default transport.
+	connBufferSize = 1 << 10
 )
 
 // Back-off shape: delays base, 2×base, 4×base… each ±20 %.
@@ -169,6 +172,10 @@ func New(cfg Config) *Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = cfg.IdleConnsPerHost
 	t.MaxIdleConns = 0 // no limit over all hosts: each is bounded by MaxIdleConnsPerHost
+	// A step's request and answer are small, and every call in flight holds
+	// its connection's buffers (4 KiB each by default): larger ones are read
+	// and written in several pieces.
+	t.ReadBufferSize, t.WriteBufferSize = connBufferSize, connBufferSize
 	hc := &http.Client{Transport: t}
 	if cfg.HTTPClient != nil {
 		c := *cfg.HTTPClient

@@ -635,3 +635,30 @@ func TestCallsReuseConnections(t *testing.T) {
 		t.Errorf("%d connections dialed for %d rounds of %d calls at once, want about %d (the first round's, reused)", n, rounds, atOnce, atOnce)
 	}
 }
+
+// TestCallLargerThanBuffers: the default transport's connection buffers
+// are small (a call in flight holds them), and a request and an answer
+// larger than them, with a header line longer than them too, still go
+// through whole, also on a reused connection.
+func TestCallLargerThanBuffers(t *testing.T) {
+	big := strings.Repeat("x", 64<<10)
+	longHeader := strings.Repeat("h", 8<<10)
+	srv := newServer(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if !strings.Contains(string(body), big) {
+			http.Error(w, "request body cut", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("X-Long", longHeader)
+		ok(w, `{"echo":"`+big+`"}`)
+	})
+	c := stepclient.New(testConfig())
+	req := testRequest(srv.URL + "/validate")
+	req.Params = json.RawMessage(`{"big":"` + big + `"}`)
+	for i := range 2 {
+		res, err := c.Call(testCtx(t), req, nil)
+		if err != nil || string(res.Output) != `{"echo":"`+big+`"}` {
+			t.Fatalf("call %d: %d bytes of output, %v; want the %d-byte echo", i+1, len(res.Output), err, len(big)+11)
+		}
+	}
+}
