@@ -21,9 +21,10 @@ import (
 //	apply <verb>   one inbox item applied by the lock holder, child of the item's
 //	               traceparent (whoever drains it), linked to the drainer's span;
 //	               a stale advance's has campaign.apply.noop=true and an event
-//	send …         producer spans, children of apply: "send campaign.evt…" for the
-//	               events, "send campaign.cmd…" for the next advance; the
-//	               messages carry their traceparents
+//	send …         producer span "send campaign.evt…", child of apply, for the
+//	               events of its write; the messages carry its traceparent.
+//	               The next advance is parked in the inbox, never published:
+//	               its apply is a child of the apply that scheduled it
 //	step <name>    one run of a step, child of apply; the step client adds a
 //	               client span per attempt
 

@@ -16,6 +16,14 @@
 //     (sweep.go);
 //   - every state write is fenced and carries its events and the next advance
 //     (the outbox), published after the write and trimmed after publishing.
+//
+// By concept: worker.go pulls batches from the consumer and bounds the
+// handlers; consume.go handles one message (decode, park, the lock's
+// heartbeat and its keeper, ack or nak); drain.go is the lock holder's loop
+// (read ahead, write, publish, release); apply.go applies one inbox item
+// through the state machine and commits its result; step.go runs a step's
+// call outside the handlers; sweep.go takes over campaigns left without a
+// holder; rebuild.go meets a campaign whose state the store lost.
 package worker
 
 import (
