@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
 
@@ -419,9 +420,9 @@ type alertRules struct {
 
 // Every alert rule of deploy/prometheus/alerts.yaml parses with the PromQL
 // parser, and every metric it selects is exposed by /metrics (histogram
-// series by their family).
+// series by their family), with each label value it selects.
 func TestAlertRules(t *testing.T) {
-	raw, err := os.ReadFile("../../deploy/prometheus/alerts.yaml")
+	raw, err := os.ReadFile(alertsFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +437,8 @@ func TestAlertRules(t *testing.T) {
 	if code := metricsRequest(t, http.MethodGet, base+"/healthz", ""); code != http.StatusOK {
 		t.Fatalf("/healthz: %d", code)
 	}
-	exposed := metricstest.Get(t, base+"/metrics").Names()
+	scrape := metricstest.Get(t, base+"/metrics")
+	exposed := scrape.Names()
 	p := parser.NewParser(parser.Options{})
 	want := map[string]bool{"OrchestratorDLQGrowing": true, "OrchestratorConsumerLag": true, "OrchestratorLocksLost": true,
 		"OrchestratorStepFailureRatio": true, "OrchestratorNoWorkerReady": true}
@@ -463,8 +465,23 @@ func TestAlertRules(t *testing.T) {
 			}
 			var names []string
 			parser.Inspect(expr, func(node parser.Node, _ []parser.Node) error {
-				if vs, ok := node.(*parser.VectorSelector); ok {
-					names = append(names, vs.Name)
+				vs, ok := node.(*parser.VectorSelector)
+				if !ok {
+					return nil
+				}
+				names = append(names, vs.Name)
+				// Each label value it selects is one the metric takes
+				// (outcome="failed", outcome=~"succeeded|failed").
+				for _, m := range vs.LabelMatchers {
+					if m.Name == model.MetricNameLabel || (m.Type != labels.MatchEqual && m.Type != labels.MatchRegexp) {
+						continue
+					}
+					values := scrape.LabelValues(vs.Name, m.Name)
+					for _, want := range strings.Split(m.Value, "|") {
+						if !slices.Contains(values, want) {
+							t.Errorf("%s selects %s{%s=%q}, but /metrics shows %s only with %v", r.Alert, vs.Name, m.Name, want, m.Name, values)
+						}
+					}
 				}
 				return nil
 			})
