@@ -67,7 +67,7 @@ flags:
 // benchCmd is `orchestrator bench`.
 func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // parse errors are returned, usage printed below
 	fs.Usage = func() {}
 	campaigns := fs.Int("campaigns", 1000, "campaigns to run (open loop with --duration: --rate × --duration)")
 	concurrency := fs.Int("concurrency", 0, "closed loop: campaigns in flight (0: all of them at once)")
@@ -99,36 +99,35 @@ func benchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	ingressIdem := fs.Bool("ingress-idempotency-key", true, "with --ingress: send a fresh Idempotency-Key with each request")
 	printUsage := func(w io.Writer) {
 		fmt.Fprint(w, benchUsage)
-		fs.SetOutput(w)
-		fs.PrintDefaults()
-		fs.SetOutput(stderr)
+		config.PrintFlags(w, fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			printUsage(stdout)
-			return nil
+			return err
 		}
 		printUsage(stderr)
-		return err
+		fmt.Fprintln(stderr)
+		return &usageError{fmt.Errorf("bench: %w", err)}
 	}
 	serveArgs := fs.Args()
 	switch {
 	case *storeKind != "redis" && *storeKind != "memory":
-		return fmt.Errorf("bench: --store %q: want redis or memory", *storeKind)
+		return &usageError{fmt.Errorf("bench: --store %q: want redis or memory", *storeKind)}
 	case *via != bench.ViaNATS && *via != bench.ViaHTTP:
-		return fmt.Errorf("bench: --via %q: want nats or http", *via)
+		return &usageError{fmt.Errorf("bench: --via %q: want nats or http", *via)}
 	case *natsURL != "" && *natsServer != "":
-		return errors.New("bench: --nats-url and --nats-server: give one")
+		return &usageError{errors.New("bench: --nats-url and --nats-server: give one")}
 	case *campaigns <= 0 && (*rate <= 0 || *duration <= 0):
-		return errors.New("bench: --campaigns must be positive")
+		return &usageError{errors.New("bench: --campaigns must be positive")}
 	case *processes < 0:
-		return errors.New("bench: --processes must not be negative")
+		return &usageError{errors.New("bench: --processes must not be negative")}
 	case *processes > 1 && *storeKind == "memory":
-		return errors.New("bench: --processes above 1 needs the Redis store (the in-process store is one process's)")
+		return &usageError{errors.New("bench: --processes above 1 needs the Redis store (the in-process store is one process's)")}
 	case *memProfile != "" && (*processes > 0 || *ingress):
-		return errors.New("bench: --memprofile profiles this process: run the orchestrator in it (no --processes, no --ingress)")
+		return &usageError{errors.New("bench: --memprofile profiles this process: run the orchestrator in it (no --processes, no --ingress)")}
 	case *ingress && (*ingressClients <= 0 || *ingressDuration <= 0):
-		return errors.New("bench: --ingress-clients and --ingress-duration must be positive")
+		return &usageError{errors.New("bench: --ingress-clients and --ingress-duration must be positive")}
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)

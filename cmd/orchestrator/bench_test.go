@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"regexp"
 	"strconv"
@@ -18,8 +19,9 @@ import (
 func TestBenchHelp(t *testing.T) {
 	for _, arg := range []string{"--help", "-h"} {
 		var stdout, stderr bytes.Buffer
-		if err := run(context.Background(), []string{"bench", arg}, func(string) string { return "" }, &stdout, &stderr); err != nil {
-			t.Fatalf("bench %s: %v", arg, err)
+		err := run(context.Background(), []string{"bench", arg}, func(string) string { return "" }, &stdout, &stderr)
+		if code := exitCode(err, io.Discard); code != 0 {
+			t.Fatalf("bench %s: exit %d (%v)", arg, code, err)
 		}
 		for _, want := range []string{"usage: orchestrator bench", "-campaigns", "-baseline", "-rate", "-via", "-json"} {
 			if !strings.Contains(stdout.String(), want) {
@@ -28,8 +30,9 @@ func TestBenchHelp(t *testing.T) {
 		}
 	}
 	var stdout, stderr bytes.Buffer
-	if err := run(context.Background(), []string{"bench", "--no-such-flag"}, func(string) string { return "" }, &stdout, &stderr); err == nil {
-		t.Error("bench --no-such-flag: no error")
+	err := run(context.Background(), []string{"bench", "--no-such-flag"}, func(string) string { return "" }, &stdout, &stderr)
+	if code := exitCode(err, io.Discard); code != 2 {
+		t.Errorf("bench --no-such-flag: exit %d (%v), want 2", code, err)
 	}
 }
 

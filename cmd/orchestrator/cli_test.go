@@ -23,6 +23,10 @@ import (
 
 func noEnv(string) string { return "" }
 
+// usageFlagLine is a flag's line in a usage text: two spaces, --name, and the
+// type of its value (none for a boolean).
+var usageFlagLine = regexp.MustCompile(`^  --[a-z0-9-]+( [^ ]+)?$`)
+
 // --help (and -h) on every subcommand prints its own usage on stdout, and
 // the process exits 0.
 func TestHelpOfEverySubcommand(t *testing.T) {
@@ -35,14 +39,19 @@ func TestHelpOfEverySubcommand(t *testing.T) {
 				t.Errorf("%v: exit %d (%v), want 0", args, code, err)
 			}
 			out := stdout.String()
-			if own := sc.path == "bench" || sc.path == "dashboard"; own {
-				out += stderr.String() // their own flag sets
-			}
-			if !strings.Contains(out, "usage: orchestrator "+sc.path) {
-				t.Errorf("%v: stdout lacks its usage:\n%s", args, stdout.String())
+			if !strings.HasPrefix(out, "usage: orchestrator "+sc.path+" ") || stderr.Len() > 0 {
+				t.Errorf("%v: stdout lacks its usage, or stderr has something:\n%s\nstderr:\n%s", args, out, stderr.String())
 			}
 			if strings.Contains(out, "Usage of") {
-				t.Errorf("%v: the flag package's default usage:\n%s", args, stdout.String())
+				t.Errorf("%v: the flag package's default usage:\n%s", args, out)
+			}
+			// Every flag as --name, then its type in one word: no
+			// single-dash form, no back-quoted words turned into a value
+			// name (-processes orchestrator serve).
+			for _, line := range strings.Split(out, "\n") {
+				if strings.HasPrefix(line, "  -") && !usageFlagLine.MatchString(line) {
+					t.Errorf("%v: flag line %q, want \"  --name [type]\"", args, line)
+				}
 			}
 		}
 	}
@@ -53,7 +62,8 @@ func TestHelpOfEverySubcommand(t *testing.T) {
 		}
 	}
 	// A bad command line exits 2.
-	for _, args := range [][]string{{}, {"bogus"}, {"dlq", "purge"}, {"trace", "--bogus"}, {"serve", "extra"}} {
+	for _, args := range [][]string{{}, {"bogus"}, {"dlq", "purge"}, {"trace", "--bogus"}, {"serve", "extra"},
+		{"dashboard", "--bogus"}, {"dashboard", "extra"}, {"bench", "--bogus"}, {"bench", "--store", "disk"}, {"version", "extra"}} {
 		if code := exitCode(run(context.Background(), args, noEnv, io.Discard, io.Discard), io.Discard); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}
@@ -100,6 +110,12 @@ func TestUsageShowsTypesNotSecrets(t *testing.T) {
 	}
 	if want := "duplicate-window nats-creds nats-nkey-seed nats-tls-ca nats-tls-cert nats-tls-key nats-url stream-replicas"; strings.Join(got, " ") != want {
 		t.Errorf("streams apply flags %v, want %s:\n%s", got, want, apply)
+	}
+	if bench := help("bench"); !strings.Contains(bench, "\n  --processes int\n") || !strings.Contains(bench, "\n  --step-latency duration\n") || !strings.Contains(bench, "\n  --ingress\n") {
+		t.Errorf("bench --help:\n%s", bench)
+	}
+	if dash := help("dashboard"); !strings.Contains(dash, "\n  --addr string\n") || !strings.Contains(dash, "default 127.0.0.1:3000") {
+		t.Errorf("dashboard --help:\n%s", dash)
 	}
 	if trace := help("trace"); !strings.Contains(trace, "--follow") || strings.Contains(trace, "--lock-ttl") || !strings.Contains(trace, "default "+defaultNATSURL) {
 		t.Errorf("trace --help:\n%s", trace)

@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,28 +21,26 @@ const (
 	dashboardDefaultAPI  = "http://localhost:8000"
 )
 
-const dashboardUsage = "orchestrator dashboard [--addr " + dashboardDefaultAddr + "] [--api " + dashboardDefaultAPI + "]"
+const dashboardHelp = `
+Serves the operator web UI; the browser calls the API directly (add the
+dashboard's origin to the API's CORS_ALLOWED_ORIGINS).`
 
 // dashboardCmd serves the web dashboard until ctx ends. The page calls the
 // API at --api from the browser: the API's CORS_ALLOWED_ORIGINS must list
 // the dashboard's origin (http://localhost:3000 by default, which the API's
 // default whitelist has).
-func dashboardCmd(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("dashboard", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	addr := fs.String("addr", dashboardDefaultAddr, "address to serve the dashboard on")
-	apiURL := fs.String("api", dashboardDefaultAPI, "the orchestrator API's base URL, as the browser reaches it")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: %s\n\nServes the operator web UI; the browser calls the API directly (add the dashboard's origin to the API's CORS_ALLOWED_ORIGINS).\n\n", dashboardUsage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+func dashboardCmd(ctx context.Context, args []string, e *cmdEnv) error {
+	c := newCommand("dashboard", "[--addr "+dashboardDefaultAddr+"] [--api "+dashboardDefaultAPI+"]", dashboardHelp, e.stdout, e.stderr)
+	addr := c.fs.String("addr", dashboardDefaultAddr, "address to serve the dashboard on (host:port)")
+	apiURL := c.fs.String("api", dashboardDefaultAPI, "the orchestrator API's base URL, as the browser reaches it")
+	pos, err := c.parse(args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 0 {
-		fs.Usage()
-		return fmt.Errorf("dashboard: unexpected %q", fs.Arg(0))
+	if len(pos) > 0 {
+		return c.usageErr("unexpected arguments: %v", pos)
 	}
+	stderr := e.stderr
 	h, err := dashboard.New(dashboard.Config{API: *apiURL})
 	if err != nil {
 		return err

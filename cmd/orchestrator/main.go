@@ -108,7 +108,7 @@ func commandTable() []subcommand {
 			return benchCmd(ctx, args, e.stdout, e.stderr)
 		}},
 		{"dashboard", "[--addr 127.0.0.1:3000] [--api http://localhost:8000]", "the web dashboard", func(ctx context.Context, e *cmdEnv, args []string) error {
-			return dashboardCmd(ctx, args, e.stderr)
+			return dashboardCmd(ctx, args, e)
 		}},
 		{"version", "[--json]", "version, commit, Go version and the versions of nats-server, nats.go, go-redis and echo", func(ctx context.Context, e *cmdEnv, args []string) error {
 			return versionCmd(args, e)
