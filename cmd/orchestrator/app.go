@@ -358,7 +358,12 @@ func (a *App) openNATS() error {
 		// instead of being sent after the ingress answered 503 (nothing
 		// half-done); the workers retry theirs.
 		nats.ReconnectBufSize(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { a.log.Warn("NATS disconnected", "err", err) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err == nil { // our own Drain or Close (shutdown): nothing to warn about
+				return
+			}
+			a.log.Warn("NATS disconnected", "err", err)
+		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { a.log.Info("NATS reconnected", "url", c.ConnectedUrlRedacted()) }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if sub != nil {

@@ -188,6 +188,34 @@ func TestNoTokensWarningOnce(t *testing.T) {
 	}
 }
 
+// A clean shutdown (Ctrl-C on make run) logs no warning: the connection's
+// own Drain is not "NATS disconnected" (it was, with "err":null).
+func TestCleanShutdownWarnsNothing(t *testing.T) {
+	logs := &syncBuffer{}
+	app, err := NewApp(context.Background(), testConfig(t, map[string]string{"API_TOKENS": "acme:a-token-long-enough-0123456789"}), newLogger(logs, slog.LevelInfo), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	if !strings.Contains(logs.String(), "HTTP ingress listening") {
+		t.Fatalf("not listening:\n%s", logs.String())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if err := app.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
+			t.Errorf("clean shutdown logged: %s", line)
+		}
+	}
+}
+
 // examples/workflows.yaml loads as WORKFLOWS_FILE, with its per-step URLs,
 // timeouts and retry policies, and a campaign of each of its workflows runs
 // to completion against the step service it names (here a test server).
