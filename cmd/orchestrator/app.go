@@ -48,6 +48,9 @@ type App struct {
 	ln     net.Listener
 	// ops serves /metrics, /healthz and /readyz on ln in role worker.
 	ops *http.Server
+	// pprof serves the profiling endpoints on pprofLn (PPROF_ADDR).
+	pprof   *http.Server
+	pprofLn net.Listener
 	// closers run in reverse order at Close (the store).
 	closers []func() error
 	// ncClosed is closed when the NATS connection is (after Drain).
@@ -181,6 +184,9 @@ func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Option
 		if err := a.listenOps(reg); err != nil {
 			return nil, err
 		}
+	}
+	if err := a.listenPprof(); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
@@ -434,6 +440,7 @@ func (a *App) Run(ctx context.Context) error {
 		g.Go(func() error { return a.reaper.Run(gctx) })
 	}
 	a.runOps(g, gctx)
+	a.runPprof(g, gctx)
 	return g.Wait()
 }
 

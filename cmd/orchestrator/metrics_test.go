@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"io"
@@ -497,5 +498,36 @@ func TestAlertRules(t *testing.T) {
 	}
 	if len(want) > 0 || n == 0 {
 		t.Errorf("alerts missing: %v", want)
+	}
+}
+
+// TestPprofEndpoints: PPROF_ADDR serves the Go profiles on its own
+// loopback listener (a CPU profile taken for a second is a real profile),
+// never on the ingress's address; unset, no process serves them.
+func TestPprofEndpoints(t *testing.T) {
+	app := metricsApp(t, nil, map[string]string{"PPROF_ADDR": "127.0.0.1:0"})
+	base := "http://" + app.PprofAddr()
+	if code := metricsRequest(t, http.MethodGet, base+"/debug/pprof/", ""); code != http.StatusOK {
+		t.Errorf("/debug/pprof/: %d", code)
+	}
+	resp, err := http.Get(base + "/debug/pprof/profile?seconds=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// A profile is gzipped protocol buffers (what go tool pprof reads).
+	zr, err := gzip.NewReader(resp.Body)
+	var raw []byte
+	if err == nil {
+		raw, err = io.ReadAll(zr)
+	}
+	if resp.StatusCode != http.StatusOK || err != nil || len(raw) == 0 {
+		t.Errorf("CPU profile: %d, %d bytes once unzipped, %v", resp.StatusCode, len(raw), err)
+	}
+	if code := metricsRequest(t, http.MethodGet, "http://"+app.HTTPAddr()+"/debug/pprof/", ""); code != http.StatusNotFound {
+		t.Errorf("the ingress serves /debug/pprof/: %d", code)
+	}
+	if off := metricsApp(t, nil, nil); off.PprofAddr() != "" {
+		t.Errorf("PPROF_ADDR unset: profiles served on %s", off.PprofAddr())
 	}
 }

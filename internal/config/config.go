@@ -53,7 +53,10 @@ type Config struct {
 	APITokensFile      string
 	APITokens          string
 	LogLevel           slog.Level
-	Role               Role
+	// PprofAddr, when not empty, is the loopback address of the Go
+	// profiling endpoints (net/http/pprof).
+	PprofAddr string
+	Role      Role
 	// IdempotencySecret keys the Idempotency-Key → command id hash; empty:
 	// the ingress generates one and keeps it in the store.
 	IdempotencySecret Secret
@@ -122,6 +125,8 @@ var settings = []setting{
 	{"API_TOKENS_FILE", "", "file of hashed API tokens mapped to tenants (see: orchestrator token hash --help)", "file"},
 	{"API_TOKENS", "", "tenant:token pairs, comma-separated (prefer API_TOKENS_FILE: a flag is visible to other local users)", "secret"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error", "level"},
+	{"PPROF_ADDR", "", "loopback address (127.0.0.1:6060, say) of the Go profiling endpoints at /debug/pprof/; empty: none. " +
+		"They show the process's memory: they listen on a loopback address only", "host:port"},
 	{"IDEMPOTENCY_SECRET", "", "key (at least 16 bytes, the same for every ingress process) of the Idempotency-Key → command id hash; " +
 		"empty: generated once and kept in the store. Prefer the variable: a flag is visible to other local users", "secret"},
 }
@@ -302,6 +307,7 @@ func ServeFlags(s *Set) *Config {
 			APITokensFile:      p.file("API_TOKENS_FILE"),
 			APITokens:          p.str("API_TOKENS"),
 			LogLevel:           p.level("LOG_LEVEL"),
+			PprofAddr:          p.loopbackAddr("PPROF_ADDR"),
 			Role:               Role(role.v),
 			IdempotencySecret:  p.secret("IDEMPOTENCY_SECRET", MinSecretLength),
 		}
@@ -453,6 +459,23 @@ func (p *parser) addr(env string) string {
 		p.fail(env, "%q is not host:port: %v", v, err)
 	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		p.fail(env, "%q: bad port", v)
+	}
+	return v
+}
+
+// loopbackAddr reads an optional host:port whose host is a loopback
+// address (127.0.0.1, ::1 or localhost): "" when unset.
+func (p *parser) loopbackAddr(env string) string {
+	if p.str(env) == "" {
+		return ""
+	}
+	v := p.addr(env)
+	host, _, err := net.SplitHostPort(v)
+	if err != nil {
+		return v // addr failed already
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		p.fail(env, "%q: the host must be a loopback address (127.0.0.1, ::1 or localhost): the profiles show the process's memory", v)
 	}
 	return v
 }

@@ -77,6 +77,10 @@ func TestBadSettingsAreNamed(t *testing.T) {
 		{map[string]string{"STREAM_REPLICAS": "7"}, nil, "STREAM_REPLICAS"},
 		{map[string]string{"HTTP_ADDR": "8000"}, nil, "HTTP_ADDR"},
 		{map[string]string{"LOG_LEVEL": "loud"}, nil, "LOG_LEVEL"},
+		{map[string]string{"PPROF_ADDR": ":6060"}, nil, "PPROF_ADDR"},
+		{map[string]string{"PPROF_ADDR": "0.0.0.0:6060"}, nil, "PPROF_ADDR"},
+		{map[string]string{"PPROF_ADDR": "10.1.2.3:6060"}, nil, "PPROF_ADDR"},
+		{map[string]string{"PPROF_ADDR": "6060"}, nil, "PPROF_ADDR"},
 		{map[string]string{"WORKFLOWS_FILE": "/does/not/exist.yaml"}, nil, "WORKFLOWS_FILE"},
 		{nil, []string{"--role", "ingress"}, "REDIS_URL"},
 		{nil, []string{"--role", "boss"}, "--role"},
@@ -155,6 +159,15 @@ func TestGroupsReadOnlyTheirSettings(t *testing.T) {
 	for _, want := range []string{"--duplicate-window duration", "($DUPLICATE_WINDOW, default 2m)", "--nats-url url", "default nats://127.0.0.1:4222", "--stream-replicas int"} {
 		if !strings.Contains(help.String(), want) {
 			t.Errorf("usage lacks %q:\n%s", want, help.String())
+		}
+	}
+}
+
+func TestPprofAddr(t *testing.T) {
+	for _, v := range []string{"", "127.0.0.1:6060", "[::1]:0", "localhost:6060"} {
+		c, err := config.Load(nil, env(map[string]string{"PPROF_ADDR": v}), io.Discard)
+		if err != nil || c.PprofAddr != v {
+			t.Errorf("PPROF_ADDR=%q: %q, %v", v, c.PprofAddr, err)
 		}
 	}
 }
