@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/config"
 	"github.com/campaign-orchestrator/orchestrator/internal/store/redistest"
@@ -162,6 +163,11 @@ func TestNATSPermissions(t *testing.T) {
 		{"worker", "pub", "$JS.API.STREAM.PURGE.CAMPAIGN_EVENTS", false},
 		{"worker", "pub", "$JS.API.CONSUMER.CREATE.CAMPAIGN_COMMANDS.other", false},
 		{"worker", "pub", "$JS.API.CONSUMER.DELETE.CAMPAIGN_COMMANDS.orchestrator", false},
+		// orchestrator rebuild's ordered consumer on the events, nothing on the DLQ
+		{"worker", "pub", "$JS.API.CONSUMER.CREATE.CAMPAIGN_EVENTS.x1.campaign.evt.acme.*.>", true},
+		{"worker", "pub", "$JS.API.CONSUMER.MSG.NEXT.CAMPAIGN_EVENTS.x1", true},
+		{"worker", "pub", "$JS.API.CONSUMER.CREATE.CAMPAIGN_DLQ.x1", false},
+		{"worker", "pub", "$JS.API.STREAM.PURGE.CAMPAIGN_EVENTS.x1", false},
 		{"worker", "pub", "other.subject", false},
 		{"worker", "sub", "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.CAMPAIGN_COMMANDS.orchestrator", true},
 		{"worker", "sub", "campaign.cmd.>", false},
@@ -330,6 +336,79 @@ func TestNATSPermissionsServe(t *testing.T) {
 		}
 		if len(violations.all()) == 0 {
 			t.Error("the operator's writes left no permission violation in the server log")
+		}
+	})
+	// The admin commands that auth.conf gives the worker's user: streams
+	// apply, dlq replay and rebuild, each run as that user, succeed and
+	// leave no violation (rebuild reads CAMPAIGN_EVENTS with an ordered
+	// consumer, dlq replay publishes and purges).
+	t.Run("AdminCommandsAsWorker", func(t *testing.T) {
+		before := len(violations.all())
+		worker := userURL(srv, "worker")
+		if out, err := cli(t, ctx, "streams", "apply", "--nats-url", worker); err != nil {
+			t.Fatalf("streams apply as worker: %v\n%s", err, out)
+		}
+		// A start of a campaign that does not exist is dead-lettered.
+		g := nats.NewMsg("campaign.cmd.acme.ghost.start")
+		g.Header.Set("Nats-Msg-Id", "ghost-1")
+		g.Data = []byte(`{"id":"ghost-1","type":"start","tenant_id":"acme","campaign_id":"ghost"}`)
+		if _, err := tenant.RequestMsg(g, 5*time.Second); err != nil {
+			t.Fatalf("tenant publish: %v", err)
+		}
+		var seq uint64
+		waitUntil(t, 30*time.Second, "ghost-1 dead-lettered", func() bool {
+			out, err := cli(t, ctx, "dlq", "list", "--json", "--nats-url", userURL(srv, "operator"))
+			var entries []struct {
+				Seq       uint64 `json:"seq"`
+				CommandID string `json:"command_id"`
+			}
+			if err != nil || json.Unmarshal([]byte(out), &entries) != nil {
+				return false
+			}
+			for _, e := range entries {
+				if e.CommandID == "ghost-1" {
+					seq = e.Seq
+				}
+			}
+			return seq != 0
+		})
+		out, err := cli(t, ctx, "dlq", "replay", fmt.Sprint(seq), "--new-id", "--purge", "--nats-url", worker)
+		if err != nil {
+			t.Fatalf("dlq replay as worker: %v\n%s", err, out)
+		}
+		t.Logf("dlq replay: %s", strings.TrimSpace(out))
+
+		// Redis loses everything; rebuild as the worker brings both campaigns back.
+		rc := redis.NewClient(&redis.Options{Addr: strings.TrimSuffix(strings.TrimPrefix(rurl, "redis://"), "/0")})
+		defer rc.Close()
+		if err := rc.FlushAll(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		out, err = cli(t, ctx, "rebuild", "--tenant", "acme", "--nats-url", worker, "--redis-url", rurl)
+		if err != nil {
+			t.Fatalf("rebuild as worker: %v\n%s", err, out)
+		}
+		if n := summary(t, out, "rebuilt"); n["rebuilt"]+n["skipped"] != 2 || n["failed"] != 0 {
+			t.Fatalf("rebuild as worker said:\n%s", out)
+		}
+		for _, id := range []string{"autumn-sale", "autumn"} {
+			req, _ := http.NewRequest("GET", base+"/api/v1/campaigns/"+id, nil)
+			req.Header.Set("X-Tenant-ID", "acme")
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st struct {
+				State string `json:"state"`
+			}
+			_ = json.NewDecoder(res.Body).Decode(&st)
+			res.Body.Close()
+			if st.State != "completed" {
+				t.Fatalf("%s after rebuild: %d, state %q", id, res.StatusCode, st.State)
+			}
+		}
+		if v := violations.all()[before:]; len(v) > 0 {
+			t.Fatalf("permission violations of the worker's admin commands:\n%s", strings.Join(v, "\n"))
 		}
 	})
 }

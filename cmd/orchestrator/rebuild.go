@@ -274,7 +274,11 @@ func readCampaigns(ctx context.Context, js jetstream.JetStream, filter string) (
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("rebuild: read %s: %w", events.StreamEvents, err)
 	}
-	info, err := cons.Info(ctx)
+	// Its own deadline: a request the server refuses (a user without the
+	// right to it) is never answered, and ctx may have none.
+	ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	info, err := cons.Info(ictx)
+	cancel()
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("rebuild: read %s: %w", events.StreamEvents, err)
 	}
