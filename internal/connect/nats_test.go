@@ -3,13 +3,16 @@ package connect_test
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/config"
@@ -154,5 +157,132 @@ func TestReconnectDelay(t *testing.T) {
 			t.Fatalf("attempt %d: %s does not grow from %s", i, d, prev)
 		}
 		prev = d
+	}
+}
+
+// operatorServer runs nats-server in operator (JWT) mode with one account
+// preloaded in its memory resolver; it returns the server and the account's
+// signing key pair, which issues user JWTs.
+func operatorServer(t *testing.T) (*server.Server, nkeys.KeyPair) {
+	t.Helper()
+	okp, _ := nkeys.CreateOperator()
+	opub, _ := okp.PublicKey()
+	oc := jwt.NewOperatorClaims(opub)
+	oc.Name = "test-operator"
+	if _, err := oc.Encode(okp); err != nil {
+		t.Fatal(err)
+	}
+	akp, _ := nkeys.CreateAccount()
+	apub, _ := akp.PublicKey()
+	ac := jwt.NewAccountClaims(apub)
+	ac.Name = "CAMPAIGNS"
+	ajwt, err := ac.Encode(okp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := &server.MemAccResolver{}
+	if err := res.Store(apub, ajwt); err != nil {
+		t.Fatal(err)
+	}
+	return startNATS(t, &server.Options{TrustedOperators: []*jwt.OperatorClaims{oc}, AccountResolver: res}), akp
+}
+
+// credsFile writes a .creds file (user JWT and seed, as nsc generates) of a
+// new user issued by account, and returns its path.
+func credsFile(t *testing.T, account nkeys.KeyPair, name string) string {
+	t.Helper()
+	ukp, _ := nkeys.CreateUser()
+	upub, _ := ukp.PublicKey()
+	uc := jwt.NewUserClaims(upub)
+	uc.Name = name
+	ujwt, err := uc.Encode(account)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := ukp.Seed()
+	creds, err := jwt.FormatUserConfig(ujwt, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), name+".creds")
+	if err := os.WriteFile(path, creds, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestNATSCreds: NATS_CREDS (a JWT credentials file) authenticates to a
+// server in operator mode; no credentials, or a user issued by an account
+// the server does not trust, are refused with an error naming NATS_CREDS.
+func TestNATSCreds(t *testing.T) {
+	srv, account := operatorServer(t)
+	nc, err := connect.NATS(config.NATS{URL: srv.ClientURL(), Creds: credsFile(t, account, "worker")}, "test")
+	if err != nil {
+		t.Fatalf("creds: %v", err)
+	}
+	if err := nc.Publish("campaign.test", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil || nc.LastError() != nil {
+		t.Fatalf("publish as the creds user: %v %v", err, nc.LastError())
+	}
+	nc.Close()
+
+	stranger, _ := nkeys.CreateAccount()
+	if _, err := connect.NATS(config.NATS{URL: srv.ClientURL(), Creds: credsFile(t, stranger, "stranger")}, "test"); err == nil ||
+		!strings.Contains(err.Error(), "refused the credentials") || !strings.Contains(err.Error(), "NATS_CREDS") {
+		t.Fatalf("creds of an untrusted account: %v, want refused naming NATS_CREDS", err)
+	}
+	if _, err := connect.NATS(config.NATS{URL: srv.ClientURL()}, "test"); err == nil || !strings.Contains(err.Error(), "refused the credentials") {
+		t.Fatalf("no credentials: %v, want refused", err)
+	}
+}
+
+// TestNATSURLList: with a list of cluster URLs the connection is made to
+// one that answers when another is down, and the connection is set to
+// reconnect forever with the package's back-off: a server stopped and
+// started again on its address finds the connection back.
+func TestNATSURLList(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	_ = ln.Close() // nothing listens there now
+	srv := startNATS(t, &server.Options{})
+	live := hostPort(srv)
+	reconnected := make(chan struct{}, 1)
+	nc, err := connect.NATS(config.NATS{URL: "nats://" + dead + ",nats://" + live}, "test",
+		nats.ReconnectHandler(func(*nats.Conn) { reconnected <- struct{}{} }))
+	if err != nil {
+		t.Fatalf("URL list with one server down: %v", err)
+	}
+	defer nc.Close()
+	if got := nc.ConnectedAddr(); got != live {
+		t.Fatalf("connected to %s, want %s", got, live)
+	}
+	if nc.Opts.MaxReconnect != -1 || nc.Opts.CustomReconnectDelayCB == nil {
+		t.Fatalf("MaxReconnects %d, custom delay %v: want forever with back-off", nc.Opts.MaxReconnect, nc.Opts.CustomReconnectDelayCB != nil)
+	}
+
+	port := srv.Addr().(*net.TCPAddr).Port
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	srv2, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv2.Start()
+	t.Cleanup(srv2.Shutdown)
+	if !srv2.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready again")
+	}
+	select {
+	case <-reconnected:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no reconnection to the restarted server (status %s)", nc.Status())
+	}
+	if !nc.IsConnected() || nc.ConnectedAddr() != live {
+		t.Fatalf("after reconnection: status %s, connected to %s", nc.Status(), nc.ConnectedAddr())
 	}
 }
