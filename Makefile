@@ -25,9 +25,11 @@
 #               (deploy/local/cluster.sh): 3 nats-server nodes (JetStream, 3 replicas),
 #               redis-server, two workers, one ingress (:8300), the step simulator;
 #               pid files and logs in .cluster/. cluster-down leaves nothing running.
-#   make test-cluster  200 campaigns on the local cluster's shape (deploy/local/nats.conf,
-#               3 replicas, two orchestrators) while one NATS node and one orchestrator
-#               are stopped and started again, checked by the reliability suite's checker.
+#   make test-cluster  200 campaigns through deploy/local/cluster.sh itself (free ports;
+#               cluster.sh stop/start of nats-n1 and worker-1, every campaign completed,
+#               nothing left after down), and 200 on its node configuration while one NATS
+#               node and one of two orchestrators are killed and started again; both
+#               checked by the reliability suite's checker.
 #   make test-deploy  decode the Kubernetes example into the k8s.io/api types (its own
 #               module, deploy/kubernetes, so the service does not depend on k8s.io/api).
 #   make vulncheck  govulncheck (needs the Go vulnerability database: not on CI here).
@@ -113,7 +115,7 @@ cluster-down:
 	deploy/local/cluster.sh down
 
 test-cluster:
-	CHAOS_LOCAL_CLUSTER=1 $(GO) test -race=false -tags chaos -count=1 -timeout 15m ./internal/chaos/ -run '^TestChaosLocalCluster$$' -v $(CHAOS_FLAGS)
+	CHAOS_LOCAL_CLUSTER=1 $(GO) test -race=false -tags chaos -count=1 -timeout 15m ./internal/chaos/ -run '^(TestChaosLocalCluster|TestChaosMakeCluster)$$' -v $(CHAOS_FLAGS)
 
 test-deploy:
 	cd deploy/kubernetes && $(GO) test -count=1 ./...

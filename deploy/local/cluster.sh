@@ -26,6 +26,8 @@ STEPSIM_PORT=${STEPSIM_PORT:-8391}
 INGRESS_PORT=${INGRESS_PORT:-8300}
 WORKER_PORTS=(${WORKER_PORT_1:-8311} ${WORKER_PORT_2:-8312})
 STEP_LATENCY=${STEP_LATENCY:-200ms}
+# The orchestrators call the step simulator; point them elsewhere with this.
+STEPS_BASE_URL=${STEPS_BASE_URL:-http://127.0.0.1:$STEPSIM_PORT}
 NAMES=(nats-n1 nats-n2 nats-n3 redis stepsim worker-1 worker-2 ingress)
 
 nats_urls() {
@@ -91,7 +93,7 @@ start_one() {
 		local role=worker port
 		if [[ $name == ingress ]]; then role=ingress port=$INGRESS_PORT; else port=${WORKER_PORTS[$(( ${name#worker-} - 1 ))]}; fi
 		launch "$name" NATS_URL="$(nats_urls)" STREAM_REPLICAS=3 REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" \
-			STEPS_BASE_URL="http://127.0.0.1:$STEPSIM_PORT" HTTP_ADDR="127.0.0.1:$port" \
+			STEPS_BASE_URL="$STEPS_BASE_URL" HTTP_ADDR="127.0.0.1:$port" \
 			-- "$BIN/orchestrator" serve --role "$role" ;;
 	*)
 		echo "unknown process $name (one of: ${NAMES[*]})" >&2

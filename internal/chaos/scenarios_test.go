@@ -89,6 +89,9 @@ type scenario struct {
 	load   *Load
 	rng    *rand.Rand // the scenario's own choices (faults)
 	extra  []Finding  // scenario-specific findings
+	// addrs, when set, are the HTTP addresses the checker reads campaigns
+	// from (else the cluster's live instances).
+	addrs func() []string
 }
 
 func newScenario(t *testing.T) *scenario {
@@ -202,7 +205,11 @@ func (s *scenario) finish(quiesce time.Duration) *Summary {
 	}
 	sum.SlowestCommand = slowest.Round(time.Millisecond).String()
 	t.Logf("commands: %d sent again after an error or 5xx/409 (same id or Idempotency-Key); slowest to be stored: %s", sum.CommandsRetried, sum.SlowestCommand)
-	ck := &Checker{JS: s.js, Redis: s.rdb, Addrs: s.cl.LiveAddrs, Down: s.cl.Down}
+	addrs := s.cl.LiveAddrs
+	if s.addrs != nil {
+		addrs = s.addrs
+	}
+	ck := &Checker{JS: s.js, Redis: s.rdb, Addrs: addrs, Down: s.cl.Down}
 	if err := ck.Run(ctx, cmds, sum); err != nil {
 		t.Fatalf("checker: %v", err)
 	}
