@@ -3,9 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
+	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/campaign-orchestrator/orchestrator/internal/store/redistest"
+	"github.com/campaign-orchestrator/orchestrator/internal/tlstest"
 )
 
 // Bad command lines of the operator commands fail before connecting, with
@@ -64,5 +73,51 @@ func TestCommandParse(t *testing.T) {
 	c, _ = opsCommand("x", "", "", func(k string) string { return map[string]string{"NATS_URL": "localhost"}[k] }, io.Discard, io.Discard)
 	if _, err := c.parse(nil); err == nil || !strings.Contains(err.Error(), "NATS_URL") {
 		t.Fatalf("bad NATS_URL: error %v, want one naming it", err)
+	}
+}
+
+// TestOpsCommandsNATSTLS: the operator commands take the NATS security
+// flags as serve takes its settings: streams apply, dlq list and rebuild
+// reach a JetStream server that requires TLS and verifies client
+// certificates with --nats-tls-ca, --nats-tls-cert and --nats-tls-key,
+// and without them fail naming NATS_TLS_CA.
+func TestOpsCommandsNATSTLS(t *testing.T) {
+	f := tlstest.New(t)
+	cert, err := tls.LoadX509KeyPair(f.ServerCert, f.ServerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pem, _ := os.ReadFile(f.CA)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	srv, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+		TLS: true, TLSVerify: true, TLSTimeout: 2,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	url := strings.Replace(srv.ClientURL(), "nats://", "tls://", 1)
+	tlsFlags := []string{"--nats-url", url, "--nats-tls-ca", f.CA, "--nats-tls-cert", f.ClientCert, "--nats-tls-key", f.ClientKey}
+	ctx := t.Context()
+	rurl, _ := redistest.Start(t)
+	for _, args := range [][]string{
+		{"streams", "apply"},
+		{"dlq", "list"},
+		{"rebuild", "--dry-run", "--redis-url", rurl},
+	} {
+		name := strings.Join(args, " ")
+		if out, err := cli(t, ctx, append(args, tlsFlags...)...); err != nil {
+			t.Fatalf("%s with the TLS flags: %v\n%s", name, err, out)
+		}
+		if _, err := cli(t, ctx, append(args, "--nats-url", url)...); err == nil || !strings.Contains(err.Error(), "NATS_TLS_CA") {
+			t.Fatalf("%s without the TLS flags: %v, want an error naming NATS_TLS_CA", name, err)
+		}
 	}
 }
