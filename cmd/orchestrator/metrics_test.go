@@ -12,10 +12,12 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
@@ -530,4 +532,66 @@ func TestPprofEndpoints(t *testing.T) {
 	if off := metricsApp(t, nil, nil); off.PprofAddr() != "" {
 		t.Errorf("PPROF_ADDR unset: profiles served on %s", off.PprofAddr())
 	}
+}
+
+// TestReadinessFollowsNATS: /readyz of a worker and of an ingress, each on
+// its own connection to a NATS server (NATS_URL), answers 503 while the
+// server is down and 200 again once it is back, the processes having
+// reconnected rather than exited; the ingress limits commands as
+// COMMAND_RATE and COMMAND_BURST say, 429 with Retry-After.
+func TestReadinessFollowsNATS(t *testing.T) {
+	opts := server.Options{Host: "127.0.0.1", Port: redistest.FreePort(t), JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
+	var ns *server.Server
+	startNATS := func() {
+		t.Helper()
+		o := opts
+		srv, err := server.NewServer(&o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Start()
+		if !srv.ReadyForConnections(10 * time.Second) {
+			t.Fatal("nats-server not ready")
+		}
+		ns = srv
+	}
+	startNATS()
+	t.Cleanup(func() { ns.Shutdown() }) // after the processes stop (Cleanup is last-in first-out)
+	rurl, _ := redistest.Start(t)
+	env := map[string]string{"NATS_URL": ns.ClientURL(), "REDIS_URL": rurl, "COMMAND_RATE": "0.01", "COMMAND_BURST": "1"}
+	worker := metricsApp(t, []string{"--role", "worker"}, env)
+	ingress := metricsApp(t, []string{"--role", "ingress"}, env)
+	readyIs := func(code int) func() bool {
+		return func() bool {
+			for _, a := range []*App{worker, ingress} {
+				if metricsRequest(t, http.MethodGet, "http://"+a.HTTPAddr()+"/readyz", "") != code {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	metricsEventually(t, "both ready", readyIs(http.StatusOK))
+
+	create := "http://" + ingress.HTTPAddr() + "/api/v1/campaigns"
+	if code := metricsRequest(t, http.MethodPost, create, `{"campaign_id":"r1","name":"r1"}`); code != http.StatusAccepted {
+		t.Fatalf("first command: %d", code)
+	}
+	req, _ := http.NewRequest(http.MethodPost, create, strings.NewReader(`{"campaign_id":"r2","name":"r2"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Tenant-ID", "acme")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if secs, err := strconv.Atoi(res.Header.Get("Retry-After")); res.StatusCode != http.StatusTooManyRequests || err != nil || secs < 1 || secs > 100 {
+		t.Fatalf("second command over COMMAND_BURST 1: %d, Retry-After %q", res.StatusCode, res.Header.Get("Retry-After"))
+	}
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	metricsEventually(t, "both unready while NATS is down", readyIs(http.StatusServiceUnavailable))
+	startNATS()
+	metricsEventually(t, "both ready again once NATS is back", readyIs(http.StatusOK))
 }
