@@ -19,7 +19,7 @@
 #               and frozen, then checked; CHAOS_SCALE=2 doubles the load, CHAOS_FLAGS adds
 #               flags (-chaos.seed N, -chaos.report FILE). About 6 min at scale 1.
 #   make fuzz   each fuzz target for FUZZTIME (default 20s), one after the other.
-#   make lint   go vet, staticcheck (run at its pinned version) and gofmt.
+#   make lint   go vet, staticcheck (run at its pinned version) and gofmt, the chaos suite (build tag) included.
 #   make tools  install the nats CLI (natscli v0.5.0) into $(GOBIN) or ~/go/bin.
 #   make cluster / make cluster-down  a local production-shaped cluster on loopback
 #               (deploy/local/cluster.sh): 3 nats-server nodes (JetStream, 3 replicas),
@@ -58,7 +58,9 @@ run: build
 
 lint:
 	$(GO) vet ./...
+	$(GO) vet -tags chaos ./internal/chaos/
 	$(GO) run $(STATICCHECK) ./...
+	$(GO) run $(STATICCHECK) -tags chaos ./internal/chaos/
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	 if [ -n "$$out" ]; then echo "not gofmt-formatted:"; echo "$$out"; exit 1; fi
 

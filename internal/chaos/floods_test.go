@@ -102,13 +102,13 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 // healthWatch samples every instance's /readyz and resident memory.
 type healthWatch struct {
-	mu                  sync.Mutex
-	base, peak          map[string]int64
-	ready, notReady     map[string]int
-	lastNotReady        map[string]string
-	samples             int
-	stopOnce            sync.Once
-	stopped, done, quit chan struct{}
+	mu              sync.Mutex
+	base, peak      map[string]int64
+	ready, notReady map[string]int
+	lastNotReady    map[string]string
+	samples         int
+	stopOnce        sync.Once
+	done, quit      chan struct{}
 }
 
 func watchHealth(orchs []*Orch, every time.Duration) *healthWatch {
