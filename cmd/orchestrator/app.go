@@ -141,7 +141,7 @@ func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Option
 			if retries == 0 {
 				retries = -1 // stepclient: 0 means its default, negative means none
 			}
-			steps = stepclient.New(stepclient.Config{MaxRetries: retries, BackoffBase: cfg.StepBackoffBase, Timeout: cfg.StepTimeout, IdleConnsPerHost: cfg.StepsInFlight})
+			steps = stepclient.New(stepclient.Config{MaxRetries: retries, BackoffBase: cfg.StepBackoffBase, Timeout: cfg.StepTimeout, IdleConnsPerHost: cfg.StepsInFlight, H2C: cfg.StepH2C})
 		}
 		a.worker, err = worker.New(actx, worker.Config{Workers: cfg.Workers, LockTTL: cfg.LockTTL, StepsInFlight: cfg.StepsInFlight}, worker.Deps{
 			JS: a.js, Store: a.store, Steps: steps, Workflows: wf, Logger: log, Fault: opt.Fault, Metrics: m,

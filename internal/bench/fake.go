@@ -50,6 +50,10 @@ func NewFake(latency time.Duration) (*Fake, error) {
 	}
 	f := &Fake{latency: latency, ln: ln, tenants: map[string]*fakeTenant{}}
 	f.srv = &http.Server{Handler: f, ReadHeaderTimeout: 10 * time.Second}
+	// HTTP/1.1, and HTTP/2 without TLS for an orchestrator with STEP_PROTOCOL=h2c.
+	f.srv.Protocols = new(http.Protocols)
+	f.srv.Protocols.SetHTTP1(true)
+	f.srv.Protocols.SetUnencryptedHTTP2(true)
 	go func() { _ = f.srv.Serve(ln) }()
 	return f, nil
 }

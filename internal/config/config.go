@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -48,11 +49,14 @@ type Config struct {
 	StepTimeout        time.Duration
 	StepMaxRetries     int
 	StepBackoffBase    time.Duration
-	Workers            int
-	StepsInFlight      int
-	APITokensFile      string
-	APITokens          string
-	LogLevel           slog.Level
+	// StepH2C: plain http:// step services are called over HTTP/2 without
+	// TLS (STEP_PROTOCOL=h2c).
+	StepH2C       bool
+	Workers       int
+	StepsInFlight int
+	APITokensFile string
+	APITokens     string
+	LogLevel      slog.Level
 	// PprofAddr, when not empty, is the loopback address of the Go
 	// profiling endpoints (net/http/pprof).
 	PprofAddr string
@@ -120,6 +124,8 @@ var settings = []setting{
 	{"STEP_TIMEOUT", "10s", "timeout of one step attempt", "duration"},
 	{"STEP_MAX_RETRIES", "2", "retries of a step after a network error (0 to 20)", "int"},
 	{"STEP_BACKOFF_BASE", "500ms", "first retry delay of a step (doubles each retry, with jitter)", "duration"},
+	{"STEP_PROTOCOL", "http1", "how http:// step services are called: http1 (HTTP/1.1, one connection per call in flight) or h2c " +
+		"(HTTP/2 without TLS, many calls per connection: every http:// step service must speak it); https:// ones negotiate HTTP/2 either way", "http1|h2c"},
 	{"WORKERS", "8", "commands handled at once by this process (1 to 1024)", "int"},
 	{"STEPS_IN_FLIGHT", "4096", "step calls running at once in this process (a step's call does not hold one of WORKERS)", "int"},
 	{"API_TOKENS_FILE", "", "file of hashed API tokens mapped to tenants (see: orchestrator token hash --help)", "file"},
@@ -302,6 +308,7 @@ func ServeFlags(s *Set) *Config {
 			StepTimeout:        p.duration("STEP_TIMEOUT"),
 			StepMaxRetries:     p.intIn("STEP_MAX_RETRIES", 0, 20),
 			StepBackoffBase:    p.duration("STEP_BACKOFF_BASE"),
+			StepH2C:            p.oneOf("STEP_PROTOCOL", "http1", "h2c") == "h2c",
 			Workers:            p.intIn("WORKERS", 1, 1024),
 			StepsInFlight:      p.intIn("STEPS_IN_FLIGHT", 1, 1<<20),
 			APITokensFile:      p.file("API_TOKENS_FILE"),
@@ -476,6 +483,15 @@ func (p *parser) loopbackAddr(env string) string {
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		p.fail(env, "%q: the host must be a loopback address (127.0.0.1, ::1 or localhost): the profiles show the process's memory", v)
+	}
+	return v
+}
+
+// oneOf reads a setting that must be one of values.
+func (p *parser) oneOf(env string, values ...string) string {
+	v := p.str(env)
+	if !slices.Contains(values, v) {
+		p.fail(env, "%q is not one of %s", v, strings.Join(values, ", "))
 	}
 	return v
 }

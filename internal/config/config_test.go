@@ -78,6 +78,7 @@ func TestBadSettingsAreNamed(t *testing.T) {
 		{map[string]string{"HTTP_ADDR": "8000"}, nil, "HTTP_ADDR"},
 		{map[string]string{"LOG_LEVEL": "loud"}, nil, "LOG_LEVEL"},
 		{map[string]string{"PPROF_ADDR": ":6060"}, nil, "PPROF_ADDR"},
+		{map[string]string{"STEP_PROTOCOL": "h2"}, nil, "STEP_PROTOCOL"},
 		{map[string]string{"PPROF_ADDR": "0.0.0.0:6060"}, nil, "PPROF_ADDR"},
 		{map[string]string{"PPROF_ADDR": "10.1.2.3:6060"}, nil, "PPROF_ADDR"},
 		{map[string]string{"PPROF_ADDR": "6060"}, nil, "PPROF_ADDR"},
@@ -168,6 +169,19 @@ func TestPprofAddr(t *testing.T) {
 		c, err := config.Load(nil, env(map[string]string{"PPROF_ADDR": v}), io.Discard)
 		if err != nil || c.PprofAddr != v {
 			t.Errorf("PPROF_ADDR=%q: %q, %v", v, c.PprofAddr, err)
+		}
+	}
+}
+
+func TestStepProtocol(t *testing.T) {
+	for v, want := range map[string]bool{"": false, "http1": false, "h2c": true} {
+		e := map[string]string{}
+		if v != "" {
+			e["STEP_PROTOCOL"] = v
+		}
+		c, err := config.Load(nil, env(e), io.Discard)
+		if err != nil || c.StepH2C != want {
+			t.Errorf("STEP_PROTOCOL=%q: h2c %v, %v; want %v", v, c.StepH2C, err, want)
 		}
 	}
 }

@@ -88,6 +88,12 @@ type Config struct {
 	// other call dials a new connection and leaves one in TIME_WAIT — CPU
 	// for nothing, and ephemeral ports run out under load.
 	IdleConnsPerHost int
+	// H2C, with the default transport, calls http:// step services over
+	// HTTP/2 without TLS (prior knowledge): calls in flight share a few
+	// connections instead of holding one each (its two goroutines and its
+	// buffers). Every http:// step service must speak it. https:// services
+	// negotiate HTTP/2 by ALPN either way.
+	H2C bool
 	// TracerProvider starts each attempt's client span, whose traceparent
 	// is the one sent (nil: the global provider).
 	TracerProvider trace.TracerProvider
@@ -177,6 +183,17 @@ func New(cfg Config) *Client {
 	// and written in several pieces.
 	t.ReadBufferSize, t.WriteBufferSize = connBufferSize, connBufferSize
 	hc := &http.Client{Transport: t}
+	if cfg.H2C {
+		h2c := t.Clone()
+		h2c.Protocols = new(http.Protocols)
+		h2c.Protocols.SetUnencryptedHTTP2(true) // alone: http:// URLs go over h2c
+		// One dial at a time per step service (for HTTP/2 this bounds the
+		// dials in progress, not the connections): calls that start
+		// together wait for it and share the connection, where each would
+		// otherwise dial its own.
+		h2c.MaxConnsPerHost = 1
+		hc.Transport = bySchemeTransport{plain: h2c, tls: t}
+	}
 	if cfg.HTTPClient != nil {
 		c := *cfg.HTTPClient
 		hc = &c
@@ -186,6 +203,17 @@ func New(cfg Config) *Client {
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	cfg.HTTPClient = nil
 	return &Client{cfg: cfg, http: hc, tracer: tracing.Tracer(cfg.TracerProvider)}
+}
+
+// bySchemeTransport sends http:// requests through plain, the others
+// through tls.
+type bySchemeTransport struct{ plain, tls *http.Transport }
+
+func (t bySchemeTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Scheme == "http" {
+		return t.plain.RoundTrip(r)
+	}
+	return t.tls.RoundTrip(r)
 }
 
 // policy is the effective retry policy of one step.

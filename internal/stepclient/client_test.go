@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -660,5 +661,63 @@ func TestCallLargerThanBuffers(t *testing.T) {
 		if err != nil || string(res.Output) != `{"echo":"`+big+`"}` {
 			t.Fatalf("call %d: %d bytes of output, %v; want the %d-byte echo", i+1, len(res.Output), err, len(big)+11)
 		}
+	}
+}
+
+// TestCallsOverH2C: with H2C, calls to an http:// step service go over
+// HTTP/2 without TLS, and calls in flight at once share a connection
+// instead of holding one each; without it, HTTP/1.1 and a connection per
+// call in flight.
+func TestCallsOverH2C(t *testing.T) {
+	const inFlight = 40
+	for _, h2c := range []bool{false, true} {
+		t.Run(fmt.Sprintf("h2c=%v", h2c), func(t *testing.T) {
+			var conns, proto2 atomic.Int32
+			release := make(chan struct{})
+			var arrived sync.WaitGroup
+			arrived.Add(inFlight)
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.ProtoMajor == 2 {
+					proto2.Add(1)
+				}
+				arrived.Done()
+				<-release
+				ok(w, `{"ok":true}`)
+			}))
+			srv.Config.Protocols = new(http.Protocols)
+			srv.Config.Protocols.SetHTTP1(true)
+			srv.Config.Protocols.SetUnencryptedHTTP2(true)
+			srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					conns.Add(1)
+				}
+			}
+			srv.Start()
+			defer srv.Close()
+			cfg := testConfig()
+			cfg.H2C = h2c
+			c := stepclient.New(cfg)
+			errs := make(chan error, inFlight)
+			for range inFlight {
+				go func() {
+					_, err := c.Call(testCtx(t), testRequest(srv.URL+"/validate"), nil)
+					errs <- err
+				}()
+			}
+			arrived.Wait() // every call in flight at once
+			close(release)
+			for range inFlight {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+			}
+			switch n, p2 := conns.Load(), proto2.Load(); {
+			case h2c && (p2 != inFlight || n != 1):
+				// Calls that start together wait for one dial, then share it.
+				t.Errorf("h2c: %d of %d calls over HTTP/2, on %d connections; want all, on 1", p2, inFlight, n)
+			case !h2c && (p2 != 0 || n != inFlight):
+				t.Errorf("http1: %d calls over HTTP/2, %d connections; want none, and %d", p2, n, inFlight)
+			}
+		})
 	}
 }
