@@ -108,7 +108,7 @@ func TestUsageShowsTypesNotSecrets(t *testing.T) {
 	for _, f := range flags {
 		got = append(got, f[1])
 	}
-	if want := "duplicate-window nats-creds nats-nkey-seed nats-tls-ca nats-tls-cert nats-tls-key nats-url stream-replicas"; strings.Join(got, " ") != want {
+	if want := "duplicate-window nats-context nats-creds nats-nkey-seed nats-tls-ca nats-tls-cert nats-tls-key nats-url stream-replicas"; strings.Join(got, " ") != want {
 		t.Errorf("streams apply flags %v, want %s:\n%s", got, want, apply)
 	}
 	if bench := help("bench"); !strings.Contains(bench, "\n  --processes int\n") || !strings.Contains(bench, "\n  --step-latency duration\n") || !strings.Contains(bench, "\n  --ingress\n") {

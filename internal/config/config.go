@@ -1,7 +1,9 @@
 // Package config reads the orchestrator's settings (CONTRACT section 8) from
 // the environment and command-line flags (a flag wins over its variable) and
 // validates them: a setting that makes no sense stops start-up with an error
-// that names it. It does no I/O beyond reading the environment.
+// that names it. It does no I/O beyond reading the environment, checking
+// that the files it is given exist and reading the natscli context file
+// that NATS_CONTEXT names.
 package config
 
 import (
@@ -109,7 +111,7 @@ type setting struct {
 
 var settings = []setting{
 	{"HTTP_ADDR", ":8000", "HTTP ingress address", "host:port"},
-	{"NATS_URL", "", "NATS server URL(s), comma-separated; empty: run an embedded NATS server with JetStream", "url"},
+	{"NATS_URL", "", "NATS server URL(s), comma-separated; empty: NATS_CONTEXT's url if one is named, else run an embedded NATS server with JetStream", "url"},
 	{"NATS_STORE_DIR", "", "embedded JetStream storage directory; empty: a private temporary directory removed at exit", "dir"},
 	{"EMBEDDED_NATS_ADDR", "127.0.0.1:4222", "listen address of the embedded NATS server", "host:port"},
 	{"NATS_SYNC_INTERVAL", "2m", "embedded NATS server: how long after a write JetStream fsyncs it (a duration), or always (before acknowledging: slower, survives a machine crash)", "duration|always"},
@@ -235,7 +237,11 @@ func (s *Set) Resolve() error {
 			*v = e
 		}
 	}
-	p := &parser{vals: s.vals}
+	p := &parser{vals: s.vals, given: map[string]bool{}, getenv: s.getenv}
+	for env, v := range s.vals {
+		_, fromEnv := lookup(s.getenv, env)
+		p.given[env] = strings.TrimSpace(*v) != "" && (given[flagName(env)] || fromEnv)
+	}
 	for _, f := range s.finish {
 		f(p)
 	}
@@ -327,7 +333,7 @@ func ServeFlags(s *Set) *Config {
 			p.errs = append(p.errs, fmt.Errorf("--role: %q is not all, ingress or worker", role.v))
 		}
 		if c.NATSURL != "" && c.NATSStoreDir != "" {
-			p.fail("NATS_STORE_DIR", "is set but NATS_URL is too: the storage directory is only for the embedded server (leave one of them empty)")
+			p.fail("NATS_STORE_DIR", "is set but NATS_URL (or NATS_CONTEXT) is too: the storage directory is only for the embedded server (leave one of them empty)")
 		}
 		if c.LockTTL > 0 && c.LockTTL < time.Second {
 			p.fail("LOCK_TTL", "%s is too short (at least 1s)", c.LockTTL)
@@ -428,7 +434,11 @@ func lookup(getenv func(string) string, k string) (string, bool) {
 
 type parser struct {
 	vals map[string]*string
-	errs []error
+	// given: the setting was given (a flag or its variable, not empty)
+	// rather than left at its default.
+	given  map[string]bool
+	getenv func(string) string
+	errs   []error
 }
 
 func (p *parser) fail(env, f string, a ...any) {

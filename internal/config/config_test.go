@@ -152,7 +152,7 @@ func TestGroupsReadOnlyTheirSettings(t *testing.T) {
 	}
 	var names []string
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
-	if strings.Join(names, ",") != "duplicate-window,nats-creds,nats-nkey-seed,nats-tls-ca,nats-tls-cert,nats-tls-key,nats-url,stream-replicas" {
+	if strings.Join(names, ",") != "duplicate-window,nats-context,nats-creds,nats-nkey-seed,nats-tls-ca,nats-tls-cert,nats-tls-key,nats-url,stream-replicas" {
 		t.Fatalf("flags %v", names)
 	}
 	var help bytes.Buffer

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -19,6 +21,24 @@ type NATS struct {
 	// TLSCA verifies the servers (NATS_TLS_CA); TLSCert and TLSKey are the
 	// client certificate for servers that verify clients.
 	TLSCA, TLSCert, TLSKey string
+	// Context is NATS_CONTEXT as given: a natscli context's name or file
+	// (natscontext.go). The fields above that it supplied are in
+	// FromContext; User and Password, or Token, come from it only
+	// (NATS_URL carries its own in each URL).
+	Context     string
+	FromContext []string
+	User        string
+	Password    Secret
+	Token       Secret
+}
+
+// Source names where setting env (NATS_URL, NATS_CREDS …) of n came from,
+// for errors: env itself, or the context's field that gave it.
+func (n NATS) Source(env string) string {
+	if slices.Contains(n.FromContext, env) {
+		return fmt.Sprintf("the %s of NATS_CONTEXT %s", contextField[env], n.Context)
+	}
+	return env
 }
 
 // Redis is how to reach the store: one server (URL), Sentinel
@@ -52,6 +72,8 @@ func (r Redis) Configured() bool {
 // natsSecuritySettings are NATS's authentication and TLS settings, shared
 // by serve (Load) and the operator commands (NATSFlags).
 var natsSecuritySettings = []setting{
+	{"NATS_CONTEXT", "", "natscli context (a name under $XDG_CONFIG_HOME/nats/context, default ~/.config/nats, or a .json file) " +
+		"supplying the URL, credentials and TLS files; the other NATS settings override its fields", "name|file"},
 	{"NATS_CREDS", "", "NATS JWT credentials file (.creds)", "file"},
 	{"NATS_NKEY_SEED", "", "file holding the NATS user's NKey seed (SU…)", "file"},
 	{"NATS_TLS_CA", "", "CA certificate file that verifies the NATS servers (TLS)", "file"},
@@ -84,6 +106,9 @@ func (p *parser) nats() NATS {
 		p.fail("NATS_NKEY_SEED", "is set but NATS_CREDS is too: give one way to authenticate")
 	}
 	p.pair("NATS_TLS_CERT", n.TLSCert, "NATS_TLS_KEY", n.TLSKey)
+	if ref := p.str("NATS_CONTEXT"); ref != "" {
+		p.natsContext(&n, ref)
+	}
 	if n.URL == "" && (n.Creds != "" || n.NKeySeed != "" || n.TLSCA != "" || n.TLSCert != "") {
 		p.fail("NATS_URL", "is empty (embedded server) but NATS credentials or TLS settings are given: they are for a NATS_URL server")
 	}
@@ -141,16 +166,18 @@ func (p *parser) hostPorts(env string) []string {
 }
 
 // NATSFlags registers the NATS connection flag group (--nats-url,
-// --nats-creds, --nats-nkey-seed, --nats-tls-ca, --nats-tls-cert,
-// --nats-tls-key: NATS_URL and natsSecuritySettings) of a command on s; the
-// returned NATS is filled by s.Resolve, whose errors name the setting.
-// defaultURL is what an empty NATS_URL means to the command: "" for serve
-// (its embedded server), else the URL to use (the operator commands: the
-// embedded server's default address, defaultNATSURL).
+// --nats-context, --nats-creds, --nats-nkey-seed, --nats-tls-ca,
+// --nats-tls-cert, --nats-tls-key: NATS_URL and natsSecuritySettings) of a
+// command on s; the returned NATS is filled by s.Resolve, whose errors name
+// the setting. defaultURL is what an empty NATS_URL without NATS_CONTEXT
+// means to the command: "" for serve (its embedded server), else the URL to
+// use (the operator commands: the embedded server's default address,
+// defaultNATSURL).
 func NATSFlags(s *Set, defaultURL string) *NATS {
 	n := &NATS{}
 	if defaultURL != "" {
-		s.addWith("NATS_URL", defaultURL, "NATS server URL(s), comma-separated; user:password@ or token@ allowed")
+		s.addWith("NATS_URL", defaultURL, "NATS server URL(s), comma-separated; user:password@ or token@ allowed; "+
+			"with NATS_CONTEXT, its url unless this is given")
 	}
 	envs := []string{"NATS_URL"}
 	for _, st := range natsSecuritySettings {
@@ -173,7 +200,12 @@ func RedisFlags(s *Set) *Redis {
 }
 
 // String shows where NATS is without any password or token.
-func (n NATS) String() string { return RedactURLs(n.URL) }
+func (n NATS) String() string {
+	if n.Context != "" && slices.Contains(n.FromContext, "NATS_URL") {
+		return RedactURLs(n.URL) + " (NATS_CONTEXT " + n.Context + ")"
+	}
+	return RedactURLs(n.URL)
+}
 
 // RedactURLs replaces the user information of each URL in a comma-separated
 // list with "[redacted]" (for logs and errors).

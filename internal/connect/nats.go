@@ -34,9 +34,10 @@ func ReconnectDelay(attempts int) time.Duration {
 }
 
 // NATSOptions are the nats.go options for c: the credentials file or NKey
-// seed, TLS (NATS_TLS_CA, NATS_TLS_CERT, NATS_TLS_KEY), and reconnecting
-// forever with back-off. User and password or token in the URL need no
-// option: nats.go reads them from each URL.
+// seed, a natscli context's user and password or token, TLS (NATS_TLS_CA,
+// NATS_TLS_CERT, NATS_TLS_KEY), and reconnecting forever with back-off.
+// User and password or token in the URL need no option: nats.go reads them
+// from each URL (and prefers them to the options').
 func NATSOptions(c config.NATS, name string) ([]nats.Option, error) {
 	opts := []nats.Option{
 		nats.Name(name), nats.Timeout(5 * time.Second),
@@ -48,12 +49,19 @@ func NATSOptions(c config.NATS, name string) ([]nats.Option, error) {
 	case c.NKeySeed != "":
 		o, err := nats.NkeyOptionFromSeed(c.NKeySeed)
 		if err != nil {
-			return nil, fmt.Errorf("NATS_NKEY_SEED: %w", err)
+			return nil, fmt.Errorf("%s: %w", c.Source("NATS_NKEY_SEED"), err)
 		}
 		opts = append(opts, o)
+	case c.User != "":
+		opts = append(opts, nats.UserInfo(c.User, string(c.Password)))
+	case c.Token != "":
+		opts = append(opts, nats.Token(string(c.Token)))
 	}
 	tc, err := TLSConfig("NATS_TLS", c.TLSCA, c.TLSCert, c.TLSKey)
 	if err != nil {
+		if c.Source("NATS_TLS_CA") != "NATS_TLS_CA" || c.Source("NATS_TLS_CERT") != "NATS_TLS_CERT" {
+			return nil, fmt.Errorf("NATS_CONTEXT %s (its ca, cert and key stand for these): %w", c.Context, err)
+		}
 		return nil, err
 	}
 	if tc != nil {
@@ -87,12 +95,19 @@ func ExplainNATS(c config.NATS, err error) error {
 	var auth string
 	switch {
 	case c.Creds != "":
-		auth = "NATS_CREDS"
+		auth = c.Source("NATS_CREDS")
 	case c.NKeySeed != "":
-		auth = "NATS_NKEY_SEED"
+		auth = c.Source("NATS_NKEY_SEED")
+	case c.User != "":
+		auth = "the user and password of NATS_CONTEXT " + c.Context + " (or the user:password@ in NATS_URL)"
+	case c.Token != "":
+		auth = "the token of NATS_CONTEXT " + c.Context + " (or the token@ in NATS_URL)"
+	case c.Context != "":
+		auth = "the user:password@ or token@ in NATS_URL (or NATS_CREDS, NATS_NKEY_SEED; NATS_CONTEXT " + c.Context + " gives none)"
 	default:
-		auth = "the user:password@ or token@ in NATS_URL (or NATS_CREDS, NATS_NKEY_SEED)"
+		auth = "the user:password@ or token@ in NATS_URL (or NATS_CREDS, NATS_NKEY_SEED, NATS_CONTEXT)"
 	}
+	ca, cert, key := c.Source("NATS_TLS_CA"), c.Source("NATS_TLS_CERT"), c.Source("NATS_TLS_KEY")
 	switch {
 	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked),
 		strings.Contains(strings.ToLower(err.Error()), "authorization violation"):
@@ -103,12 +118,12 @@ func ExplainNATS(c config.NATS, err error) error {
 		return fmt.Errorf("%s: TLS is asked for (tls:// or NATS_TLS_*) but the server does not offer it: %w", where, err)
 	case errAs[x509.UnknownAuthorityError](err), errAs[x509.HostnameError](err), errAs[x509.CertificateInvalidError](err),
 		errAs[*tls.CertificateVerificationError](err):
-		return fmt.Errorf("%s: the server's TLS certificate is not trusted; check NATS_TLS_CA: %w", where, err)
+		return fmt.Errorf("%s: the server's TLS certificate is not trusted; check %s: %w", where, ca, err)
 	case errAs[tls.AlertError](err), strings.Contains(err.Error(), "certificate required"), strings.Contains(err.Error(), "bad certificate"):
-		return fmt.Errorf("%s: the server refused the TLS client certificate; check NATS_TLS_CERT and NATS_TLS_KEY: %w", where, err)
+		return fmt.Errorf("%s: the server refused the TLS client certificate; check %s and %s: %w", where, cert, key, err)
 	case strings.Contains(err.Error(), "closed by remote after TLS handshake"):
 		// TLS 1.3: a refused client certificate shows only as a close.
-		return fmt.Errorf("%s: the server closed the connection after the TLS handshake, as it does when it requires a client certificate; check NATS_TLS_CERT and NATS_TLS_KEY: %w", where, err)
+		return fmt.Errorf("%s: the server closed the connection after the TLS handshake, as it does when it requires a client certificate; check %s and %s: %w", where, cert, key, err)
 	}
 	return fmt.Errorf("%s: connect: %w", where, err)
 }
