@@ -127,7 +127,8 @@ func usage() string {
 		fmt.Fprintf(&b, "  %-16s %s\n", c.path, c.summary)
 	}
 	b.WriteString("\n  --version        the same as orchestrator version\n")
-	b.WriteString("\ntrace, dlq and streams apply talk to NATS only: --nats-url, default $NATS_URL or " + defaultNATSURL + "\n")
+	b.WriteString("\ntrace, dlq and streams apply talk to NATS only: --nats-url, default $NATS_URL or " + defaultNATSURL +
+		",\nor a natscli context (--nats-context, $NATS_CONTEXT)\n")
 	return b.String()
 }
 
@@ -230,7 +231,7 @@ func serve(ctx context.Context, args []string, e *cmdEnv) error {
 const streamsApplyHelp = `
 Creates or updates the streams (CAMPAIGN_COMMANDS, CAMPAIGN_EVENTS,
 CAMPAIGN_DLQ) and the consumer from the files under streams/, as serve does
-at start-up, on the NATS server of --nats-url.`
+at start-up, on the NATS server of --nats-url (or --nats-context).`
 
 func streamsApply(ctx context.Context, args []string, e *cmdEnv) error {
 	c := newCommand("streams apply", "[flags]", streamsApplyHelp, e.stdout, e.stderr)

@@ -17,7 +17,8 @@ const defaultNATSURL = "nats://127.0.0.1:4222"
 
 // opsCommand starts the command line of an operator command (trace, dlq …),
 // which talks to NATS only: its settings are the NATS connection's
-// (--nats-url, defaulting to NATS_URL, else defaultNATSURL), nothing else.
+// (--nats-url, defaulting to NATS_URL, else NATS_CONTEXT's url, else
+// defaultNATSURL; the security settings), nothing else.
 func opsCommand(name, synopsis, help string, getenv func(string) string, stdout, stderr io.Writer) (*command, *config.NATS) {
 	c := newCommand(name, synopsis, help, stdout, stderr)
 	return c, config.NATSFlags(c.settings(getenv), defaultNATSURL)

@@ -7,6 +7,8 @@ import (
 	"crypto/x509"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -120,4 +122,92 @@ func TestOpsCommandsNATSTLS(t *testing.T) {
 			t.Fatalf("%s without the TLS flags: %v, want an error naming NATS_TLS_CA", name, err)
 		}
 	}
+}
+
+// TestOpsCommandsNATSContext: serve and the operator commands take a natscli
+// context (--nats-context, NATS_CONTEXT) for a JetStream server that
+// requires a user and password, from $XDG_CONFIG_HOME/nats/context; one
+// saved by the nats CLI itself works too. A missing context fails naming
+// NATS_CONTEXT; --nats-url overrides the context's url.
+func TestOpsCommandsNATSContext(t *testing.T) {
+	srv, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
+		Users: []*server.User{{Username: "worker", Password: "ctx-pass-4321"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	xdg := t.TempDir()
+	dir := filepath.Join(xdg, "nats", "context")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ctxJSON := `{"description": "test", "url": "` + srv.ClientURL() + `", "user": "worker", "password": "ctx-pass-4321", "creds": "", "tls_first": false}`
+	if err := os.WriteFile(filepath.Join(dir, "orch.json"), []byte(ctxJSON), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{"XDG_CONFIG_HOME": xdg}
+	getenv := func(k string) string { return vars[k] }
+	ctx := t.Context()
+	cmd := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		err := run(ctx, args, getenv, &out, &errOut)
+		if strings.Contains(out.String()+errOut.String(), "ctx-pass") || (err != nil && strings.Contains(err.Error(), "ctx-pass")) {
+			t.Errorf("%v shows the context's password: %v\n%s%s", args, err, out.String(), errOut.String())
+		}
+		return out.String(), err
+	}
+	if out, err := cmd("streams", "apply", "--nats-context", "orch"); err != nil || !strings.Contains(out, "stream CAMPAIGN_COMMANDS: applied") {
+		t.Fatalf("streams apply --nats-context orch: %v\n%s", err, out)
+	}
+	if _, err := cmd("dlq", "list", "--nats-context", "orch"); err != nil {
+		t.Fatalf("dlq list --nats-context orch: %v", err)
+	}
+	// Connected, read CAMPAIGN_EVENTS and found nothing.
+	if _, err := cmd("trace", "acme/none", "--nats-context", "orch"); err == nil || !strings.Contains(err.Error(), "no events for acme/none") {
+		t.Fatalf("trace --nats-context orch: %v, want no events", err)
+	}
+	vars["NATS_CONTEXT"] = "orch"
+	if _, err := cmd("dlq", "list"); err != nil {
+		t.Fatalf("dlq list with NATS_CONTEXT=orch: %v", err)
+	}
+	// --nats-url overrides the context's url (here with a dead port).
+	if _, err := cmd("dlq", "list", "--nats-url", "nats://127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Fatalf("--nats-url over the context: %v, want a failure to reach 127.0.0.1:1", err)
+	}
+	delete(vars, "NATS_CONTEXT")
+	if _, err := cmd("streams", "apply", "--nats-url", srv.ClientURL()); err == nil || !strings.Contains(err.Error(), "refused the credentials") {
+		t.Fatalf("without the context: %v, want the credentials refused", err)
+	}
+	if _, err := cmd("streams", "apply", "--nats-context", "nope"); err == nil || !strings.Contains(err.Error(), "NATS_CONTEXT") {
+		t.Fatalf("--nats-context nope: %v, want an error naming NATS_CONTEXT", err)
+	}
+
+	// serve connects with the context (the server refuses anyone else).
+	app := metricsApp(t, nil, map[string]string{"XDG_CONFIG_HOME": xdg, "NATS_CONTEXT": "orch"})
+	if got := app.NATSURLRedacted(); !strings.Contains(got, strings.TrimPrefix(srv.ClientURL(), "nats://")) || strings.Contains(got, "ctx-pass") {
+		t.Fatalf("serve with NATS_CONTEXT connected to %q", got)
+	}
+
+	t.Run("saved by the nats CLI", func(t *testing.T) {
+		bin := findNatsCLI(t)
+		cliXDG := t.TempDir()
+		save := exec.CommandContext(ctx, bin, "context", "save", "saved", "--server", srv.ClientURL(), "--user", "worker", "--password", "ctx-pass-4321")
+		save.Env = append(os.Environ(), "XDG_CONFIG_HOME="+cliXDG)
+		if out, err := save.CombinedOutput(); err != nil {
+			t.Fatalf("nats context save: %v\n%s", err, out)
+		}
+		vars["XDG_CONFIG_HOME"] = cliXDG
+		if out, err := cmd("streams", "apply", "--nats-context", "saved"); err != nil {
+			t.Fatalf("streams apply --nats-context saved: %v\n%s", err, out)
+		}
+		if _, err := cmd("dlq", "list", "--nats-context", filepath.Join(cliXDG, "nats", "context", "saved.json")); err != nil {
+			t.Fatalf("dlq list --nats-context <file>: %v", err)
+		}
+	})
 }

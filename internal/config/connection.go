@@ -72,8 +72,9 @@ func (r Redis) Configured() bool {
 // natsSecuritySettings are NATS's authentication and TLS settings, shared
 // by serve (Load) and the operator commands (NATSFlags).
 var natsSecuritySettings = []setting{
-	{"NATS_CONTEXT", "", "natscli context (a name under $XDG_CONFIG_HOME/nats/context, default ~/.config/nats, or a .json file) " +
-		"supplying the URL, credentials and TLS files; the other NATS settings override its fields", "name|file"},
+	{"NATS_CONTEXT", "", "natscli context giving the URL, credentials and TLS files: a name, read from " +
+		"$XDG_CONFIG_HOME/nats/context/<name>.json (~/.config/nats/… without XDG_CONFIG_HOME), or a .json file; " +
+		"each other NATS setting given overrides its field", "name|file"},
 	{"NATS_CREDS", "", "NATS JWT credentials file (.creds)", "file"},
 	{"NATS_NKEY_SEED", "", "file holding the NATS user's NKey seed (SU…)", "file"},
 	{"NATS_TLS_CA", "", "CA certificate file that verifies the NATS servers (TLS)", "file"},
@@ -177,7 +178,7 @@ func NATSFlags(s *Set, defaultURL string) *NATS {
 	n := &NATS{}
 	if defaultURL != "" {
 		s.addWith("NATS_URL", defaultURL, "NATS server URL(s), comma-separated; user:password@ or token@ allowed; "+
-			"with NATS_CONTEXT, its url unless this is given")
+			"given, it overrides NATS_CONTEXT's url")
 	}
 	envs := []string{"NATS_URL"}
 	for _, st := range natsSecuritySettings {
