@@ -223,7 +223,7 @@ func TestCompletion(t *testing.T) {
 		{"orchestrator |", []string{"serve", "streams", "token", "trace", "dlq", "rebuild", "bench", "dashboard", "version", "completion", "help", "--help", "--version"}},
 		{"orchestrator dl|", []string{"dlq"}},
 		{"orchestrator dlq |", []string{"list", "replay"}},
-		{"orchestrator dlq replay 3 --n|", []string{"--nats-creds", "--nats-nkey-seed", "--nats-tls-ca", "--nats-tls-cert", "--nats-tls-key", "--nats-url", "--new-id"}},
+		{"orchestrator dlq replay 3 --n|", []string{"--nats-context", "--nats-creds", "--nats-nkey-seed", "--nats-tls-ca", "--nats-tls-cert", "--nats-tls-key", "--nats-url", "--new-id"}},
 		{"orchestrator dlq replay 3 --p|", []string{"--purge"}},
 		{"orchestrator streams apply --nats-url nats://x:4222 --dup|", []string{"--duplicate-window"}},
 		{"orchestrator serve --lock|", []string{"--lock-ttl"}},
