@@ -102,6 +102,7 @@ func TestAlertRulesFire(t *testing.T) {
 			{"orchestrator_commands_received_total", []string{"verb", "create"}, constant(0)},
 			{"orchestrator_commands_dead_lettered_total", []string{"verb", "start", "reason", "unknown_campaign"}, constant(0)},
 			{"orchestrator_lock_lost_total", nil, constant(0)},
+			{"orchestrator_event_conflicts_total", nil, constant(0)},
 			{"orchestrator_steps_total", []string{"step", "segment", "outcome", "succeeded"}, constant(0)},
 			{"orchestrator_steps_total", []string{"step", "segment", "outcome", "failed"}, constant(0)},
 		}, extra...)
@@ -126,6 +127,8 @@ func TestAlertRulesFire(t *testing.T) {
 		{name: "backlog of 500", series: healthy(synthSeries{"orchestrator_consumer_pending_messages", consumer, constant(500)})},
 		{name: "redeliveries", series: healthy(synthSeries{"orchestrator_consumer_redelivered_messages", consumer, constant(250)}),
 			firing: map[string][]string{"OrchestratorCommandsRedelivered": nil}},
+		{name: "an event conflict 10 min ago", series: healthy(synthSeries{"orchestrator_event_conflicts_total", nil, after(20, 1)}),
+			firing: map[string][]string{"OrchestratorEventConflict": nil}},
 		{name: "locks lost once a second", series: healthy(synthSeries{"orchestrator_lock_lost_total", nil, perSecond(1)}),
 			firing: map[string][]string{"OrchestratorLocksLost": nil}},
 		{name: "segment fails 10 % of its runs, validate none", series: append(healthy(steps("segment", 9, 1)...), steps("validate", 10, 0)...),

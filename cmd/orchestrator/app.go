@@ -143,7 +143,7 @@ func NewApp(ctx context.Context, cfg config.Config, log *slog.Logger, opt Option
 			}
 			steps = stepclient.New(stepclient.Config{MaxRetries: retries, BackoffBase: cfg.StepBackoffBase, Timeout: cfg.StepTimeout, IdleConnsPerHost: cfg.StepsInFlight, H2C: cfg.StepH2C})
 		}
-		a.worker, err = worker.New(actx, worker.Config{Workers: cfg.Workers, LockTTL: cfg.LockTTL, StepsInFlight: cfg.StepsInFlight}, worker.Deps{
+		a.worker, err = worker.New(actx, worker.Config{Workers: cfg.Workers, LockTTL: cfg.LockTTL, StepsInFlight: cfg.StepsInFlight, Retention: cfg.CampaignRetention}, worker.Deps{
 			JS: a.js, Store: a.store, Steps: steps, Workflows: wf, Logger: log, Fault: opt.Fault, Metrics: m,
 		})
 		if err != nil {

@@ -246,7 +246,7 @@ func recheck(ctx context.Context, js jetstream.JetStream, k store.Key, evs []eve
 		if ok && last.ID == evs[len(evs)-1].ID && last.Sequence == evs[len(evs)-1].Sequence {
 			return evs, nil
 		}
-		if evs, err = events.History(ctx, js, k.Tenant, k.Campaign); err != nil {
+		if evs, err = events.LeaderHistory(ctx, js, k.Tenant, k.Campaign); err != nil {
 			return nil, fmt.Errorf("rebuild %s: %w", k, err)
 		}
 	}

@@ -14,32 +14,53 @@ import (
 
 // History returns a campaign's events from CAMPAIGN_EVENTS in stream order
 // (which is sequence order), and only that campaign's: it walks the stream
-// with gets filtered on CampaignEvents(tenant, campaign) (next_by_subj), one
-// request per event, until none is left or ctx ends. The gets are answered
-// by the stream's leader (STREAM.MSG.GET), never by a replica that may not
-// have stored yet what the leader acknowledged: a history read short would
-// rebuild a campaign that misses its last events. A message that does not
-// decode fails the read (ErrInvalidEvent).
+// with direct gets filtered on CampaignEvents(tenant, campaign)
+// (next_by_subj), one request per event, until none is left or ctx ends.
+// Any replica may answer (the readers of a history: the API, trace): one
+// that lags may end it a little early. A rebuild reads LeaderHistory. A
+// message that does not decode fails the read (ErrInvalidEvent).
 func History(ctx context.Context, js jetstream.JetStream, tenant, campaign string) ([]CloudEvent, error) {
 	key := tenant + "/" + campaign
 	if !ValidToken(tenant) || !ValidToken(campaign) {
 		return nil, fmt.Errorf("history of %s: bad tenant or campaign token: %w", key, ErrInvalidEvent)
 	}
-	return history(ctx, js, tenant, campaign)
-}
-
-// History is the package's History through p's connection.
-func (p *Publisher) History(ctx context.Context, tenant, campaign string) ([]CloudEvent, error) {
-	return History(ctx, p.js, tenant, campaign)
-}
-
-// history walks CAMPAIGN_EVENTS for the campaign's events, on its leader.
-func history(ctx context.Context, js jetstream.JetStream, tenant, campaign string) ([]CloudEvent, error) {
-	key := tenant + "/" + campaign
+	stream, err := js.Stream(ctx, StreamEvents)
+	if err != nil {
+		return nil, fmt.Errorf("history of %s: stream %s: %w", key, StreamEvents, err)
+	}
 	filter := CampaignEvents(tenant, campaign)
+	return history(key, func(seq uint64) (*jetstream.RawStreamMsg, error) {
+		return stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+	})
+}
+
+// LeaderHistory is History answered by the stream's leader
+// (STREAM.MSG.GET), never by a replica that may not have stored yet what
+// the leader acknowledged: a history read short would rebuild a campaign
+// that misses its last events. Its gets share the JetStream API's queue
+// with every other request: only the rebuild path reads it.
+func LeaderHistory(ctx context.Context, js jetstream.JetStream, tenant, campaign string) ([]CloudEvent, error) {
+	key := tenant + "/" + campaign
+	if !ValidToken(tenant) || !ValidToken(campaign) {
+		return nil, fmt.Errorf("history of %s: bad tenant or campaign token: %w", key, ErrInvalidEvent)
+	}
+	filter := CampaignEvents(tenant, campaign)
+	return history(key, func(seq uint64) (*jetstream.RawStreamMsg, error) {
+		return leaderMsgGet(ctx, js, StreamEvents, msgGet{Seq: seq, NextFor: filter})
+	})
+}
+
+// LeaderHistory is the package's LeaderHistory through p's connection.
+func (p *Publisher) LeaderHistory(ctx context.Context, tenant, campaign string) ([]CloudEvent, error) {
+	return LeaderHistory(ctx, p.js, tenant, campaign)
+}
+
+// history walks CAMPAIGN_EVENTS for the campaign key's events with get
+// (the first of them at or after a stream sequence).
+func history(key string, get func(seq uint64) (*jetstream.RawStreamMsg, error)) ([]CloudEvent, error) {
 	var out []CloudEvent
 	for seq := uint64(1); ; {
-		raw, err := leaderMsgGet(ctx, js, StreamEvents, msgGet{Seq: seq, NextFor: filter})
+		raw, err := get(seq)
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return out, nil
 		}

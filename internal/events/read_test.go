@@ -89,10 +89,12 @@ func TestHistoryAndLast(t *testing.T) {
 	}
 }
 
-// TestHistoryFromLeader: History and LastEvent read CAMPAIGN_EVENTS
-// through its leader (STREAM.MSG.GET), never a direct get that a replica
-// behind the leader may answer short, even where the stream allows direct
-// gets. The requests are watched on the JetStream API subjects.
+// TestHistoryFromLeader: LeaderHistory and LastEvent (the rebuild's reads)
+// read CAMPAIGN_EVENTS through its leader (STREAM.MSG.GET), never a direct
+// get that a replica behind the leader may answer short, even where the
+// stream allows direct gets; History (the API's and trace's) takes the
+// direct gets, which any replica answers, off the JetStream API's queue.
+// The requests are watched on the JetStream API subjects.
 func TestHistoryFromLeader(t *testing.T) {
 	srv := natstest.Start(t)
 	nc, js := natstest.Connect(t, srv)
@@ -122,12 +124,12 @@ func TestHistoryFromLeader(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	hist, err := events.History(ctx, js, "acme", "c")
+	hist, err := events.LeaderHistory(ctx, js, "acme", "c")
 	if err != nil || len(hist) != 3 {
-		t.Fatalf("History = %d events, %v", len(hist), err)
+		t.Fatalf("LeaderHistory = %d events, %v", len(hist), err)
 	}
-	if hist, err = events.NewPublisher(js).History(ctx, "acme", "c"); err != nil || len(hist) != 3 {
-		t.Fatalf("Publisher.History = %d events, %v", len(hist), err)
+	if hist, err = events.NewPublisher(js).LeaderHistory(ctx, "acme", "c"); err != nil || len(hist) != 3 {
+		t.Fatalf("Publisher.LeaderHistory = %d events, %v", len(hist), err)
 	}
 	last, ok, err := events.LastEvent(ctx, js, "acme", "c")
 	if err != nil || !ok || last.Seq() != 3 || last.ID != "acme.c.3" {
@@ -143,6 +145,18 @@ func TestHistoryFromLeader(t *testing.T) {
 	defer mu.Unlock()
 	if seen["$JS.API.DIRECT.GET"] != 0 || seen["$JS.API.STREAM.MSG"] < 10 {
 		t.Errorf("requests seen %v: want every read through STREAM.MSG.GET, none through DIRECT.GET", seen)
+	}
+	clear(seen)
+	mu.Unlock()
+	if hist, err = events.History(ctx, js, "acme", "c"); err != nil || len(hist) != 3 {
+		t.Fatalf("History = %d events, %v", len(hist), err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if seen["$JS.API.DIRECT.GET"] < 4 || seen["$JS.API.STREAM.MSG"] != 0 {
+		t.Errorf("History's requests %v: want direct gets only", seen)
 	}
 }
 

@@ -33,6 +33,7 @@
 //	orchestrator_lock_lost_total                         holders that found their lock lost while draining
 //	orchestrator_fencing_rejections_total{reason}        store writes refused (lock lost / version conflict)
 //	orchestrator_campaigns_rebuilt_total                 campaigns whose lost state a worker rebuilt from their history
+//	orchestrator_event_conflicts_total                   publishes refused: the history holds another event at that sequence
 //	orchestrator_consumer_*                              the JetStream consumer's counts (ConsumerCollector)
 //	orchestrator_campaigns{state}                        campaigns by state (CampaignsCollector)
 //	orchestrator_collector_errors_total{collector}       failed reads of the two collectors above
@@ -116,6 +117,7 @@ type Metrics struct {
 	fenced       *prometheus.CounterVec
 	fetchFailed  prometheus.Counter
 	rebuilt      prometheus.Counter
+	conflicts    prometheus.Counter
 
 	// Pre-resolved children of the verb-labelled counters, by verb: the hot
 	// path avoids hashing label values.
@@ -201,6 +203,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Namespace: Namespace, Name: "campaigns_rebuilt_total",
 			Help: "Campaigns whose state the store had lost (Redis restarted empty, say), rebuilt from their history in CAMPAIGN_EVENTS by a worker that met one of their commands.",
 		}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "event_conflicts_total",
+			Help: "Event publishes refused because CAMPAIGN_EVENTS holds another event at that campaign sequence: the store's state is behind the history (a Redis failover to a replica that lost writes, say). The campaign stops until repaired (see the README, Operations).",
+		}),
 	}
 	if reg != nil {
 		register(reg, &m.received)
@@ -218,6 +224,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		register(reg, &m.fenced)
 		register(reg, &m.fetchFailed)
 		register(reg, &m.rebuilt)
+		register(reg, &m.conflicts)
 	}
 
 	// Every bounded series exists from the start, at zero: rate() and the
@@ -463,6 +470,15 @@ func (m *Metrics) CampaignRebuilt() {
 		return
 	}
 	m.rebuilt.Inc()
+}
+
+// EventConflict counts a publish refused because the history holds
+// another event at its sequence.
+func (m *Metrics) EventConflict() {
+	if m == nil {
+		return
+	}
+	m.conflicts.Inc()
 }
 
 // FetchFailed counts a failed pull from the command consumer.

@@ -68,10 +68,17 @@ func (h *heartbeat) check() error {
 	h.mu.Lock()
 	valid := h.valid
 	h.mu.Unlock()
-	if !time.Now().Before(valid) {
+	if lapsed(time.Now(), valid) {
 		return fmt.Errorf("lock may have expired (valid until %s): %w", valid.Format(time.RFC3339Nano), store.ErrLockLost)
 	}
 	return nil
+}
+
+// lapsed reports whether now is at or past valid by the monotonic clock or
+// by the wall clock: the monotonic one stops while the machine is
+// suspended, and a lock's TTL in the store runs on.
+func lapsed(now, valid time.Time) bool {
+	return !now.Before(valid) || !now.Round(0).Before(valid.Round(0))
 }
 
 func (w *Worker) startHeartbeat(_ context.Context, msg jetstream.Msg) *heartbeat {
@@ -118,7 +125,7 @@ func (w *Worker) keepAlive(ctx context.Context) {
 			}
 			h.mu.Lock()
 			if h.lease != nil {
-				if !now.Before(h.valid) {
+				if lapsed(now, h.valid) {
 					// Not extended for a TTL (the store unreachable): the
 					// lock may be someone else's by now.
 					h.lost(store.ErrLockLost)

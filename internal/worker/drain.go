@@ -299,6 +299,13 @@ func (d *drainer) flush(ctx context.Context) error {
 		return err
 	}
 	if err := w.retry(ctx, "publish events", func() error { _, err := w.events.PublishOutbox(ctx, d.k.Tenant, d.k.Campaign, msgs); return err }); err != nil {
+		if errors.Is(err, events.ErrEventConflict) {
+			// Not a fault of this holder, and not one that goes away: the
+			// store's state is behind the history. Said loudly, counted
+			// and alerted on; the outbox is kept for the operator.
+			w.d.Metrics.EventConflict()
+			w.campaignLog(ctx, d.k, "").Error("campaign's store state is behind its history: it stops until repaired (orchestrator rebuild --campaign after removing its state; README, Operations)", "err", err)
+		}
 		return fmt.Errorf("publish events of %s: %w", d.k, err)
 	}
 	if err := w.fault(AfterPublish, d.k); err != nil {

@@ -135,7 +135,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		if sweep == 0 {
 			sweep = time.Hour // the tests of redelivery must see it alone
 		}
-		w, err := worker.New(ctx, worker.Config{Workers: max(o.perWorker, 4), LockTTL: lockTTL, Grace: 2 * time.Second, HealthEvery: 100 * time.Millisecond, FetchWait: 200 * time.Millisecond, SweepEvery: sweep},
+		w, err := worker.New(ctx, worker.Config{Workers: max(o.perWorker, 4), LockTTL: lockTTL, Grace: 2 * time.Second, HealthEvery: 100 * time.Millisecond, FetchWait: 200 * time.Millisecond, SweepEvery: sweep, Retention: o.retention},
 			worker.Deps{JS: js, Store: wrapStore(o.wrap, h.store), Steps: steps, Workflows: wrapWorkflows(o.workflows, h.wf), Logger: log, Fault: fault, Metrics: o.metrics})
 		if err != nil {
 			t.Fatal(err)

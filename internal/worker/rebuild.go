@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
@@ -96,6 +97,15 @@ func (d *drainer) meetMissing(ctx context.Context, it events.InboxItem, si store
 	if !used {
 		return false, nil
 	}
+	// A campaign that ended longer ago than the retention expired from the
+	// store: its history outlives it, and nothing was lost (no wait, no
+	// loss epoch).
+	if w.cfg.Retention > 0 {
+		if rb, _, err := d.readHistory(ctx); err == nil && rb.Campaign.State.Terminal() && rb.Campaign.EndedAt != nil &&
+			!time.Now().Before(rb.Campaign.EndedAt.Add(w.cfg.Retention)) {
+			return d.expired(ctx, log, it, si, cmd)
+		}
+	}
 	// A holder that outlived the loss may still publish the event of a
 	// write the store lost: wait until it cannot (it publishes nothing once
 	// its lock may have expired), so that the history read below has it.
@@ -134,17 +144,7 @@ func (d *drainer) meetMissing(ctx context.Context, it events.InboxItem, si store
 	case err != nil:
 		return true, err
 	case res.Store.Expired:
-		// It ended and expired from the store (CAMPAIGN_RETENTION): its
-		// events outlive it. A create must not mix a second history into
-		// the first; any other command is for an unknown campaign.
-		if cmd.Verb != fsm.Create {
-			return false, nil
-		}
-		log.Warn("create of a campaign id whose history is still kept: dead-lettered")
-		if err := d.deadLetter(ctx, it, si.Seq, invalid(cmd, "campaign id already used: its history is still in "+events.StreamEvents), metrics.DLQInvalid); err != nil {
-			return true, err
-		}
-		return true, d.settle(ctx, si.ID)
+		return d.expired(ctx, log, it, si, cmd)
 	case !res.Store.Installed:
 		// Rebuilt meanwhile by someone else (orchestrator rebuild), with a
 		// fence floor this lease may be below: take the lock again.
@@ -166,6 +166,21 @@ func (d *drainer) meetMissing(ctx context.Context, it events.InboxItem, si store
 	return true, store.ErrNotHead
 }
 
+// expired deals with a command of a campaign that ended and expired from
+// the store (CAMPAIGN_RETENTION) while its events outlive it: a create must
+// not mix a second history into the first (dead-lettered); any other
+// command is for an unknown campaign (not done: dead-lettered as such).
+func (d *drainer) expired(ctx context.Context, log *slog.Logger, it events.InboxItem, si store.Item, cmd fsm.Command) (bool, error) {
+	if cmd.Verb != fsm.Create {
+		return false, nil
+	}
+	log.Warn("create of a campaign id whose history is still kept: dead-lettered")
+	if err := d.deadLetter(ctx, it, si.Seq, invalid(cmd, "campaign id already used: its history is still in "+events.StreamEvents), metrics.DLQInvalid); err != nil {
+		return true, err
+	}
+	return true, d.settle(ctx, si.ID)
+}
+
 // maxHistoryReads bounds how often readHistory reads a history that keeps
 // growing under it.
 const maxHistoryReads = 5
@@ -180,7 +195,7 @@ func (d *drainer) readHistory(ctx context.Context) (rebuild.Campaign, []events.C
 	for range maxHistoryReads {
 		var evs []events.CloudEvent
 		if err := w.retry(ctx, "read history", func() (err error) {
-			evs, err = w.events.History(ctx, d.k.Tenant, d.k.Campaign)
+			evs, err = w.events.LeaderHistory(ctx, d.k.Tenant, d.k.Campaign)
 			return err
 		}); err != nil {
 			return rebuild.Campaign{}, nil, err

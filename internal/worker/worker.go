@@ -83,6 +83,11 @@ type Config struct {
 	// holder publishes nothing once its lock may have expired), and the
 	// margin lets a publish sent just before land. Shorter is unsafe.
 	RebuildWait time.Duration
+	// Retention is the store's CAMPAIGN_RETENTION: a campaign that ended
+	// longer ago than that expired from the store rather than got lost, and
+	// a command for it waits for no rebuild (0: not known; every missing
+	// state with a history is waited for as a loss).
+	Retention time.Duration
 }
 
 func (c Config) withDefaults() Config {
