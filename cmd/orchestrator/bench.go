@@ -753,13 +753,8 @@ func (sp *spawn) campaigns() error {
 			rep.SetBaseline(bl)
 		}
 	}
-	sp.reported.Store(true)
-	if sp.jsonOut {
-		if err := rep.WriteJSON(sp.stdout); err != nil {
-			return err
-		}
-	} else {
-		rep.WriteText(sp.stdout)
+	if err := sp.write(rep); err != nil {
+		return err
 	}
 	return runErr
 }
@@ -814,13 +809,21 @@ func (sp *spawn) ingress(cfg bench.IngressConfig) error {
 	if runErr != nil {
 		rep.Error = runErr.Error()
 	}
-	sp.reported.Store(true)
-	if sp.jsonOut {
-		if err := rep.WriteJSON(sp.stdout); err != nil {
-			return err
-		}
-	} else {
-		rep.WriteText(sp.stdout)
+	if err := sp.write(rep); err != nil {
+		return err
 	}
 	return runErr
+}
+
+// write prints rep, as JSON with --json, and records that it was printed.
+func (sp *spawn) write(rep interface {
+	WriteJSON(io.Writer) error
+	WriteText(io.Writer)
+}) error {
+	sp.reported.Store(true)
+	if sp.jsonOut {
+		return rep.WriteJSON(sp.stdout)
+	}
+	rep.WriteText(sp.stdout)
+	return nil
 }

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"io"
 	"os"
 	"os/exec"
@@ -85,17 +83,10 @@ func TestCommandParse(t *testing.T) {
 // and without them fail naming NATS_TLS_CA.
 func TestOpsCommandsNATSTLS(t *testing.T) {
 	f := tlstest.New(t)
-	cert, err := tls.LoadX509KeyPair(f.ServerCert, f.ServerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, _ := os.ReadFile(f.CA)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
 	srv, err := server.NewServer(&server.Options{
 		Host: "127.0.0.1", Port: server.RANDOM_PORT, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
 		TLS: true, TLSVerify: true, TLSTimeout: 2,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12},
+		TLSConfig: f.VerifyingServer(t),
 	})
 	if err != nil {
 		t.Fatal(err)

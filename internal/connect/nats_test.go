@@ -1,8 +1,6 @@
 package connect_test
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"net"
 	"os"
 	"path/filepath"
@@ -106,16 +104,9 @@ func TestNATSNKeySeed(t *testing.T) {
 // setting.
 func TestNATSTLSVerify(t *testing.T) {
 	f := tlstest.New(t)
-	cert, err := tls.LoadX509KeyPair(f.ServerCert, f.ServerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pem, _ := os.ReadFile(f.CA)
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
 	srv := startNATS(t, &server.Options{
 		TLS: true, TLSVerify: true, TLSTimeout: 2,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12},
+		TLSConfig: f.VerifyingServer(t),
 	})
 	url := "tls://" + hostPort(srv)
 	nc, err := connect.NATS(config.NATS{URL: url, TLSCA: f.CA, TLSCert: f.ClientCert, TLSKey: f.ClientKey}, "test")

@@ -731,11 +731,9 @@ func (m *Memory) Install(ctx context.Context, in Install) (Installed, error) {
 	if lock != "" && (c == nil || c.lockToken != lock) {
 		return Installed{}, fmt.Errorf("install %s: %w", k, ErrLockLost)
 	}
-	var expires time.Time
-	if in.Campaign.State.Terminal() {
-		if expires = in.Campaign.EndedAt.Add(m.retention); !now.Before(expires) {
-			return Installed{Expired: true}, nil
-		}
+	expires, ends := ExpiresAt(in.Campaign, m.retention)
+	if ends && !now.Before(expires) {
+		return Installed{Expired: true}, nil
 	}
 	if c == nil {
 		c = m.getOrNew(k, now)

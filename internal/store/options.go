@@ -176,6 +176,18 @@ func checkWrite(w Write) error {
 	return nil
 }
 
+// ExpiresAt is when a campaign rebuilt as c expires from a store keeping
+// ended campaigns for retention: the retention after it ended, for a
+// terminal campaign (ok); a campaign that has not ended never expires. The
+// rule Install applies (Expired) and a worker checks before it treats a
+// missing state as a loss.
+func ExpiresAt(c fsm.Campaign, retention time.Duration) (t time.Time, ok bool) {
+	if !c.State.Terminal() || c.EndedAt == nil {
+		return time.Time{}, false
+	}
+	return c.EndedAt.Add(retention), true
+}
+
 // NewToken returns a random token (32 hex characters) for a Claim, a
 // Write.ID or an IdemRecord.Owner.
 func NewToken() string {

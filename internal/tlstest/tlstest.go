@@ -8,6 +8,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -115,4 +116,24 @@ func write(tb testing.TB, dir, name, typ string, der []byte) string {
 		tb.Fatalf("tlstest: %v", err)
 	}
 	return p
+}
+
+// VerifyingServer is the TLS configuration of a server that presents
+// ServerCert and requires a client certificate signed by CA (NATS "tls
+// verify").
+func (f Files) VerifyingServer(tb testing.TB) *tls.Config {
+	tb.Helper()
+	cert, err := tls.LoadX509KeyPair(f.ServerCert, f.ServerKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pem, err := os.ReadFile(f.CA)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		tb.Fatalf("no certificate in %s", f.CA)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
 }

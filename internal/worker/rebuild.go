@@ -101,9 +101,10 @@ func (d *drainer) meetMissing(ctx context.Context, it events.InboxItem, si store
 	// store: its history outlives it, and nothing was lost (no wait, no
 	// loss epoch).
 	if w.cfg.Retention > 0 {
-		if rb, _, err := d.readHistory(ctx); err == nil && rb.Campaign.State.Terminal() && rb.Campaign.EndedAt != nil &&
-			!time.Now().Before(rb.Campaign.EndedAt.Add(w.cfg.Retention)) {
-			return d.expired(ctx, log, it, si, cmd)
+		if rb, _, err := d.readHistory(ctx); err == nil {
+			if at, ends := store.ExpiresAt(rb.Campaign, w.cfg.Retention); ends && !time.Now().Before(at) {
+				return d.expired(ctx, log, it, si, cmd)
+			}
 		}
 	}
 	// A holder that outlived the loss may still publish the event of a

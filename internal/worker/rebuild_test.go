@@ -39,7 +39,15 @@ func TestRebuildOnMeetingLostState(t *testing.T) {
 	<-h.down.startedCh("lost-paused", "segment")
 	pauseID := newID()
 	h.publish("acme", "lost-paused", fsm.Pause, pauseID, nil)
-	time.Sleep(100 * time.Millisecond) // the pause parked behind the step in flight
+	waitFor(t, 10*time.Second, "the pause parked behind the step in flight", func() bool {
+		items, _ := h.store.Inbox(ctx, store.Key{Tenant: "acme", Campaign: "lost-paused"}, 0)
+		for _, it := range items {
+			if it.ID == pauseID {
+				return true
+			}
+		}
+		return false
+	})
 	close(block)
 	h.waitEvent("acme", "lost-paused", fsm.EvPaused, 0, 10*time.Second)
 	pausedAt := h.waitIdle("acme", "lost-paused")
