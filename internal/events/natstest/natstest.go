@@ -1,12 +1,14 @@
 // Package natstest runs a real, in-process NATS server with JetStream for
 // tests, as nats-server's own tests do: a random port, a private store
-// directory, no logging, no signal handlers. It is for _test files only.
+// directory, no signal handlers, and the server's warnings and errors in the
+// test's log (shown when it fails). It is for _test files only.
 package natstest
 
 import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,9 +25,45 @@ func Start(t testing.TB) *server.Server {
 	if err != nil {
 		t.Fatalf("natstest: %v", err)
 	}
-	t.Cleanup(srv.Shutdown)
+	l := &testLogger{t: t}
+	srv.SetLogger(l, false, false)
+	t.Cleanup(func() {
+		srv.Shutdown()
+		l.stop()
+	})
 	return srv
 }
+
+// testLogger writes the server's warnings and errors to the test's log:
+// a JetStream API error such as "error creating store for stream" names
+// its cause only there. After stop (the server shut down) it drops them,
+// because logging after a test has ended panics.
+type testLogger struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
+
+func (l *testLogger) log(level, format string, v []any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.done {
+		l.t.Logf("nats-server %s: %s", level, fmt.Sprintf(format, v...))
+	}
+}
+
+func (l *testLogger) stop() {
+	l.mu.Lock()
+	l.done = true
+	l.mu.Unlock()
+}
+
+func (l *testLogger) Noticef(string, ...any)         {}
+func (l *testLogger) Debugf(string, ...any)          {}
+func (l *testLogger) Tracef(string, ...any)          {}
+func (l *testLogger) Warnf(format string, v ...any)  { l.log("warning", format, v) }
+func (l *testLogger) Errorf(format string, v ...any) { l.log("error", format, v) }
+func (l *testLogger) Fatalf(format string, v ...any) { l.log("fatal", format, v) }
 
 // Run is Start for a TestMain (no testing.TB): the server stores in
 // storeDir, and the caller shuts it down.
