@@ -275,7 +275,13 @@ func storedSeq(tenant, campaign string, raw *jetstream.RawStreamMsg) (uint64, er
 	}
 	ev, err := ParseEvent(raw.Data)
 	if err != nil {
-		return 0, fmt.Errorf("event at stream sequence %d has no usable sequence: %w", raw.Sequence, err)
+		// Not an event of the campaign (a foreign publisher where the
+		// permissions let one in): nothing can be chained to it, and a
+		// rebuild cannot read through it. ErrInvalidEvent (a rebuild
+		// dead-letters) and ErrEventConflict (a holder stops, signalled,
+		// until it is removed).
+		return 0, fmt.Errorf("message at stream sequence %d of %s is not an event of the campaign (%w): remove it (nats stream rmm %s %d): %w",
+			raw.Sequence, StreamEvents, err, StreamEvents, raw.Sequence, ErrEventConflict)
 	}
 	return ev.Seq(), nil
 }

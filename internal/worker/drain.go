@@ -304,7 +304,11 @@ func (d *drainer) flush(ctx context.Context) error {
 			// store's state is behind the history. Said loudly, counted
 			// and alerted on; the outbox is kept for the operator.
 			w.d.Metrics.EventConflict()
-			w.campaignLog(ctx, d.k, "").Error("campaign's store state is behind its history: it stops until repaired (orchestrator rebuild --campaign after removing its state; README, Operations)", "err", err)
+			if errors.Is(err, events.ErrInvalidEvent) {
+				w.campaignLog(ctx, d.k, "").Error("campaign's history holds a message that is not one of its events: it stops until the message is removed (README, Operations)", "err", err)
+			} else {
+				w.campaignLog(ctx, d.k, "").Error("campaign's store state is behind its history: it stops until repaired (orchestrator rebuild --campaign after removing its state; README, Operations)", "err", err)
+			}
 		}
 		return fmt.Errorf("publish events of %s: %w", d.k, err)
 	}

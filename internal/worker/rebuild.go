@@ -91,7 +91,9 @@ func (d *drainer) meetMissing(ctx context.Context, it events.InboxItem, si store
 	if err := w.retry(ctx, "read last event", func() (err error) {
 		_, used, err = w.events.Last(ctx, d.k.Tenant, d.k.Campaign)
 		return err
-	}); err != nil {
+	}); errors.Is(err, events.ErrInvalidEvent) {
+		return true, d.unrebuildable(ctx, log, it, si, cmd, err)
+	} else if err != nil {
 		return true, err
 	}
 	if !used {
@@ -124,12 +126,7 @@ func (d *drainer) meetMissing(ctx context.Context, it events.InboxItem, si store
 	}
 	rb, evs, err := d.readHistory(ctx)
 	if errors.Is(err, rebuild.ErrHistory) || errors.Is(err, events.ErrInvalidEvent) {
-		// Never applied as new, never left to block the campaign's inbox.
-		log.Error("campaign state missing and its history cannot be rebuilt: command dead-lettered", "verb", cmd.Verb, "err", err)
-		if err := d.deadLetter(ctx, it, si.Seq, invalid(cmd, "campaign state lost and its history cannot be rebuilt: "+err.Error()), metrics.DLQInvalid); err != nil {
-			return true, err
-		}
-		return true, d.settle(ctx, si.ID)
+		return true, d.unrebuildable(ctx, log, it, si, cmd, err)
 	}
 	if err != nil {
 		return true, err
@@ -252,4 +249,15 @@ func (w *Worker) rebuildDeadline(ctx context.Context, missingAt time.Time) (time
 		w.lossEpoch, w.lossSeen = string(epoch), missingAt
 	}
 	return w.lossSeen.Add(w.cfg.RebuildWait), nil
+}
+
+// unrebuildable dead-letters si, a command of a campaign whose state is
+// lost and whose history cannot be rebuilt (why: err): never applied as
+// new, never left to block the campaign's inbox.
+func (d *drainer) unrebuildable(ctx context.Context, log *slog.Logger, it events.InboxItem, si store.Item, cmd fsm.Command, err error) error {
+	log.Error("campaign state missing and its history cannot be rebuilt: command dead-lettered", "verb", cmd.Verb, "err", err)
+	if err := d.deadLetter(ctx, it, si.Seq, invalid(cmd, "campaign state lost and its history cannot be rebuilt: "+err.Error()), metrics.DLQInvalid); err != nil {
+		return err
+	}
+	return d.settle(ctx, si.ID)
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
+	"github.com/campaign-orchestrator/orchestrator/internal/metrics/metricstest"
 	"github.com/campaign-orchestrator/orchestrator/internal/store"
 	"github.com/campaign-orchestrator/orchestrator/internal/worker"
 )
@@ -342,4 +343,64 @@ func TestRebuildWaitOncePerLoss(t *testing.T) {
 	if got := deadline(b, t2.Add(time.Minute)); !got.Equal(t2.Add(time.Minute + wait)) {
 		t.Errorf("the other worker after the second loss: deadline %v, want a new wait from its meeting", got.Sub(t2))
 	}
+}
+
+// A message on a campaign's event subject that is not an event (a hostile
+// or broken publisher where permissions do not stop it) is met as an
+// invalid history: once the campaign's state is lost, its commands are
+// dead-lettered once, with a bounded reason that says so, instead of
+// retried for ever on "read last event".
+func TestRebuildOfJunkHistory(t *testing.T) {
+	const campaign = "junk"
+	h := newHarness(t, harnessOpts{})
+	h.create("acme", campaign, false)
+	h.waitIdle("acme", campaign)
+	junk := strings.Repeat("not an event ", 2000) // 26 KB: the reason must stay bounded
+	if _, err := h.js.Publish(t.Context(), events.EventSubject("acme", campaign, "campaign.forged"), []byte(junk)); err != nil {
+		t.Fatal(err)
+	}
+	h.flushAll()
+	h.publish("acme", campaign, fsm.Cancel, newID(), nil)
+	var dl []string
+	waitFor(t, 20*time.Second, "the cancel dead-lettered", func() bool {
+		dl = h.deadLetters(campaign)
+		return len(dl) > 0
+	})
+	if len(dl) != 1 || !strings.Contains(dl[0], "cannot be rebuilt") || len(dl[0]) > 1024 {
+		t.Errorf("dead letters %q: want one saying the history cannot be rebuilt, at most 1 KiB", dl)
+	}
+	h.waitCommandsEmpty()
+}
+
+// The same message while the campaign's state is kept: the campaign's next
+// event cannot be chained to its history. Like a rolled-back state
+// (TestRolledBackStateSignalledAndRepaired), the campaign stops, counted in
+// orchestrator_event_conflicts_total, nothing applied twice nor lost: once
+// the message is removed (nats stream rmm, as the error says), the cancel
+// that waited is published after the campaign's own events.
+func TestJunkOnEventSubject(t *testing.T) {
+	const campaign = "junk-live"
+	h, reg := metricsHarness(t, harnessOpts{sweep: 300 * time.Millisecond})
+	h.create("acme", campaign, false)
+	h.waitIdle("acme", campaign)
+	ack, err := h.js.Publish(t.Context(), events.EventSubject("acme", campaign, "campaign.forged"), []byte("{nope"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.publish("acme", campaign, fsm.Cancel, newID(), nil)
+	waitMetric(t, reg, "the conflict counted", func(s *metricstest.Scrape) bool { return s.Sum("orchestrator_event_conflicts_total") >= 1 })
+	stream, err := h.js.Stream(t.Context(), events.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.DeleteMsg(t.Context(), ack.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	evs := h.waitEvent("acme", campaign, fsm.EvCancelled, 0, 20*time.Second)
+	checkSequence(t, evs)
+	if len(evs) != 2 {
+		t.Errorf("history %s: want campaign.created, campaign.cancelled", types(evs))
+	}
+	h.noDeadLetters()
+	h.waitCommandsEmpty()
 }
