@@ -5,11 +5,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -247,9 +245,7 @@ func TestIdempotencySecret(t *testing.T) {
 	})
 	eachStore(t, func(t *testing.T, k storeKind) {
 		st := k.open(t)
-		e := newEnv(t, st) // each env: its own NATS server
-		first := do(e)
-		e.idemWritten()
+		first := do(newEnv(t, st)) // each env: its own NATS server
 		if err := st.DeleteIdem(context.Background(), "acme", "k-secret", ""); err != nil {
 			t.Fatal(err)
 		}
@@ -341,72 +337,6 @@ func TestIdempotencyReservationLostReply(t *testing.T) {
 		}
 		if _, err := hex.DecodeString(st.owners[0]); err != nil {
 			t.Fatalf("owner %q: %v", st.owners[0], err)
-		}
-	})
-}
-
-// heldStore holds its first CompleteIdems until release, and records the
-// size of every batch.
-type heldStore struct {
-	store.Store
-	release chan struct{}
-	once    sync.Once
-	mu      sync.Mutex
-	batches []int
-}
-
-func (s *heldStore) CompleteIdems(ctx context.Context, cs []store.IdemCompletion) error {
-	s.mu.Lock()
-	s.batches = append(s.batches, len(cs))
-	s.mu.Unlock()
-	s.once.Do(func() { <-s.release })
-	return s.Store.CompleteIdems(ctx, cs)
-}
-
-func (s *heldStore) sizes() []int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.Clone(s.batches)
-}
-
-// The idempotency record of an answered request is written after its
-// answer, with those of the requests answered meanwhile, in one store call
-// (group commit): answers do not wait for it, a repeat before it is
-// written waits and replays the answer, and Shutdown writes what is left.
-func TestIdempotencyRecordsBatched(t *testing.T) {
-	eachStore(t, func(t *testing.T, k storeKind) {
-		st := &heldStore{Store: k.open(t), release: make(chan struct{})}
-		e := newEnv(t, st)
-		body := func(i int) []byte { return fmt.Appendf(nil, `{"campaign_id":"b%d","name":"n","tenant_id":"acme"}`, i) }
-		first := e.do("POST", "/api/v1/campaigns", body(0), "Idempotency-Key", "b-0")
-		accepted(t, first) // answered while its record is held
-		const n = 8
-		var wg sync.WaitGroup
-		for i := 1; i <= n; i++ {
-			wg.Go(func() {
-				accepted(t, e.do("POST", "/api/v1/campaigns", body(i), "Idempotency-Key", fmt.Sprintf("b-%d", i)))
-			})
-		}
-		wg.Wait() // all answered, the first record still held
-		repeat := make(chan resp, 1)
-		go func() { repeat <- e.do("POST", "/api/v1/campaigns", body(0), "Idempotency-Key", "b-0") }()
-		select {
-		case r := <-repeat:
-			t.Fatalf("a repeat answered before the record it replays was written: %s", r)
-		case <-time.After(100 * time.Millisecond):
-		}
-		close(st.release)
-		r := <-repeat
-		accepted(t, r)
-		if r.header.Get(httpapi.HeaderReplayed) != "true" || !bytes.Equal(r.body, first.body) {
-			t.Fatalf("repeat: %s %v, want the first answer replayed", r, r.header)
-		}
-		e.idemWritten()
-		if got := st.sizes(); len(got) != 2 || got[0] != 1 || got[1] != n {
-			t.Errorf("batches %v: want [1 %d] (the first, then the %d answered while it was written)", got, n, n)
-		}
-		if got := len(e.commands()); got != n+1 {
-			t.Errorf("%d commands stored, want %d", got, n+1)
 		}
 	})
 }

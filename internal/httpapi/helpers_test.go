@@ -88,17 +88,6 @@ type env struct {
 	client *http.Client
 }
 
-// idemWritten waits until the idempotency records of the requests
-// answered so far are written (they follow the answers).
-func (e *env) idemWritten() {
-	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := httpapi.FlushIdempotency(ctx, e.api); err != nil {
-		e.t.Fatal(err)
-	}
-}
-
 type envOption func(*httpapi.Config, *httpapi.Deps)
 
 func withConfig(f func(*httpapi.Config)) envOption {

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -209,18 +210,17 @@ func (s *Server) complete(ctx context.Context, ir *idemRequest, a *answer) {
 	// 503 comes about): the key must not stay reserved because of it.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	var err error
 	if a.status >= 500 || a.status == http.StatusTooManyRequests {
-		// Before the answer: a repeat told "later" finds the key free.
-		if err := s.deps.Store.DeleteIdem(ctx, ir.tenant, ir.key, ir.owner); err != nil {
-			s.log.Error("idempotency record not removed", "tenant_id", ir.tenant, "command_id", ir.commandID, "status", a.status, "error", err)
-		}
-		return
+		err = s.deps.Store.DeleteIdem(ctx, ir.tenant, ir.key, ir.owner)
+	} else {
+		err = s.deps.Store.CompleteIdem(ctx, ir.tenant, ir.key, store.IdemRecord{
+			Fingerprint: ir.fingerprint, Owner: ir.owner, Status: a.status, Header: a.header, Body: a.body,
+		}, s.cfg.IdempotencyTTL)
 	}
-	// After the answer, with the records of other requests (completions).
-	s.completions.add(completion{IdemCompletion: store.IdemCompletion{
-		Tenant: ir.tenant, Key: ir.key, TTL: s.cfg.IdempotencyTTL,
-		Rec: store.IdemRecord{Fingerprint: ir.fingerprint, Owner: ir.owner, Status: a.status, Header: a.header, Body: a.body},
-	}, commandID: ir.commandID})
+	if err != nil && !errors.Is(err, store.ErrIdempotencyMismatch) {
+		s.log.Error("idempotency record not saved", "tenant_id", ir.tenant, "command_id", ir.commandID, "status", a.status, "error", err)
+	}
 }
 
 // write sends an answer; replayed adds Idempotent-Replayed: true.

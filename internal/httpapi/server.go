@@ -99,7 +99,7 @@ type Store interface {
 	List(ctx context.Context, tenant string, state fsm.State, cursor string, limit int) (store.Page, error)
 	Applied(ctx context.Context, k store.Key, id string) (bool, error)
 	ReserveIdem(ctx context.Context, tenant, key string, rec store.IdemRecord, ttl time.Duration) (store.IdemRecord, bool, error)
-	CompleteIdems(ctx context.Context, cs []store.IdemCompletion) error
+	CompleteIdem(ctx context.Context, tenant, key string, rec store.IdemRecord, ttl time.Duration) error
 	DeleteIdem(ctx context.Context, tenant, key, owner string) error
 	Secret(ctx context.Context, name string, candidate []byte) ([]byte, error)
 	Ping(ctx context.Context) error
@@ -141,8 +141,6 @@ type Server struct {
 	metrics *httpMetrics
 	// idemSecret keys the command ids derived from Idempotency-Keys.
 	idemSecret []byte
-	// completions writes the records of answered requests.
-	completions *completions
 
 	done     chan struct{} // closed by Shutdown: event streams end
 	doneOnce sync.Once
@@ -207,7 +205,6 @@ func NewContext(ctx context.Context, cfg Config, deps Deps) (*Server, error) {
 		limiter: newTenantLimiter(cfg.CommandRate, cfg.CommandBurst),
 		done:    make(chan struct{}),
 	}
-	s.completions = newCompletions(deps.Store, s.log)
 	if s.idemSecret, err = idempotencySecret(ctx, cfg.IdempotencySecret, deps.Store, s.log); err != nil {
 		return nil, err
 	}
@@ -319,10 +316,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.doneOnce.Do(func() { close(s.done) })
 	srv := s.srv
 	s.mu.Unlock()
-	var err error
-	if srv != nil {
-		err = srv.Shutdown(ctx)
+	if srv == nil {
+		return nil
 	}
-	// The answered requests' idempotency records, written after them.
-	return errors.Join(err, s.completions.flush(ctx))
+	return srv.Shutdown(ctx)
 }

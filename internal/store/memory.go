@@ -629,19 +629,6 @@ func (m *Memory) ReserveIdem(ctx context.Context, tenant, key string, rec IdemRe
 	return IdemRecord{}, false, nil
 }
 
-// CompleteIdems implements Store.
-func (m *Memory) CompleteIdems(ctx context.Context, cs []IdemCompletion) error {
-	for i := range cs {
-		c := &cs[i]
-		if err := checkTenant(c.Tenant); err != nil {
-			c.Err = fmt.Errorf("complete idempotency key: %w", err)
-			continue
-		}
-		c.Err = m.CompleteIdem(ctx, c.Tenant, c.Key, c.Rec, c.TTL)
-	}
-	return nil
-}
-
 // CompleteIdem implements Store.
 func (m *Memory) CompleteIdem(ctx context.Context, tenant, key string, rec IdemRecord, ttl time.Duration) error {
 	if err := checkTTL("complete idempotency key", ttl); err != nil {

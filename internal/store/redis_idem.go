@@ -60,62 +60,11 @@ func (r *Redis) CompleteIdem(ctx context.Context, tenant, key string, rec IdemRe
 		return fmt.Errorf("complete idempotency key %s/%s: encode: %w", tenant, key, err)
 	}
 	n, err := r.scripts.complete.Run(ctx, r.client, []string{r.idemKey(tenant, key)}, b, rec.Fingerprint, ttlMillis(ttl)).Int64()
-	return completed(tenant, key, n, err)
-}
-
-func completed(tenant, key string, n int64, err error) error {
 	if err != nil {
 		return fmt.Errorf("complete idempotency key %s/%s: %w", tenant, key, err)
 	}
 	if n != 1 {
 		return fmt.Errorf("complete idempotency key %s/%s: %w", tenant, key, ErrIdempotencyMismatch)
-	}
-	return nil
-}
-
-// CompleteIdems implements Store: one pipeline of EVALSHA (on Redis
-// Cluster, one per master, sent together); a completion the server
-// answers NOSCRIPT for (restarted since the script was loaded) is run
-// again with EVAL.
-func (r *Redis) CompleteIdems(ctx context.Context, cs []IdemCompletion) error {
-	type sent struct {
-		i    int
-		args []any
-		cmd  *redis.Cmd
-	}
-	batch := make([]sent, 0, len(cs))
-	pipe := r.client.Pipeline()
-	for i := range cs {
-		c := &cs[i]
-		if err := checkTenant(c.Tenant); err != nil {
-			c.Err = fmt.Errorf("complete idempotency key: %w", err)
-			continue
-		}
-		if err := checkTTL("complete idempotency key", c.TTL); err != nil {
-			c.Err = err
-			continue
-		}
-		b, err := json.Marshal(c.Rec)
-		if err != nil {
-			c.Err = fmt.Errorf("complete idempotency key %s/%s: encode: %w", c.Tenant, c.Key, err)
-			continue
-		}
-		args := []any{b, c.Rec.Fingerprint, ttlMillis(c.TTL)}
-		batch = append(batch, sent{i: i, args: args, cmd: r.scripts.complete.EvalSha(ctx, pipe, []string{r.idemKey(c.Tenant, c.Key)}, args...)})
-	}
-	if len(batch) == 0 {
-		return nil
-	}
-	if _, err := pipe.Exec(ctx); err != nil && ctx.Err() != nil {
-		return fmt.Errorf("complete idempotency keys: %w", err)
-	}
-	for _, b := range batch {
-		c := &cs[b.i]
-		n, err := b.cmd.Int64()
-		if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-			n, err = r.scripts.complete.Run(ctx, r.client, []string{r.idemKey(c.Tenant, c.Key)}, b.args...).Int64()
-		}
-		c.Err = completed(c.Tenant, c.Key, n, err)
 	}
 	return nil
 }

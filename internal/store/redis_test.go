@@ -241,20 +241,6 @@ func TestRedisScriptFlush(t *testing.T) {
 	if res, err := s.Enqueue(ctx, k, store.Item{ID: "a", Seq: 1}, store.Claim{Token: store.NewToken(), TTL: time.Minute}); err != nil || res.Lease == nil {
 		t.Fatalf("Enqueue after SCRIPT FLUSH = %+v, %v", res, err)
 	}
-	// A pipelined batch runs EVALSHA only: NOSCRIPT there is run again.
-	if err := s.Client().ScriptFlush(ctx).Err(); err != nil {
-		t.Fatal(err)
-	}
-	cs := []store.IdemCompletion{
-		{Tenant: "acme", Key: "f1", Rec: store.IdemRecord{Fingerprint: "fp", Status: 202}, TTL: time.Minute},
-		{Tenant: "acme", Key: "f2", Rec: store.IdemRecord{Fingerprint: "fp", Status: 202}, TTL: time.Minute},
-	}
-	if err := s.CompleteIdems(ctx, cs); err != nil || cs[0].Err != nil || cs[1].Err != nil {
-		t.Fatalf("CompleteIdems after SCRIPT FLUSH: %v, %v, %v", err, cs[0].Err, cs[1].Err)
-	}
-	if got, found, err := s.ReserveIdem(ctx, "acme", "f2", store.IdemRecord{Fingerprint: "other"}, time.Minute); err != nil || !found || got.Status != 202 {
-		t.Fatalf("record after CompleteIdems: %+v, %v, %v", got, found, err)
-	}
 }
 
 // TestRedisListDropsExpired: List removes from the tenant index the ids of

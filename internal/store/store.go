@@ -199,15 +199,6 @@ type Installed struct {
 // inbox is applied before the next step.
 const SeqInternal = 1 << 53
 
-// IdemCompletion is one record for CompleteIdems: the arguments of
-// CompleteIdem, and its result in Err.
-type IdemCompletion struct {
-	Tenant, Key string
-	Rec         IdemRecord
-	TTL         time.Duration
-	Err         error
-}
-
 // IdemRecord is a stored HTTP answer for an Idempotency-Key.
 type IdemRecord struct {
 	Fingerprint string            `json:"fingerprint"`     // method, path and body hash of the first request
@@ -346,12 +337,6 @@ type Store interface {
 	// another Fingerprint (the reservation expired and another request took
 	// the key).
 	CompleteIdem(ctx context.Context, tenant, key string, rec IdemRecord, ttl time.Duration) error
-	// CompleteIdems is CompleteIdem for several records at once, in one
-	// round trip where the store can: each completion's Err is set to what
-	// CompleteIdem would have returned for it. The error is for the batch
-	// as a whole (ctx ended, the store unreachable): then no Err is set and
-	// any of them may have been written.
-	CompleteIdems(ctx context.Context, cs []IdemCompletion) error
 	// DeleteIdem removes the record (a 5xx answer is not kept): only the one
 	// reserved or completed by owner, when owner is not empty, so that a
 	// retried or late delete never removes another request's record.

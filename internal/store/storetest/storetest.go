@@ -74,7 +74,6 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"List", testList},
 		{"Idempotency", testIdempotency},
 		{"IdempotencyTTL", testIdempotencyTTL},
-		{"CompleteIdems", testCompleteIdems},
 		{"ConcurrentHolders", testConcurrentHolders},
 		{"CountByState", testCountByState},
 		{"RetriedCalls", testRetriedCalls},
@@ -906,50 +905,6 @@ func testIdempotency(t *testing.T, s store.Store) {
 	}
 	_, _, err = s.ReserveIdem(ctx, "acme", "key-2", first, 0)
 	wantErr(t, "ReserveIdem with ttl 0", err, store.ErrInvalid)
-}
-
-// CompleteIdems writes a batch as CompleteIdem would each record, and
-// reports each one's result apart.
-func testCompleteIdems(t *testing.T, s store.Store) {
-	ctx := t.Context()
-	if err := s.CompleteIdems(ctx, nil); err != nil {
-		t.Fatalf("empty batch: %v", err)
-	}
-	mine := store.IdemRecord{Fingerprint: "fp-mine", Owner: "o1"}
-	theirs := store.IdemRecord{Fingerprint: "fp-theirs", Owner: "o2"}
-	for key, rec := range map[string]store.IdemRecord{"b1": mine, "b2": mine, "taken": theirs} {
-		if _, found, err := s.ReserveIdem(ctx, "acme", key, rec, longTTL); err != nil || found {
-			t.Fatalf("ReserveIdem %s: found %v, %v", key, found, err)
-		}
-	}
-	done := func(status int) store.IdemRecord {
-		r := mine
-		r.Status, r.Body = status, []byte(fmt.Sprintf(`{"status":%d}`, status))
-		return r
-	}
-	cs := []store.IdemCompletion{
-		{Tenant: "acme", Key: "b1", Rec: done(202), TTL: longTTL},
-		{Tenant: "acme", Key: "taken", Rec: done(202), TTL: longTTL}, // another request's key
-		{Tenant: "acme", Key: "b2", Rec: done(409), TTL: longTTL},
-		{Tenant: "acme", Key: "new", Rec: done(400), TTL: longTTL}, // no reservation left (expired): written
-		{Tenant: "", Key: "bad", Rec: done(202), TTL: longTTL},
-		{Tenant: "acme", Key: "ttl", Rec: done(202)},
-	}
-	if err := s.CompleteIdems(ctx, cs); err != nil {
-		t.Fatalf("CompleteIdems: %v", err)
-	}
-	for i, want := range []error{nil, store.ErrIdempotencyMismatch, nil, nil, store.ErrInvalid, store.ErrInvalid} {
-		if want == nil && cs[i].Err != nil || want != nil && !errors.Is(cs[i].Err, want) {
-			t.Errorf("completion %d (%s): %v, want %v", i, cs[i].Key, cs[i].Err, want)
-		}
-	}
-	for key, want := range map[string]store.IdemRecord{"b1": done(202), "b2": done(409), "new": done(400), "taken": theirs} {
-		reader := store.IdemRecord{Fingerprint: "fp-reader", Owner: "o3"} // finds what is stored
-		got, found, err := s.ReserveIdem(ctx, "acme", key, reader, longTTL)
-		if err != nil || !found || !reflect.DeepEqual(got, want) {
-			t.Errorf("record %s = %+v, %v, %v; want %+v", key, got, found, err, want)
-		}
-	}
 }
 
 func testIdempotencyTTL(t *testing.T, s store.Store) {
