@@ -21,12 +21,11 @@ import (
 // port, storing in t.TempDir(), and shuts it down when the test ends.
 func Start(t testing.TB) *server.Server {
 	t.Helper()
-	srv, err := Run(t.TempDir())
+	l := &testLogger{t: t}
+	srv, err := run(t.TempDir(), l)
 	if err != nil {
 		t.Fatalf("natstest: %v", err)
 	}
-	l := &testLogger{t: t}
-	srv.SetLogger(l, false, false)
 	t.Cleanup(func() {
 		srv.Shutdown()
 		l.stop()
@@ -67,7 +66,10 @@ func (l *testLogger) Fatalf(format string, v ...any) { l.log("fatal", format, v)
 
 // Run is Start for a TestMain (no testing.TB): the server stores in
 // storeDir, and the caller shuts it down.
-func Run(storeDir string) (*server.Server, error) {
+func Run(storeDir string) (*server.Server, error) { return run(storeDir, nil) }
+
+// run starts the server, logging to log from its start when not nil.
+func run(storeDir string, log server.Logger) (*server.Server, error) {
 	srv, err := server.NewServer(&server.Options{
 		Host:      "127.0.0.1",
 		Port:      -1,
@@ -78,6 +80,9 @@ func Run(storeDir string) (*server.Server, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("new server: %w", err)
+	}
+	if log != nil {
+		srv.SetLogger(log, false, false)
 	}
 	go srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
