@@ -129,17 +129,7 @@ func TestChaosMakeCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("", "chaos-"+t.Name()+"-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() || *flagKeep {
-			t.Logf("logs and data kept in %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
+	dir := workDir(t)
 
 	// The script's binaries: the suite's orchestrator and nats-server, and
 	// the step simulator (which the script starts; the workers call the fake).

@@ -110,17 +110,7 @@ func newScenarioNATS(t *testing.T, startNATS func(dir string) string) *scenario 
 		s.name, seed, s.scale, s.name, seed, s.scale)
 	s.rng = rand.New(rand.NewPCG(seed, 0xfa17))
 
-	dir, err := os.MkdirTemp("", "chaos-"+s.name+"-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() || *flagKeep {
-			t.Logf("logs and data kept in %s", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	})
+	dir := workDir(t)
 	rs := redistest.New(t)
 	natsURL := startNATS(dir)
 	down := NewDownstream(seed, *flagLatency, *flagFailRate)
@@ -128,6 +118,7 @@ func newScenarioNATS(t *testing.T, startNATS func(dir string) string) *scenario 
 	s.cl = &Cluster{t: t, Dir: dir, NATS: natsURL, Redis: rs.URL(), Down: down}
 	down.SetOwner(s.cl.Owner)
 
+	var err error
 	s.nc, err = nats.Connect(natsURL, nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatal(err)
@@ -506,4 +497,22 @@ func grepLog(path, s string, n int) string {
 		out = out[len(out)-n:]
 	}
 	return strings.Join(out, "\n")
+}
+
+// workDir makes the test's directory of logs and data, removed after a
+// pass unless -chaos.keep.
+func workDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "chaos-"+t.Name()+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() || *flagKeep {
+			t.Logf("logs and data kept in %s", dir)
+			return
+		}
+		os.RemoveAll(dir)
+	})
+	return dir
 }

@@ -15,9 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
-	"github.com/campaign-orchestrator/orchestrator/internal/events/natstest"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
-	"github.com/campaign-orchestrator/orchestrator/streams"
 )
 
 // hostile is 400,000 bytes of 0xff: invalid UTF-8 that %q would blow up to
@@ -378,16 +376,8 @@ func rawPublish(t *testing.T, url, subject, hdrBlock string, body []byte) {
 // A command as stored, with a header key nats.go cannot send and nearly
 // JetStream's 64 KiB of headers, still gets its one DLQ copy.
 func TestDeadLetterOfRawCommand(t *testing.T) {
-	srv := natstest.Start(t)
-	_, js := natstest.Connect(t, srv)
-	specs, err := events.LoadSpecs(streams.FS)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := mustJetStream(t)
 	ctx := testCtx(t)
-	if err := specs.Apply(ctx, js, events.Overrides{}); err != nil {
-		t.Fatal(err)
-	}
 	var hb strings.Builder
 	hb.WriteString("NATS/1.0\r\nNats-Msg-Id: 01RAW\r\nBad Key: nats.go parses this, and refuses to send it\r\ntraceparent: tp-raw\r\n")
 	for i := 0; hb.Len() < 60_000; i++ {
@@ -395,10 +385,11 @@ func TestDeadLetterOfRawCommand(t *testing.T) {
 	}
 	hb.WriteString("\r\n")
 	body := []byte(`{"type":"` + strings.Repeat("\xff", 400_000) + `","tenant_id":"acme","campaign_id":"c1"}`)
-	rawPublish(t, srv.ClientURL(), "campaign.cmd.acme.c1.start", hb.String(), body)
+	rawPublish(t, js.Conn().ConnectedUrl(), "campaign.cmd.acme.c1.start", hb.String(), body)
 
 	// The raw publish waits for no acknowledgement: wait until it is stored.
 	var raw *jetstream.RawStreamMsg
+	var err error
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		raw, err = mustStream(t, js, events.StreamCommands).GetMsg(ctx, 1)
 		if err == nil {

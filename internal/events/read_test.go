@@ -10,9 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/campaign-orchestrator/orchestrator/internal/events"
-	"github.com/campaign-orchestrator/orchestrator/internal/events/natstest"
 	"github.com/campaign-orchestrator/orchestrator/internal/fsm"
-	"github.com/campaign-orchestrator/orchestrator/streams"
 )
 
 // setAllowDirect switches a stream's allow_direct, so that the jetstream
@@ -96,16 +94,9 @@ func TestHistoryAndLast(t *testing.T) {
 // direct gets, which any replica answers, off the JetStream API's queue.
 // The requests are watched on the JetStream API subjects.
 func TestHistoryFromLeader(t *testing.T) {
-	srv := natstest.Start(t)
-	nc, js := natstest.Connect(t, srv)
-	specs, err := events.LoadSpecs(streams.FS)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := mustJetStream(t)
+	nc := js.Conn()
 	ctx := testCtx(t)
-	if err := specs.Apply(ctx, js, events.Overrides{}); err != nil {
-		t.Fatal(err)
-	}
 	setAllowDirect(t, js, events.StreamEvents, true)
 	mustPublish(t, js, "acme", "c", outbox(t, "acme", "c", 1, 3), 3)
 	var mu sync.Mutex

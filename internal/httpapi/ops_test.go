@@ -8,16 +8,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/campaign-orchestrator/orchestrator/docs"
+	"github.com/campaign-orchestrator/orchestrator/internal/events/natstest"
 	"github.com/campaign-orchestrator/orchestrator/internal/httpapi"
 )
 
@@ -117,56 +116,13 @@ func TestOpenAPIRoutes(t *testing.T) {
 	}
 }
 
-// restartableNATS is an embedded NATS server that can be stopped and started
-// again on the same port and store directory.
-type restartableNATS struct {
-	t    testing.TB
-	opts server.Options
-	srv  *server.Server
-}
-
-func startRestartableNATS(t testing.TB) *restartableNATS {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
-	n := &restartableNATS{t: t, opts: server.Options{Host: "127.0.0.1", Port: port, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}}
-	n.start()
-	t.Cleanup(n.stop)
-	return n
-}
-
-func (n *restartableNATS) start() {
-	n.t.Helper()
-	opts := n.opts
-	srv, err := server.NewServer(&opts)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		n.t.Fatal("nats not ready")
-	}
-	n.srv = srv
-}
-
-func (n *restartableNATS) stop() {
-	if n.srv != nil {
-		n.srv.Shutdown()
-		n.srv.WaitForShutdown()
-		n.srv = nil
-	}
-}
-
 func TestNATSDown503(t *testing.T) {
 	eachStore(t, func(t *testing.T, k storeKind) {
-		ns := startRestartableNATS(t)
-		e := newEnvOn(t, ns.srv, k.open(t), withConfig(func(c *httpapi.Config) { c.PublishTimeout = 300 * time.Millisecond }))
+		ns := natstest.StartRestartable(t)
+		e := newEnvOn(t, ns.Server(), k.open(t), withConfig(func(c *httpapi.Config) { c.PublishTimeout = 300 * time.Millisecond }))
 		accepted(t, e.create("acme", "before"))
 
-		ns.stop()
+		ns.Stop()
 		body := []byte(`{"campaign_id":"during","name":"n","tenant_id":"acme"}`)
 		r := e.do("POST", "/api/v1/campaigns", body, "Idempotency-Key", "k1")
 		wantError(t, r, 503, "")
@@ -180,7 +136,7 @@ func TestNATSDown503(t *testing.T) {
 			t.Fatalf("healthz: %s", r)
 		}
 
-		ns.start()
+		ns.Start()
 		eventually(t, "ready again", 20*time.Second, func() bool { return e.do("GET", "/readyz", nil).status == 200 })
 		// The 503 was not kept: the same key now succeeds, and it is not a replay.
 		r = e.do("POST", "/api/v1/campaigns", body, "Idempotency-Key", "k1")

@@ -448,6 +448,18 @@ func (h *harness) waitCommandsEmpty() {
 	})
 }
 
+// waitDeadLetters waits until acme/campaign has a dead letter and returns
+// the reasons of its dead letters.
+func (h *harness) waitDeadLetters(campaign string) []string {
+	h.t.Helper()
+	var dl []string
+	waitFor(h.t, 20*time.Second, campaign+" dead-lettered", func() bool {
+		dl = h.deadLetters(campaign)
+		return len(dl) > 0
+	})
+	return dl
+}
+
 // deadLetters returns the reasons of acme/campaign's dead letters.
 func (h *harness) deadLetters(campaign string) []string {
 	h.t.Helper()

@@ -123,10 +123,10 @@ func TestExpiredCampaignIsNoLoss(t *testing.T) {
 
 	began := time.Now()
 	h.publish("acme", campaign, fsm.Resume, newID(), nil)
-	waitFor(t, 20*time.Second, "the resume dead-lettered", func() bool { return len(h.deadLetters(campaign)) > 0 })
+	dl := h.waitDeadLetters(campaign)
 	took := time.Since(began)
 	after, _ := rc.Keys(ctx, "*loss-epoch*").Result()
-	t.Logf("dead letters %q; took %s; rebuild waits logged %d; loss-epoch keys before %v, after %v", h.deadLetters(campaign), took.Round(time.Millisecond), waits.Load(), before, after)
+	t.Logf("dead letters %q; took %s; rebuild waits logged %d; loss-epoch keys before %v, after %v", dl, took.Round(time.Millisecond), waits.Load(), before, after)
 	if len(after) != len(before) {
 		t.Errorf("the loss epoch was minted for an expired campaign: %v", after)
 	}

@@ -291,11 +291,7 @@ func TestRebuildOfTruncatedHistory(t *testing.T) {
 	}
 	h.flushAll()
 	h.publish("acme", campaign, fsm.Cancel, newID(), nil)
-	var dl []string
-	waitFor(t, 20*time.Second, "the cancel dead-lettered", func() bool {
-		dl = h.deadLetters(campaign)
-		return len(dl) > 0
-	})
+	dl := h.waitDeadLetters(campaign)
 	if len(dl) != 1 || !strings.Contains(dl[0], "cannot be rebuilt") || !strings.Contains(dl[0], "no longer in "+events.StreamEvents) ||
 		!strings.Contains(dl[0], fsm.EvCreated) {
 		t.Errorf("dead letters %q: want one saying the history lost its campaign.created", dl)
@@ -361,11 +357,7 @@ func TestRebuildOfJunkHistory(t *testing.T) {
 	}
 	h.flushAll()
 	h.publish("acme", campaign, fsm.Cancel, newID(), nil)
-	var dl []string
-	waitFor(t, 20*time.Second, "the cancel dead-lettered", func() bool {
-		dl = h.deadLetters(campaign)
-		return len(dl) > 0
-	})
+	dl := h.waitDeadLetters(campaign)
 	if len(dl) != 1 || !strings.Contains(dl[0], "cannot be rebuilt") || len(dl[0]) > 1024 {
 		t.Errorf("dead letters %q: want one saying the history cannot be rebuilt, at most 1 KiB", dl)
 	}

@@ -160,5 +160,8 @@ func (r *Restartable) Stop() {
 	}
 }
 
+// Server is the running server (nil while stopped).
+func (r *Restartable) Server() *server.Server { return r.srv }
+
 // URL is the server's client URL, the same across restarts.
 func (r *Restartable) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", r.opts.Port) }
