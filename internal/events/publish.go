@@ -268,22 +268,25 @@ func lastStored(ctx context.Context, stream jetstream.Stream, tenant, campaign s
 	return seq, raw.Sequence, raw, nil
 }
 
-// storedSeq is the sequence of raw, a stored event of the campaign.
+// storedSeq is the sequence of raw, a stored event of the campaign. The
+// body is what says it (a foreign message may carry a Nats-Msg-Id in the
+// service's own format); a header that says otherwise is a conflict too.
 func storedSeq(tenant, campaign string, raw *jetstream.RawStreamMsg) (uint64, error) {
-	if n, ok := parseEventID(tenant, campaign, raw.Header.Get(jetstream.MsgIDHeader)); ok {
-		return n, nil
-	}
 	ev, err := ParseEvent(raw.Data)
-	if err != nil {
-		// Not an event of the campaign (a foreign publisher where the
-		// permissions let one in): nothing can be chained to it, and a
-		// rebuild cannot read through it. ErrInvalidEvent (a rebuild
-		// dead-letters) and ErrEventConflict (a holder stops, signalled,
-		// until it is removed).
-		return 0, fmt.Errorf("message at stream sequence %d of %s is not an event of the campaign (%w): remove it (nats stream rmm %s %d): %w",
-			raw.Sequence, StreamEvents, err, StreamEvents, raw.Sequence, ErrEventConflict)
+	if err == nil {
+		if n, ok := parseEventID(tenant, campaign, raw.Header.Get(jetstream.MsgIDHeader)); !ok || n == ev.Seq() {
+			return ev.Seq(), nil
+		}
+		err = fmt.Errorf("its %s says sequence %s, its body %d: %w", jetstream.MsgIDHeader,
+			QuoteBounded(raw.Header.Get(jetstream.MsgIDHeader)), ev.Seq(), ErrInvalidEvent)
 	}
-	return ev.Seq(), nil
+	// Not an event of the campaign (a foreign publisher where the
+	// permissions let one in): nothing can be chained to it, and a
+	// rebuild cannot read through it. ErrInvalidEvent (a rebuild
+	// dead-letters) and ErrEventConflict (a holder stops, signalled,
+	// until it is removed).
+	return 0, fmt.Errorf("message at stream sequence %d of %s is not an event of the campaign (%w): remove it (nats stream rmm %s %d): %w",
+		raw.Sequence, StreamEvents, err, StreamEvents, raw.Sequence, ErrEventConflict)
 }
 
 // checkStored checks that m, the campaign's event number seq, is the event

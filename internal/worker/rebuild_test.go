@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -371,28 +372,45 @@ func TestRebuildOfJunkHistory(t *testing.T) {
 // the message is removed (nats stream rmm, as the error says), the cancel
 // that waited is published after the campaign's own events.
 func TestJunkOnEventSubject(t *testing.T) {
-	const campaign = "junk-live"
-	h, reg := metricsHarness(t, harnessOpts{sweep: 300 * time.Millisecond})
-	h.create("acme", campaign, false)
-	h.waitIdle("acme", campaign)
-	ack, err := h.js.Publish(t.Context(), events.EventSubject("acme", campaign, "campaign.forged"), []byte("{nope"))
-	if err != nil {
-		t.Fatal(err)
+	// The message's Nats-Msg-Id: none, or one in the service's own format,
+	// of the campaign's last event or of its next (removed, it holds the
+	// next event back as a duplicate until the duplicate window, 1 s here,
+	// has passed).
+	for name, seq := range map[string]uint64{"no id": 0, "id of the last event": 1, "id of the next event": 2} {
+		t.Run(name, func(t *testing.T) {
+			campaign := fmt.Sprintf("junk-live-%d", seq)
+			h, reg := metricsHarness(t, harnessOpts{sweep: 300 * time.Millisecond, dupWindow: time.Second})
+			h.create("acme", campaign, false)
+			h.waitIdle("acme", campaign)
+			m := nats.NewMsg(events.EventSubject("acme", campaign, "campaign.forged"))
+			m.Data = []byte("{nope")
+			if seq != 0 {
+				m.Header.Set(jetstream.MsgIDHeader, events.EventID("acme", campaign, seq))
+			}
+			var ack *jetstream.PubAck
+			waitFor(t, 10*time.Second, "the message stored (not a duplicate)", func() bool {
+				var err error
+				if ack, err = h.js.PublishMsg(t.Context(), m); err != nil {
+					t.Fatal(err)
+				}
+				return !ack.Duplicate
+			})
+			h.publish("acme", campaign, fsm.Cancel, newID(), nil)
+			waitMetric(t, reg, "the conflict counted", func(s *metricstest.Scrape) bool { return s.Sum("orchestrator_event_conflicts_total") >= 1 })
+			stream, err := h.js.Stream(t.Context(), events.StreamEvents)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := stream.DeleteMsg(t.Context(), ack.Sequence); err != nil {
+				t.Fatal(err)
+			}
+			evs := h.waitEvent("acme", campaign, fsm.EvCancelled, 0, 20*time.Second)
+			checkSequence(t, evs)
+			if len(evs) != 2 {
+				t.Errorf("history %s: want campaign.created, campaign.cancelled", types(evs))
+			}
+			h.noDeadLetters()
+			h.waitCommandsEmpty()
+		})
 	}
-	h.publish("acme", campaign, fsm.Cancel, newID(), nil)
-	waitMetric(t, reg, "the conflict counted", func(s *metricstest.Scrape) bool { return s.Sum("orchestrator_event_conflicts_total") >= 1 })
-	stream, err := h.js.Stream(t.Context(), events.StreamEvents)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.DeleteMsg(t.Context(), ack.Sequence); err != nil {
-		t.Fatal(err)
-	}
-	evs := h.waitEvent("acme", campaign, fsm.EvCancelled, 0, 20*time.Second)
-	checkSequence(t, evs)
-	if len(evs) != 2 {
-		t.Errorf("history %s: want campaign.created, campaign.cancelled", types(evs))
-	}
-	h.noDeadLetters()
-	h.waitCommandsEmpty()
 }
